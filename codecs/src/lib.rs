@@ -1,0 +1,21 @@
+//! Tracker protocol codecs: bytes in, normalized positions and replies out.
+//!
+//! Architecture invariant: this crate is pure. No sockets, no NATS, no databases, no
+//! clock, no logging of payloads. A codec finds frame boundaries, checks lengths and
+//! checksums, decodes records into a [`position::Batch`], and says which bytes the
+//! device should get back; the gateway decides when they are sent.
+//!
+//! Adding a protocol: one module beside [`teltonika`], one variant in
+//! [`protocol::Protocol`], fixtures under `fixtures/<protocol>/` (see CONTRIBUTING.md).
+
+pub mod attrs;
+pub mod position;
+pub mod protocol;
+pub mod teltonika;
+pub mod time;
+pub mod transcript;
+
+pub use attrs::Attr;
+pub use position::{AttrValue, Batch, Fix, IoKey, IoValue, PositionRef};
+pub use protocol::{DatagramError, DeviceMessage, Event, Fatal, Protocol, Session, SessionOptions};
+pub use time::UtcMillis;

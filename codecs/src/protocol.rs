@@ -1,0 +1,166 @@
+//! What every codec has in common: the session trait the gateway and `fleetgate decode`
+//! drive, the events a session produces, and the closed list of protocols.
+//!
+//! The contract is tokio-util's decoder contract, widened by one case: `Ok(None)` means
+//! "need more bytes", `Ok(Some(event))` is one event (possibly [`Event::Refused`], a frame
+//! that was skipped while the stream stays usable), and `Err(Fatal)` means the stream can
+//! no longer be framed and the connection must close.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::position::Batch;
+use crate::teltonika;
+
+/// Bytes the gateway may send back to the device.
+pub type Reply = Bytes;
+
+/// One thing a session recognised in the device's stream.
+#[derive(Debug)]
+pub enum Event {
+    /// The device identified itself. The gateway answers `accept` when the identifier is
+    /// registered and `reject` (then closes) otherwise.
+    Login {
+        /// The identifier the device sent.
+        device: String,
+        /// The protocol's positive answer.
+        accept: Reply,
+        /// The protocol's refusal.
+        reject: Reply,
+    },
+    /// Positions decoded from one frame. `ack` goes to the device only once they are
+    /// stored; `nack` (where the protocol has one) when storing failed.
+    Positions {
+        /// The positions.
+        batch: Batch,
+        /// The positive acknowledgement.
+        ack: Reply,
+        /// The negative answer, when the protocol has one.
+        nack: Option<Reply>,
+    },
+    /// A keep-alive; `reply` is sent when the protocol expects one.
+    KeepAlive {
+        /// The answer, if any.
+        reply: Option<Reply>,
+    },
+    /// A message that is not a position: a command response, a text from the device.
+    Message(DeviceMessage),
+    /// A frame refused and skipped; the stream stays in sync. The device gets `reply`
+    /// (never a positive acknowledgement), so it resends.
+    Refused {
+        /// Offset of the refused frame in the stream.
+        offset: u64,
+        /// What was wrong, with values.
+        error: String,
+        /// The non-positive answer, when the protocol has one.
+        reply: Option<Reply>,
+    },
+}
+
+/// A non-position message from a device, such as a command response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceMessage {
+    /// Protocol-specific kind, e.g. `codec12_response`.
+    pub kind: &'static str,
+    /// Time the device put on the message, milliseconds since the epoch, if any.
+    pub time: Option<crate::time::UtcMillis>,
+    /// The identifier carried inside the message, if any (codec 14/15 IMEI).
+    pub device: Option<String>,
+    /// The message body as sent.
+    pub payload: Bytes,
+}
+
+/// The stream can no longer be framed; the connection must close.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error} (stream offset {offset})")]
+pub struct Fatal {
+    /// Offset in the stream where framing failed.
+    pub offset: u64,
+    /// What was wrong, with values.
+    pub error: String,
+}
+
+/// A refused UDP datagram: UDP has no stream to break, so every failure is per datagram.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error} (datagram offset {offset})")]
+pub struct DatagramError {
+    /// Offset in the datagram where decoding failed.
+    pub offset: usize,
+    /// What was wrong, with values.
+    pub error: String,
+}
+
+/// One device connection's decoding state for one protocol.
+pub trait Session: Send {
+    /// Decodes the next event from the front of `src`, consuming its bytes.
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Event>, Fatal>;
+
+    /// Decodes one UDP datagram into its events (login, positions with their ack).
+    fn decode_datagram(&mut self, datagram: Bytes) -> Result<Vec<Event>, DatagramError>;
+
+    /// Total bytes consumed from the stream so far (for error offsets).
+    fn offset(&self) -> u64;
+}
+
+/// Per-session settings; every limit here is checked before buffering.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Accept data before the device identified itself (only `fleetgate decode` does, so
+    /// an integrator can decode a lone captured frame).
+    pub allow_anonymous: bool,
+    /// Teltonika: maximum declared data length of an AVL packet.
+    pub max_avl_len: u32,
+    /// Teltonika: maximum declared data length of a codec 12/13/14/15 packet (command
+    /// responses and camera data are larger than positions).
+    pub max_gprs_len: u32,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions { allow_anonymous: false, max_avl_len: 1280, max_gprs_len: 16 * 1024 }
+    }
+}
+
+/// The protocols fleetgate speaks; picks the codec per listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// Teltonika FMx (codecs 7, 8, 8E, 16, 12, 13, 14, 15), TCP and UDP.
+    Teltonika,
+}
+
+impl Protocol {
+    /// Every protocol.
+    pub const ALL: &'static [Protocol] = &[Protocol::Teltonika];
+
+    /// The codec name used in contract 1 and on the command line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Protocol::Teltonika => teltonika::NAME,
+        }
+    }
+
+    /// Looks a protocol up by its name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|p| p.name() == name)
+    }
+
+    /// True for text protocols, whose replies are also shown as text.
+    pub const fn is_text(self) -> bool {
+        match self {
+            Protocol::Teltonika => false,
+        }
+    }
+
+    /// The port Traccar uses for it, so configured devices can switch.
+    pub const fn default_port(self) -> u16 {
+        match self {
+            Protocol::Teltonika => 5027,
+        }
+    }
+
+    /// A fresh session for one connection (or one UDP peer).
+    pub fn session(self, options: SessionOptions) -> Box<dyn Session> {
+        match self {
+            Protocol::Teltonika => Box::new(teltonika::TeltonikaSession::new(options)),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! `fleetgate decode PROTOCOL [--hex] [--udp] [FILE]`: contract 2.
+//!
+//! Reads the capture (a file or standard input), runs the protocol's session over it
+//! with no network, and prints one JSON object per line. Exit status 0 when the input
+//! was consumed, 1 when the stream had to be abandoned, 2 when the input could not be
+//! read at all.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use fleetgate_codecs::transcript::{Transcript, run_datagrams, run_stream};
+use fleetgate_codecs::{Protocol, SessionOptions};
+
+#[derive(clap::Args)]
+pub struct DecodeArgs {
+    /// Protocol name: teltonika.
+    protocol: String,
+    /// The input is hex text; whitespace is ignored.
+    #[arg(long)]
+    hex: bool,
+    /// One UDP datagram per input line (binary protocols need --hex).
+    #[arg(long)]
+    udp: bool,
+    /// Capture file; standard input when absent.
+    file: Option<PathBuf>,
+}
+
+/// Hex text to bytes, ignoring ASCII whitespace; the error names the offending offset.
+fn parse_hex(text: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let digits: Vec<(usize, u8)> = text.iter().copied().enumerate().filter(|(_, b)| !b.is_ascii_whitespace()).collect();
+    if digits.len() % 2 != 0 {
+        bail!("hex input has an odd number of digits ({})", digits.len());
+    }
+    let value = |(at, b): (usize, u8)| -> anyhow::Result<u8> {
+        (b as char).to_digit(16).map(|d| d as u8).with_context(|| format!("not a hex digit {:?} at input offset {at}", b as char))
+    };
+    digits.chunks(2).map(|pair| Ok(value(pair[0])? << 4 | value(pair[1])?)).collect()
+}
+
+fn read_input(args: &DecodeArgs) -> anyhow::Result<Vec<u8>> {
+    let mut input = Vec::new();
+    match &args.file {
+        Some(path) => input = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
+        None => {
+            std::io::stdin().read_to_end(&mut input).context("cannot read standard input")?;
+        }
+    }
+    Ok(input)
+}
+
+fn transcript(protocol: Protocol, args: &DecodeArgs, input: &[u8]) -> anyhow::Result<Transcript> {
+    let options = SessionOptions { allow_anonymous: true, ..SessionOptions::default() };
+    if args.udp {
+        if !args.hex && !protocol.is_text() {
+            bail!("--udp with the binary protocol {} needs --hex (one datagram per line)", protocol.name());
+        }
+        let datagrams = input
+            .split(|&b| b == b'\n')
+            .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+            .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+            .map(|line| if args.hex { parse_hex(line) } else { Ok(line.to_vec()) })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        return Ok(run_datagrams(protocol, &datagrams, options));
+    }
+    let bytes = if args.hex { parse_hex(input)? } else { input.to_vec() };
+    Ok(run_stream(protocol, &bytes, options))
+}
+
+pub fn run(args: DecodeArgs) -> ExitCode {
+    let result = Protocol::from_name(&args.protocol)
+        .with_context(|| {
+            let known: Vec<_> = Protocol::ALL.iter().map(|p| p.name()).collect();
+            format!("unknown protocol {:?} (known: {})", args.protocol, known.join(", "))
+        })
+        .and_then(|protocol| Ok((protocol, read_input(&args)?)))
+        .and_then(|(protocol, input)| transcript(protocol, &args, &input));
+    let mut stdout = std::io::stdout().lock();
+    match result {
+        Ok(transcript) => {
+            for line in &transcript.lines {
+                if writeln!(stdout, "{line}").is_err() {
+                    return ExitCode::from(2);
+                }
+            }
+            if transcript.completed { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(error) => {
+            let line = serde_json::json!({"event": "error", "offset": 0, "error": format!("{error:#}")});
+            let _ = writeln!(stdout, "{line}");
+            eprintln!("fleetgate decode: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
