@@ -34,7 +34,10 @@ fn parse_hex(text: &[u8]) -> anyhow::Result<Vec<u8>> {
         bail!("hex input has an odd number of digits ({})", digits.len());
     }
     let value = |(at, b): (usize, u8)| -> anyhow::Result<u8> {
-        (b as char).to_digit(16).map(|d| d as u8).with_context(|| format!("not a hex digit {:?} at input offset {at}", b as char))
+        (b as char)
+            .to_digit(16)
+            .map(|d| d as u8)
+            .with_context(|| format!("not a hex digit {:?} at input offset {at}", b as char))
     };
     digits.chunks(2).map(|pair| Ok(value(pair[0])? << 4 | value(pair[1])?)).collect()
 }

@@ -188,6 +188,14 @@ impl Batch {
         self.fixes.is_empty()
     }
 
+    /// Reserves room for `positions` more positions and `elements` more IO elements and
+    /// attributes each, so a frame decodes without growing the arrays step by step.
+    pub fn reserve(&mut self, positions: usize, elements: usize) {
+        self.fixes.reserve(positions);
+        self.io.reserve(elements);
+        self.attrs.reserve(elements);
+    }
+
     /// Starts a new position; the IO elements and attributes pushed next belong to it.
     pub fn push_fix(&mut self, mut fix: Fix) {
         fix.io_start = self.io.len() as u32;
@@ -299,11 +307,7 @@ struct Number(f64);
 impl Serialize for Number {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let v = self.0;
-        if v.fract() == 0.0 && v.abs() < 9.0e15 {
-            s.serialize_i64(v as i64)
-        } else {
-            s.serialize_f64(v)
-        }
+        if v.fract() == 0.0 && v.abs() < 9.0e15 { s.serialize_i64(v as i64) } else { s.serialize_f64(v) }
     }
 }
 

@@ -75,13 +75,7 @@ impl fmt::Display for UtcMillis {
         let (year, month, day) = civil_from_days(days);
         let seconds = ms_of_day / 1000;
         let millis = ms_of_day % 1000;
-        write!(
-            f,
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-            seconds / 3600,
-            seconds / 60 % 60,
-            seconds % 60
-        )?;
+        write!(f, "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", seconds / 3600, seconds / 60 % 60, seconds % 60)?;
         if millis != 0 {
             write!(f, ".{millis:03}")?;
         }
@@ -113,6 +107,9 @@ mod tests {
         }
         assert_eq!(UtcMillis::from_civil(2013, 4, 27, 20, 56, 1), Some(UtcMillis(1_367_096_161_000)));
         assert_eq!(UtcMillis::from_civil(2023, 2, 29, 0, 0, 0), None);
-        assert_eq!(UtcMillis::from_civil(2024, 2, 29, 0, 0, 0).map(|t| t.to_string()).as_deref(), Some("2024-02-29T00:00:00Z"));
+        assert_eq!(
+            UtcMillis::from_civil(2024, 2, 29, 0, 0, 0).map(|t| t.to_string()).as_deref(),
+            Some("2024-02-29T00:00:00Z")
+        );
     }
 }

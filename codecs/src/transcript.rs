@@ -112,7 +112,10 @@ pub fn run_stream_in_chunks(protocol: Protocol, input: &[u8], chunk: usize, opti
     }
     if !buffer.is_empty() {
         let offset = session.offset();
-        lines.push(error_line(offset, &format!("{STREAM_ENDED}: {} bytes at offset {offset} never completed one", buffer.len())));
+        lines.push(error_line(
+            offset,
+            &format!("{STREAM_ENDED}: {} bytes at offset {offset} never completed one", buffer.len()),
+        ));
         return Transcript { lines, completed: false };
     }
     Transcript { lines, completed: true }

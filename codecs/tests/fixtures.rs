@@ -162,7 +162,8 @@ fn check_stream_splits(protocol: Protocol, name: &str, bytes: &[u8], full: &Tran
     let mut failures = Vec::new();
     let one_by_one = run_stream_in_chunks(protocol, bytes, 1, options());
     if &one_by_one != full {
-        failures.push(format!("{name}: byte-at-a-time decode differs:\n{:#?}\nvs\n{:#?}", one_by_one.lines, full.lines));
+        failures
+            .push(format!("{name}: byte-at-a-time decode differs:\n{:#?}\nvs\n{:#?}", one_by_one.lines, full.lines));
     }
     for cut in 0..bytes.len() {
         let partial = run_stream(protocol, &bytes[..cut], options());

@@ -100,10 +100,14 @@ pub(crate) fn decode_avl(frame: &[u8], start: usize, end: usize, batch: &mut Bat
         CODEC_7 => &[],
         other => return Err(AvlError { at: start, message: format!("unsupported codec 0x{other:02X}") }),
     };
+    // Every IO element takes at least two bytes (id and value), and the attributes are
+    // fewer than the elements plus the record headers: this bounds both arrays.
+    batch.reserve(usize::from(n_records), body / 2 + 3 * usize::from(n_records));
     let mark = batch.mark();
     if codec == CODEC_7 {
         let mut cursor = Cursor::new(data, start + 2);
-        let result = decode_gh3000_records(&mut cursor, n_records, batch).and_then(|()| trailer(&cursor, data, n_records));
+        let result =
+            decode_gh3000_records(&mut cursor, n_records, batch).and_then(|()| trailer(&cursor, data, n_records));
         if result.is_err() {
             batch.rollback(mark);
         }
@@ -112,7 +116,8 @@ pub(crate) fn decode_avl(frame: &[u8], start: usize, end: usize, batch: &mut Bat
     let mut first_error = None;
     for layout in layouts {
         let mut cursor = Cursor::new(data, start + 2);
-        let result = decode_records(&mut cursor, *layout, n_records, batch).and_then(|()| trailer(&cursor, data, n_records));
+        let result =
+            decode_records(&mut cursor, *layout, n_records, batch).and_then(|()| trailer(&cursor, data, n_records));
         match result {
             Ok(()) => return Ok(n_records),
             Err(error) => {

@@ -80,7 +80,7 @@ pub fn avl_data(codec: u8, records: &[Record]) -> Vec<u8> {
         out.put_u16(record.course);
         out.put_u8(record.satellites);
         out.put_u16(record.speed);
-        put_width(&mut out, record.event_io, wide);
+        put_width(&mut out, record.event_io, wide_ids);
         if codec == CODEC_16 {
             out.put_u8(record.generation);
         }
@@ -93,7 +93,8 @@ pub fn avl_data(codec: u8, records: &[Record]) -> Vec<u8> {
             })
         };
         let variable: Vec<_> = record.io.iter().filter(|(_, v)| matches!(v, IoElement::Bytes(_))).collect();
-        let total = [1, 2, 4, 8].iter().map(|&s| fixed(s).count()).sum::<usize>() + if wide { variable.len() } else { 0 };
+        let total =
+            [1, 2, 4, 8].iter().map(|&s| fixed(s).count()).sum::<usize>() + if wide { variable.len() } else { 0 };
         put_width(&mut out, total as u16, wide);
         for size in [1usize, 2, 4, 8] {
             put_width(&mut out, fixed(size).count() as u16, wide);

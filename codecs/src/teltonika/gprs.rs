@@ -84,11 +84,14 @@ pub(crate) fn decode_gprs(frame: &Bytes, start: usize, end: usize) -> Result<Vec
         let with_time = codec == CODEC_13 || codec == CODEC_15;
         let with_imei = codec == CODEC_14 || codec == CODEC_15;
         if with_time {
-            let seconds = body.u32().map_err(|s| GprsError { at: s.at, message: "message too short for its timestamp".into() })?;
+            let seconds = body
+                .u32()
+                .map_err(|s| GprsError { at: s.at, message: "message too short for its timestamp".into() })?;
             time = Some(UtcMillis(i64::from(seconds) * 1000));
         }
         if with_imei {
-            let imei = body.take(8).map_err(|s| GprsError { at: s.at, message: "message too short for its IMEI".into() })?;
+            let imei =
+                body.take(8).map_err(|s| GprsError { at: s.at, message: "message too short for its IMEI".into() })?;
             device = Some(imei_from_bcd(imei));
         }
         let payload_at = body.pos();
@@ -103,10 +106,14 @@ pub(crate) fn decode_gprs(frame: &Bytes, start: usize, end: usize) -> Result<Vec
     let at = cursor.pos();
     match cursor.u8() {
         Ok(q) if q == quantity && cursor.remaining() == 0 => Ok(messages),
-        Ok(q) if q != quantity => {
-            Err(GprsError { at, message: format!("message quantity mismatch: header says {quantity}, trailer says {q}") })
-        }
-        Ok(_) => Err(GprsError { at: at + 1, message: format!("{} unexpected bytes after the messages", cursor.remaining()) }),
+        Ok(q) if q != quantity => Err(GprsError {
+            at,
+            message: format!("message quantity mismatch: header says {quantity}, trailer says {q}"),
+        }),
+        Ok(_) => Err(GprsError {
+            at: at + 1,
+            message: format!("{} unexpected bytes after the messages", cursor.remaining()),
+        }),
         Err(_) => Err(GprsError { at, message: "messages run into the trailing quantity".into() }),
     }
 }

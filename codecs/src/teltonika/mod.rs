@@ -72,6 +72,47 @@ fn is_gprs_codec(codec: u8) -> bool {
     matches!(codec, CODEC_12 | CODEC_13 | CODEC_14 | CODEC_15)
 }
 
+/// Why a packet was refused: what, and the offset (within the packet) of the failing field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketError {
+    /// Offset of the failing field from the start of the packet.
+    pub offset: usize,
+    /// What was wrong, with values.
+    pub message: String,
+}
+
+/// Checks the CRC of a complete TCP packet (preamble, length, data, CRC).
+fn check_crc(frame: &[u8]) -> Result<(), PacketError> {
+    let data_end = frame.len() - 4;
+    let crc_field =
+        u32::from_be_bytes([frame[data_end], frame[data_end + 1], frame[data_end + 2], frame[data_end + 3]]);
+    let crc = crc16_arc(&frame[8..data_end]);
+    if crc_field == u32::from(crc) {
+        return Ok(());
+    }
+    Err(PacketError {
+        offset: 0,
+        message: format!(
+            "crc mismatch: frame says 0x{crc_field:04X}, data gives 0x{crc:04X} (codec 0x{:02X}, {} bytes)",
+            frame[8],
+            frame.len()
+        ),
+    })
+}
+
+/// Decodes one complete TCP AVL packet (preamble through CRC, framed and length-checked
+/// by the session) into `batch`, and returns its record count, which is also the ack.
+pub fn decode_avl_packet(frame: &Bytes, batch: &mut Batch) -> Result<u8, PacketError> {
+    if frame.len() < 8 + MIN_DATA_LEN as usize + 4 {
+        return Err(PacketError { offset: 0, message: format!("packet of {} bytes is too short", frame.len()) });
+    }
+    check_crc(frame)?;
+    batch.reset(frame.clone());
+    let codec = frame[8];
+    avl::decode_avl(frame, 8, frame.len() - 4, batch)
+        .map_err(|error| PacketError { offset: error.at, message: format!("{} (codec 0x{codec:02X})", error.message) })
+}
+
 /// The decoding state of one Teltonika connection (or one UDP peer).
 #[derive(Debug)]
 pub struct TeltonikaSession {
@@ -138,7 +179,9 @@ impl TeltonikaSession {
         let codec = src[8];
         let limit = if is_gprs_codec(codec) { self.options.max_gprs_len } else { self.options.max_avl_len };
         if data_len < MIN_DATA_LEN {
-            return Err(self.fatal(start + 4, format!("declared data length {data_len} is below the minimum {MIN_DATA_LEN}")));
+            return Err(
+                self.fatal(start + 4, format!("declared data length {data_len} is below the minimum {MIN_DATA_LEN}"))
+            );
         }
         if data_len > limit {
             return Err(self.fatal(
@@ -153,34 +196,25 @@ impl TeltonikaSession {
             return Ok(None);
         }
         let frame = self.consume(src, frame_len);
-        let data_end = 8 + data_len as usize;
-        let crc_field = u32::from_be_bytes([frame[data_end], frame[data_end + 1], frame[data_end + 2], frame[data_end + 3]]);
-        let crc = crc16_arc(&frame[8..data_end]);
-        let nack = is_avl_codec(codec).then(|| Bytes::from_static(NOTHING_ACCEPTED));
-        if crc_field != u32::from(crc) {
-            return Ok(Some(Event::Refused {
-                offset: start,
-                error: format!(
-                    "crc mismatch: frame says 0x{crc_field:04X}, data gives 0x{crc:04X} (codec 0x{codec:02X}, {frame_len} bytes)"
-                ),
-                reply: nack,
-            }));
-        }
         if is_avl_codec(codec) {
-            let mut batch = Batch::new(NAME, self.device.clone(), frame.clone());
-            return Ok(Some(match avl::decode_avl(&frame, 8, data_end, &mut batch) {
+            let mut batch = Batch::new(NAME, self.device.clone(), Bytes::new());
+            return Ok(Some(match decode_avl_packet(&frame, &mut batch) {
                 Ok(n_records) => Event::Positions {
                     batch,
                     ack: records_ack(u32::from(n_records)),
                     nack: Some(Bytes::from_static(NOTHING_ACCEPTED)),
                 },
                 Err(error) => Event::Refused {
-                    offset: start + error.at as u64,
-                    error: format!("{} (codec 0x{codec:02X} packet at offset {start})", error.message),
-                    reply: nack,
+                    offset: start + error.offset as u64,
+                    error: format!("{}, packet at offset {start}", error.message),
+                    reply: Some(Bytes::from_static(NOTHING_ACCEPTED)),
                 },
             }));
         }
+        if let Err(error) = check_crc(&frame) {
+            return Ok(Some(Event::Refused { offset: start, error: error.message, reply: None }));
+        }
+        let data_end = frame.len() - 4;
         if is_gprs_codec(codec) {
             return Ok(Some(match gprs::decode_gprs(&frame, 8, data_end) {
                 Ok(messages) => {
