@@ -196,6 +196,12 @@ impl TeltonikaSession {
             return Ok(None);
         }
         let frame = self.consume(src, frame_len);
+        if let Err(error) = check_crc(&frame) {
+            // With a bad CRC even the codec byte is suspect: answer "nothing accepted"
+            // unless the packet claims to be a command response, which has no answer.
+            let reply = (!is_gprs_codec(codec)).then(|| Bytes::from_static(NOTHING_ACCEPTED));
+            return Ok(Some(Event::Refused { offset: start, error: error.message, reply }));
+        }
         if is_avl_codec(codec) {
             let mut batch = Batch::new(NAME, self.device.clone(), Bytes::new());
             return Ok(Some(match decode_avl_packet(&frame, &mut batch) {
@@ -210,9 +216,6 @@ impl TeltonikaSession {
                     reply: Some(Bytes::from_static(NOTHING_ACCEPTED)),
                 },
             }));
-        }
-        if let Err(error) = check_crc(&frame) {
-            return Ok(Some(Event::Refused { offset: start, error: error.message, reply: None }));
         }
         let data_end = frame.len() - 4;
         if is_gprs_codec(codec) {
