@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod teltonika;
 pub mod time;
 pub mod transcript;
+pub mod wialon;
 
 pub use attrs::Attr;
 pub use position::{AttrValue, Batch, Fix, IoKey, IoValue, PositionRef};

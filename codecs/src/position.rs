@@ -44,6 +44,8 @@ pub enum IoKey {
     Id(u16),
     /// A name taken from the frame (Wialon IPS parameters), valid UTF-8.
     Name(Span),
+    /// A fixed name for a field the protocol defines (Wialon IPS `hdop`, `adc1`).
+    Static(&'static str),
 }
 
 /// The raw value of an IO element, as the device sent it.
@@ -99,8 +101,9 @@ pub struct AttrEntry {
 /// The fix part of one position: what every record has, without its IO and attributes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fix {
-    /// GNSS fix time (or record time when there is no fix).
-    pub time: UtcMillis,
+    /// GNSS fix time (or record time when there is no fix); `None` when the device sent
+    /// none (Wialon `NA`), in which case the gateway's receive time stands in for it.
+    pub time: Option<UtcMillis>,
     /// Latitude and longitude in WGS 84 degrees; `None` when the record has no coordinates.
     pub coordinates: Option<(f64, f64)>,
     /// Metres above sea level, when sent.
@@ -120,6 +123,11 @@ pub struct Fix {
 impl Fix {
     /// A fix without coordinates, marked invalid; codecs fill in what they have.
     pub fn at(time: UtcMillis) -> Self {
+        Self::untimed(Some(time))
+    }
+
+    /// A fix whose time may be missing; see [`Fix::time`].
+    pub fn untimed(time: Option<UtcMillis>) -> Self {
         Fix {
             time,
             coordinates: None,
@@ -342,6 +350,7 @@ impl Serialize for IoMap<'_> {
             match entry.key {
                 IoKey::Id(id) => map.serialize_key(format_u16(&mut id_text, id))?,
                 IoKey::Name(span) => map.serialize_key(position.text(span))?,
+                IoKey::Static(name) => map.serialize_key(name)?,
             }
             match entry.value {
                 IoValue::Uint(v) => map.serialize_value(&v)?,
@@ -400,7 +409,11 @@ impl Serialize for PositionRef<'_> {
         let mut map = s.serialize_map(None)?;
         map.serialize_entry("device", &self.batch.device.as_deref())?;
         map.serialize_entry("protocol", self.batch.protocol)?;
-        map.serialize_entry("time", &format_args!("{}", fix.time).to_string())?;
+        // A device that sent no time gets the receive time, as its protocol specifies;
+        // without either (the decode command) the field is left out.
+        if let Some(time) = fix.time.or(self.batch.received) {
+            map.serialize_entry("time", &time.to_string())?;
+        }
         if let Some(received) = self.batch.received {
             map.serialize_entry("received", &received.to_string())?;
         }

@@ -9,7 +9,7 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::position::Batch;
-use crate::teltonika;
+use crate::{teltonika, wialon};
 
 /// Bytes the gateway may send back to the device.
 pub type Reply = Bytes;
@@ -22,6 +22,8 @@ pub enum Event {
     Login {
         /// The identifier the device sent.
         device: String,
+        /// The password the device sent, where the protocol has one (Wialon IPS).
+        password: Option<String>,
         /// The protocol's positive answer.
         accept: Reply,
         /// The protocol's refusal.
@@ -43,7 +45,13 @@ pub enum Event {
         reply: Option<Reply>,
     },
     /// A message that is not a position: a command response, a text from the device.
-    Message(DeviceMessage),
+    /// `reply` is the protocol's answer, sent once the message is stored.
+    Message {
+        /// The message.
+        message: DeviceMessage,
+        /// The answer, if the protocol has one.
+        reply: Option<Reply>,
+    },
     /// A frame refused and skipped; the stream stays in sync. The device gets `reply`
     /// (never a positive acknowledgement), so it resends.
     Refused {
@@ -112,11 +120,21 @@ pub struct SessionOptions {
     /// Teltonika: maximum declared data length of a codec 12/13/14/15 packet (command
     /// responses and camera data are larger than positions).
     pub max_gprs_len: u32,
+    /// Text protocols: longest line; a longer one is refused and discarded unbuffered.
+    pub max_line_len: usize,
+    /// Text protocols: largest binary part (Wialon images, tachograph files).
+    pub max_binary_len: usize,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { allow_anonymous: false, max_avl_len: 1280, max_gprs_len: 16 * 1024 }
+        SessionOptions {
+            allow_anonymous: false,
+            max_avl_len: 1280,
+            max_gprs_len: 16 * 1024,
+            max_line_len: 64 * 1024,
+            max_binary_len: 64 * 1024,
+        }
     }
 }
 
@@ -125,16 +143,19 @@ impl Default for SessionOptions {
 pub enum Protocol {
     /// Teltonika FMx (codecs 7, 8, 8E, 16, 12, 13, 14, 15), TCP and UDP.
     Teltonika,
+    /// Wialon IPS 1.1 and 2.0, TCP and UDP.
+    Wialon,
 }
 
 impl Protocol {
     /// Every protocol.
-    pub const ALL: &'static [Protocol] = &[Protocol::Teltonika];
+    pub const ALL: &'static [Protocol] = &[Protocol::Teltonika, Protocol::Wialon];
 
     /// The codec name used in contract 1 and on the command line.
     pub const fn name(self) -> &'static str {
         match self {
             Protocol::Teltonika => teltonika::NAME,
+            Protocol::Wialon => wialon::NAME,
         }
     }
 
@@ -147,6 +168,7 @@ impl Protocol {
     pub const fn is_text(self) -> bool {
         match self {
             Protocol::Teltonika => false,
+            Protocol::Wialon => true,
         }
     }
 
@@ -154,6 +176,7 @@ impl Protocol {
     pub const fn default_port(self) -> u16 {
         match self {
             Protocol::Teltonika => 5027,
+            Protocol::Wialon => 5039,
         }
     }
 
@@ -161,6 +184,7 @@ impl Protocol {
     pub fn session(self, options: SessionOptions) -> Box<dyn Session> {
         match self {
             Protocol::Teltonika => Box::new(teltonika::TeltonikaSession::new(options)),
+            Protocol::Wialon => Box::new(wialon::WialonSession::new(options)),
         }
     }
 }

@@ -59,7 +59,7 @@ pub fn render_event(event: &Event, text_protocol: bool, lines: &mut Vec<String>)
                 lines.extend(reply_line(reply, text_protocol));
             }
         }
-        Event::Message(message) => {
+        Event::Message { message, reply } => {
             let mut line = json!({"event": "message", "kind": message.kind});
             if let Some(time) = message.time {
                 line["time"] = json!(time.to_string());
@@ -72,6 +72,9 @@ pub fn render_event(event: &Event, text_protocol: bool, lines: &mut Vec<String>)
             }
             line["hex"] = json!(hex_string(&message.payload));
             lines.push(line.to_string());
+            if let Some(reply) = reply {
+                lines.extend(reply_line(reply, text_protocol));
+            }
         }
         Event::Refused { offset, error, reply } => {
             lines.push(json!({"event": "error", "offset": offset, "error": error}).to_string());

@@ -104,7 +104,7 @@ proptest! {
         prop_assert_eq!(batch.len(), records.len());
         for (position, record) in batch.iter().zip(&records) {
             let fix = position.fix;
-            prop_assert_eq!(fix.time.0, record.time_ms as i64);
+            prop_assert_eq!(fix.time.map(|t| t.0), Some(record.time_ms as i64));
             prop_assert_eq!(fix.coordinates, Some((f64::from(record.lat) / 1e7, f64::from(record.lon) / 1e7)));
             prop_assert_eq!(fix.altitude, Some(f64::from(record.altitude)));
             prop_assert_eq!(fix.course, Some(f64::from(record.course)));

@@ -161,7 +161,12 @@ impl TeltonikaSession {
         let device = String::from_utf8_lossy(imei).into_owned();
         self.consume(src, 2 + len);
         self.device = Some(Arc::from(device.as_str()));
-        Ok(Some(Event::Login { device, accept: Bytes::from_static(ACCEPT), reject: Bytes::from_static(REJECT) }))
+        Ok(Some(Event::Login {
+            device,
+            password: None,
+            accept: Bytes::from_static(ACCEPT),
+            reject: Bytes::from_static(REJECT),
+        }))
     }
 
     fn decode_packet(&mut self, src: &mut BytesMut) -> Result<Option<Event>, Fatal> {
@@ -221,7 +226,7 @@ impl TeltonikaSession {
         if is_gprs_codec(codec) {
             return Ok(Some(match gprs::decode_gprs(&frame, 8, data_end) {
                 Ok(messages) => {
-                    let mut events = messages.into_iter().map(Event::Message);
+                    let mut events = messages.into_iter().map(|message| Event::Message { message, reply: None });
                     let first = events.next();
                     self.pending.extend(events);
                     match first {
@@ -305,7 +310,7 @@ fn decode_udp(session: &mut TeltonikaSession, datagram: Bytes) -> Result<Vec<Eve
     let mut events = Vec::with_capacity(2);
     if session.device.as_deref() != Some(device.as_str()) {
         session.device = Some(Arc::from(device.as_str()));
-        events.push(Event::Login { device, accept: Bytes::new(), reject: Bytes::new() });
+        events.push(Event::Login { device, password: None, accept: Bytes::new(), reject: Bytes::new() });
     }
     let mut batch = Batch::new(NAME, session.device.clone(), datagram.clone());
     let n_records = avl::decode_avl(&datagram, data_start, datagram.len(), &mut batch)
