@@ -3,12 +3,15 @@
 # the one byte the targets use to choose the chunk size.
 set -euo pipefail
 cd "$(dirname "$0")"
-for protocol in teltonika; do
+for protocol in teltonika wialon; do
   mkdir -p "corpus/$protocol"
-  for fixture in ../fixtures/$protocol/*.hex; do
-    case "$fixture" in *.udp.hex) continue ;; esac
-    name=$(basename "$fixture" .hex)
-    { printf '\x07'; tr -d ' \n\r\t' < "$fixture" | xxd -r -p; } > "corpus/$protocol/$name"
+  for fixture in ../fixtures/$protocol/*; do
+    name=$(basename "$fixture")
+    case "$name" in
+      *.udp.hex | *.udp.txt | *.expect | *.json) ;;
+      *.hex) { printf '\x07'; tr -d ' \n\r\t' < "$fixture" | xxd -r -p; } > "corpus/$protocol/${name%.hex}" ;;
+      *.txt) { printf '\x07'; cat "$fixture"; } > "corpus/$protocol/${name%.txt}" ;;
+    esac
   done
 done
 echo "seeded: $(ls corpus/* | wc -l) files"

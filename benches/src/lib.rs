@@ -63,3 +63,31 @@ pub fn teltonika_frame(codec: u8, records: Option<usize>) -> (Vec<u8>, usize) {
         }
     }
 }
+
+/// A typical Wialon IPS record: a fix, hdop, inputs and outputs, two ADCs, an iButton and
+/// six parameters of the three types, one with a Cyrillic name.
+pub fn wialon_record(index: u32) -> fleetgate_codecs::wialon::encode::Record {
+    use fleetgate_codecs::wialon::encode::{Param, Record};
+    Record {
+        time_s: Some(1_700_000_000 + i64::from(index)),
+        lat: Some(55.743375 + f64::from(index) * 1e-5),
+        lon: Some(37.66139),
+        speed: Some(52.5),
+        course: Some(90.0),
+        altitude: Some(150.0),
+        satellites: Some(11),
+        hdop: Some(0.9),
+        inputs: Some(5),
+        outputs: Some(1),
+        adc: vec![14.77, 0.02],
+        ibutton: Some("AB45DF01145".into()),
+        params: vec![
+            ("odo".into(), Param::Double(123_456.7 + f64::from(index))),
+            ("total_fuel".into(), Param::Int(430_087)),
+            ("can_rpm".into(), Param::Int(1800)),
+            ("pwr_ext".into(), Param::Double(13.81)),
+            ("fw".into(), Param::Text("V4.5".into())),
+            ("Топливо".into(), Param::Double(45.8)),
+        ],
+    }
+}

@@ -1,0 +1,113 @@
+//! `fleetgate decode` as integrators and conformance checks call it (contract 2): the
+//! examples from the issues, exit codes, and input errors.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+fn decode(args: &[&str], stdin: &[u8]) -> (i32, Vec<Value>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
+        .arg("decode")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fleetgate runs");
+    child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
+    let output = child.wait_with_output().expect("fleetgate exits");
+    let lines = String::from_utf8(output.stdout)
+        .expect("UTF-8 output")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    (output.status.code().unwrap_or(-1), lines)
+}
+
+#[test]
+fn teltonika_documented_example() {
+    let hex = "000F333536333037303432343431303133000000000000003608010000016B40D8EA30010000000000000000000000000000000105021503010101425E0F01F10000601A014E0000000000000000010000C7CF";
+    let (code, events) = decode(&["teltonika", "--hex"], format!("{hex}\n").as_bytes());
+    assert_eq!(code, 0);
+    assert_eq!(events.len(), 4, "{events:#?}");
+    assert_eq!(events[0], json!({"event": "login", "device": "356307042441013"}));
+    assert_eq!(events[1], json!({"event": "reply", "hex": "01"}));
+    let position = &events[2];
+    assert_eq!(position["event"], "position");
+    assert_eq!(position["protocol"], "teltonika");
+    assert_eq!(position["device"], "356307042441013");
+    assert_eq!(position["time"], "2019-06-10T10:04:46Z");
+    assert_eq!(position["io"], json!({"21": 3, "1": 1, "66": 24079, "241": 24602, "78": 0}));
+    assert!(position.get("received").is_none());
+    assert_eq!(events[3], json!({"event": "reply", "hex": "00000001"}));
+}
+
+#[test]
+fn wialon_documented_example() {
+    let input = b"#L#2.0;355217044956192;NA;E335\r\n#SD#270413;205601;5544.6025;N;03739.6834;E;1;2;3;4;1985\r\n";
+    let (code, events) = decode(&["wialon"], input);
+    assert_eq!(code, 0);
+    assert_eq!(events.len(), 4, "{events:#?}");
+    assert_eq!(events[0], json!({"event": "login", "device": "355217044956192"}));
+    assert_eq!(events[1]["text"], "#AL#1\r\n");
+    let position = &events[2];
+    assert_eq!(position["time"], "2013-04-27T20:56:01Z");
+    assert!((position["lat"].as_f64().unwrap_or(0.0) - 55.74338).abs() < 1e-5);
+    assert!((position["lon"].as_f64().unwrap_or(0.0) - 37.66139).abs() < 1e-5);
+    assert_eq!((&position["speed"], &position["course"], &position["altitude"]), (&json!(1), &json!(2), &json!(3)));
+    assert_eq!(position["satellites"], 4);
+    assert_eq!(events[3], json!({"event": "reply", "hex": "2341534423310d0a", "text": "#ASD#1\r\n"}));
+}
+
+#[test]
+fn a_refused_frame_gets_an_error_event_and_no_positive_reply() {
+    // The documented codec 8 packet with its CRC changed.
+    let hex = "000F333536333037303432343431303133000000000000003608010000016B40D8EA30010000000000000000000000000000000105021503010101425E0F01F10000601A014E0000000000000000010000C7CE";
+    let (code, events) = decode(&["teltonika", "--hex"], hex.as_bytes());
+    assert_eq!(code, 0, "the input was consumed");
+    assert!(events.iter().all(|e| e["event"] != "position"));
+    let error = events.iter().find(|e| e["event"] == "error").expect("an error event");
+    assert_eq!(error["offset"], 17);
+    assert!(error["error"].as_str().is_some_and(|e| e.contains("crc mismatch")));
+    assert!(events.iter().filter(|e| e["event"] == "reply").all(|r| r["hex"] == "01" || r["hex"] == "00000000"));
+}
+
+#[test]
+fn a_stream_ending_inside_a_frame_is_abandoned() {
+    let (code, events) = decode(&["teltonika", "--hex"], b"000F333536333037303432343431303133 00000000 00000036 08 01");
+    assert_eq!(code, 1);
+    let last = events.last().expect("events");
+    assert_eq!(last["event"], "error");
+    assert_eq!(last["offset"], 17);
+}
+
+#[test]
+fn a_broken_frame_boundary_is_fatal() {
+    // A declared length far beyond the limit: the connection would close.
+    let (code, events) = decode(&["teltonika", "--hex"], b"000F333536333037303432343431303133 00000000 7FFFFFFF 08");
+    assert_eq!(code, 1);
+    assert!(events.last().is_some_and(|e| e["error"].as_str().is_some_and(|m| m.contains("exceeds the limit"))));
+}
+
+#[test]
+fn udp_datagrams_one_per_line() {
+    let datagram = "003DCAFE0105000F33353230393330383634303336353508010000016B4F815B30010000000000000000000000000000000103021503010101425DBC000001";
+    let (code, events) = decode(&["teltonika", "--hex", "--udp"], format!("{datagram}\n{datagram}\n").as_bytes());
+    assert_eq!(code, 0);
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(kinds, ["login", "position", "reply", "position", "reply"]);
+    assert_eq!(events[2]["hex"], "0005cafe010501");
+}
+
+#[test]
+fn input_errors_are_clear() {
+    let (code, events) = decode(&["nosuch"], b"");
+    assert_eq!(code, 2);
+    assert!(events[0]["error"].as_str().is_some_and(|e| e.contains("unknown protocol \"nosuch\"")));
+    let (code, events) = decode(&["teltonika", "--hex"], b"00 0G");
+    assert_eq!(code, 2);
+    assert!(events[0]["error"].as_str().is_some_and(|e| e.contains("not a hex digit 'G' at input offset 4")));
+    let (code, _) = decode(&["teltonika", "--udp"], b"00");
+    assert_eq!(code, 2);
+}
