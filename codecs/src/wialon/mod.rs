@@ -341,8 +341,14 @@ impl WialonSession {
                 format!("#I#: size {:?}, index {:?} or count {:?} is not a number", fields[0], fields[1], fields[2]);
             return Ok(Some(Self::refused(offset, error, Some(answer("AI", "0")))));
         };
-        let crc = fields.get(6).and_then(|f| parse_crc(f));
-        self.expect_binary(BinaryKind::Image, size, index, index + 1 >= count, crc, offset)
+        self.expect_binary(PendingBinary {
+            kind: BinaryKind::Image,
+            len: size,
+            index,
+            last: index + 1 >= count,
+            crc: fields.get(6).and_then(|f| parse_crc(f)),
+            header_offset: offset,
+        })
     }
 
     /// `#IT#date;time;driver;code;count;crc`: announces a tachograph file of `count` parts.
@@ -382,27 +388,26 @@ impl WialonSession {
             return Ok(Some(Self::refused(offset, error, Some(answer("AT", &format!("{index};0"))))));
         };
         let last = self.tachograph_parts.is_some_and(|parts| index + 1 >= parts);
-        self.expect_binary(BinaryKind::Tachograph, size, index, last, parse_crc(fields[3]), offset)
+        self.expect_binary(PendingBinary {
+            kind: BinaryKind::Tachograph,
+            len: size,
+            index,
+            last,
+            crc: parse_crc(fields[3]),
+            header_offset: offset,
+        })
     }
 
-    fn expect_binary(
-        &mut self,
-        kind: BinaryKind,
-        len: usize,
-        index: u32,
-        last: bool,
-        crc: Option<u16>,
-        header_offset: u64,
-    ) -> Result<Option<Event>, Fatal> {
-        if len > self.options.max_binary_len {
+    fn expect_binary(&mut self, pending: PendingBinary) -> Result<Option<Event>, Fatal> {
+        if pending.len > self.options.max_binary_len {
             // The binary part follows at once; it cannot be skipped without trusting the
             // size it lies about, so the connection closes.
             return Err(Fatal {
-                offset: header_offset,
-                error: format!("binary part of {len} bytes exceeds the limit {}", self.options.max_binary_len),
+                offset: pending.header_offset,
+                error: format!("binary part of {} bytes exceeds the limit {}", pending.len, self.options.max_binary_len),
             });
         }
-        self.binary = Some(PendingBinary { kind, len, index, last, crc, header_offset });
+        self.binary = Some(pending);
         Ok(None)
     }
 
