@@ -1,10 +1,13 @@
 //! The `fleetgate` command: one binary whose subcommands run each role.
 //!
-//! Today it decodes captures (`fleetgate decode`); the gateway, processor, API and
-//! simulator subcommands arrive with their issues.
+//! `decode` works offline on captures; `migrate` prepares Postgres and the JetStream
+//! stream; `gateway` runs the device-facing role; `serve` runs every role that exists in
+//! one process (today the gateway; the processor and API arrive with their issues).
 
 mod decode;
+mod roles;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -16,15 +19,32 @@ struct Cli {
     command: Command,
 }
 
+/// Options every server role takes.
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Configuration file (TOML); defaults apply when absent. See docs/CONFIGURATION.md.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Decode what one device sent on one connection and print JSON Lines (contract 2).
     Decode(decode::DecodeArgs),
+    /// Apply the Postgres migrations and create or update the JetStream stream.
+    Migrate(ServerArgs),
+    /// Run the gateway: device listeners, acknowledgement after JetStream stores.
+    Gateway(ServerArgs),
+    /// Run every role in one process.
+    Serve(ServerArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Decode(args) => decode::run(args),
+        Command::Migrate(args) => roles::run(roles::Role::Migrate, args.config),
+        Command::Gateway(args) => roles::run(roles::Role::Gateway, args.config),
+        Command::Serve(args) => roles::run(roles::Role::Serve, args.config),
     }
 }

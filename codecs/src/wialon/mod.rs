@@ -404,7 +404,10 @@ impl WialonSession {
             // size it lies about, so the connection closes.
             return Err(Fatal {
                 offset: pending.header_offset,
-                error: format!("binary part of {} bytes exceeds the limit {}", pending.len, self.options.max_binary_len),
+                error: format!(
+                    "binary part of {} bytes exceeds the limit {}",
+                    pending.len, self.options.max_binary_len
+                ),
             });
         }
         self.binary = Some(pending);

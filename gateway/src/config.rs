@@ -1,0 +1,320 @@
+//! Configuration: a TOML file (`fleetgate.toml`) with environment overrides. Every field
+//! has a default, listed in `docs/CONFIGURATION.md`.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use fleetgate_codecs::{Protocol, SessionOptions};
+use serde::Deserialize;
+
+/// The whole file; each role reads its own section and the shared ones.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where history, tenants and devices live.
+    pub postgres: PostgresConfig,
+    /// The JetStream stream between gateway and processor.
+    pub nats: NatsConfig,
+    /// The gateway role.
+    pub gateway: GatewayConfig,
+}
+
+/// `[postgres]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Connection URL (`FLEETGATE_POSTGRES_URL`).
+    pub url: String,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig { url: "postgres://postgres@127.0.0.1:5432/test".into() }
+    }
+}
+
+/// `[nats]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URL (`FLEETGATE_NATS_URL`).
+    pub url: String,
+    /// JetStream stream name.
+    pub stream: String,
+    /// First token of every subject, so several installations can share a server.
+    pub subject_prefix: String,
+    /// Messages older than this are dropped from the stream (days).
+    pub max_age_days: u64,
+    /// Size cap of the stream in bytes (oldest dropped first); -1 for none.
+    pub max_bytes: i64,
+    /// Stream replicas (1 on one server; 3 on a cluster).
+    pub replicas: usize,
+    /// How long JetStream remembers message ids to drop resent frames (seconds).
+    pub duplicate_window_s: u64,
+    /// How long the gateway waits for JetStream's publish ack (seconds).
+    pub publish_timeout_s: u64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "FLEETGATE".into(),
+            subject_prefix: "fleetgate".into(),
+            max_age_days: 7,
+            max_bytes: -1,
+            replicas: 1,
+            duplicate_window_s: 600,
+            publish_timeout_s: 10,
+        }
+    }
+}
+
+/// `[gateway]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address the listeners bind to (`FLEETGATE_BIND`).
+    pub bind: IpAddr,
+    /// One entry per protocol.
+    pub listeners: Vec<ListenerConfig>,
+    /// Open TCP connections beyond which new ones are refused (`FLEETGATE_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// Seconds a new connection has to identify itself.
+    pub handshake_timeout_s: u64,
+    /// Seconds to finish frames in flight on shutdown before closing anyway.
+    pub drain_timeout_s: u64,
+    /// Seconds between full reloads of the device registry (a safety net under the
+    /// change notifications).
+    pub registry_refresh_s: u64,
+    /// Address of `/metrics` and `/health`; empty to disable (`FLEETGATE_METRICS_ADDR`).
+    pub metrics_addr: String,
+    /// Frame and line limits, checked before buffering.
+    pub limits: Limits,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            listeners: Protocol::ALL.iter().map(|p| ListenerConfig::default_for(*p)).collect(),
+            max_connections: 10_000,
+            handshake_timeout_s: 30,
+            drain_timeout_s: 10,
+            registry_refresh_s: 60,
+            metrics_addr: "0.0.0.0:9102".into(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// One protocol's listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Codec name (`teltonika`, `wialon`).
+    pub protocol: String,
+    /// TCP port; absent for none.
+    #[serde(default)]
+    pub tcp_port: Option<u16>,
+    /// UDP port; absent for none.
+    #[serde(default)]
+    pub udp_port: Option<u16>,
+    /// Seconds of silence after which a connection closes.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_s: u64,
+}
+
+fn default_idle_timeout() -> u64 {
+    600
+}
+
+impl ListenerConfig {
+    /// The default: both transports on the port Traccar uses.
+    pub fn default_for(protocol: Protocol) -> Self {
+        let port = protocol.default_port();
+        ListenerConfig {
+            protocol: protocol.name().into(),
+            tcp_port: Some(port),
+            udp_port: Some(port),
+            idle_timeout_s: default_idle_timeout(),
+        }
+    }
+}
+
+/// Frame and line limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Teltonika AVL data length.
+    pub max_avl_len: u32,
+    /// Teltonika codec 12-15 data length.
+    pub max_gprs_len: u32,
+    /// Text protocol line length.
+    pub max_line_len: usize,
+    /// Text protocol binary part (images, files).
+    pub max_binary_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let defaults = SessionOptions::default();
+        Limits {
+            max_avl_len: defaults.max_avl_len,
+            max_gprs_len: defaults.max_gprs_len,
+            max_line_len: defaults.max_line_len,
+            max_binary_len: defaults.max_binary_len,
+        }
+    }
+}
+
+impl Limits {
+    /// The session options a gateway session runs with.
+    pub fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            allow_anonymous: false,
+            max_avl_len: self.max_avl_len,
+            max_gprs_len: self.max_gprs_len,
+            max_line_len: self.max_line_len,
+            max_binary_len: self.max_binary_len,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Handshake timeout.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_s)
+    }
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The reason.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is wrong.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads `path` (defaults when `None`), then applies the environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            None => Config::default(),
+            Some(path) => {
+                let shown = path.display().to_string();
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse { path: shown, message: e.to_string() })?
+            }
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Environment overrides, for containers and tests.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(url) = var("FLEETGATE_POSTGRES_URL") {
+            self.postgres.url = url;
+        }
+        if let Some(url) = var("FLEETGATE_NATS_URL") {
+            self.nats.url = url;
+        }
+        if let Some(bind) = var("FLEETGATE_BIND") {
+            self.gateway.bind = bind
+                .parse()
+                .map_err(|_| ConfigError::Invalid(format!("FLEETGATE_BIND={bind:?} is not an IP address")))?;
+        }
+        if let Some(max) = var("FLEETGATE_MAX_CONNECTIONS") {
+            self.gateway.max_connections = max
+                .parse()
+                .map_err(|_| ConfigError::Invalid(format!("FLEETGATE_MAX_CONNECTIONS={max:?} is not a number")))?;
+        }
+        if let Some(addr) = var("FLEETGATE_METRICS_ADDR") {
+            self.gateway.metrics_addr = addr;
+        }
+        Ok(())
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for listener in &self.gateway.listeners {
+            if Protocol::from_name(&listener.protocol).is_none() {
+                let known: Vec<_> = Protocol::ALL.iter().map(|p| p.name()).collect();
+                return Err(ConfigError::Invalid(format!(
+                    "listener protocol {:?} is unknown (known: {})",
+                    listener.protocol,
+                    known.join(", ")
+                )));
+            }
+        }
+        if self.gateway.max_connections == 0 {
+            return Err(ConfigError::Invalid("gateway.max_connections must be at least 1".into()));
+        }
+        let invalid_name = |name: &str| name.is_empty() || name.contains(['.', ' ', '*', '>']);
+        if invalid_name(&self.nats.stream) || invalid_name(&self.nats.subject_prefix) {
+            return Err(ConfigError::Invalid(
+                "nats.stream and nats.subject_prefix must be non-empty, without '.', ' ', '*' or '>'".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_listen_on_traccar_ports() {
+        let config = Config::default();
+        let ports: Vec<_> = config.gateway.listeners.iter().map(|l| (l.protocol.as_str(), l.tcp_port)).collect();
+        assert_eq!(ports, [("teltonika", Some(5027)), ("wialon", Some(5039))]);
+        assert_eq!(config.gateway.listeners[0].idle_timeout_s, 600);
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn file_and_environment() -> Result<(), Box<dyn std::error::Error>> {
+        let mut config: Config = toml::from_str(
+            r#"
+            [nats]
+            stream = "TEST"
+            [gateway]
+            max_connections = 5
+            [[gateway.listeners]]
+            protocol = "wialon"
+            tcp_port = 15039
+            idle_timeout_s = 60
+            "#,
+        )?;
+        config.apply_env(|name| (name == "FLEETGATE_MAX_CONNECTIONS").then(|| "7".to_owned()))?;
+        assert_eq!(config.nats.stream, "TEST");
+        assert_eq!(config.gateway.max_connections, 7);
+        assert_eq!(config.gateway.listeners.len(), 1);
+        assert_eq!(config.gateway.listeners[0].udp_port, None);
+        assert!(toml::from_str::<Config>("[gateway]\nmax_conections = 5").is_err(), "typos are errors");
+        let mut bad = Config::default();
+        bad.gateway.listeners[0].protocol = "nope".into();
+        assert!(bad.validate().is_err());
+        Ok(())
+    }
+}

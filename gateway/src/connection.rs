@@ -1,0 +1,221 @@
+//! One TCP device connection: the codec's session through tokio-util framing, the login
+//! checked against the registry, every frame published to JetStream and acknowledged
+//! only once stored, and the timeouts that keep a silent device from holding a slot.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use fleetgate_codecs::{Event, Fatal, Protocol, Session, UtcMillis};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::codec::{Decoder, FramedRead};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::gateway::{Gateway, Login};
+use crate::metrics::Refusal;
+use crate::registry::DeviceRecord;
+
+/// How long a reply may take to leave before the device counts as gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a connection's stream ended.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The codec could not frame the stream any more.
+    #[error(transparent)]
+    Fatal(#[from] Fatal),
+    /// The socket failed.
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A codec session as a tokio-util decoder.
+pub struct SessionCodec {
+    session: Box<dyn Session>,
+}
+
+impl SessionCodec {
+    /// Wraps a session.
+    pub fn new(session: Box<dyn Session>) -> Self {
+        SessionCodec { session }
+    }
+}
+
+impl Decoder for SessionCodec {
+    type Item = Event;
+    type Error = StreamError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Event>, StreamError> {
+        Ok(self.session.decode(src)?)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Event>, StreamError> {
+        // A device that disconnects mid-frame gets nothing acknowledged; it resends.
+        let event = self.decode(src)?;
+        if event.is_none() && !src.is_empty() {
+            tracing::debug!(bytes = src.len(), "connection closed inside a frame");
+            src.clear();
+        }
+        Ok(event)
+    }
+}
+
+async fn send(writer: &mut OwnedWriteHalf, reply: &[u8]) -> bool {
+    if reply.is_empty() {
+        return true;
+    }
+    match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(reply)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "reply not delivered");
+            false
+        }
+        Err(_) => {
+            tracing::debug!("reply timed out");
+            false
+        }
+    }
+}
+
+/// Serves one device connection until it closes, times out, breaks or `shutdown`.
+pub async fn serve(
+    socket: TcpStream,
+    peer: SocketAddr,
+    protocol: Protocol,
+    idle_timeout: Duration,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+    _slot: OwnedSemaphorePermit,
+) {
+    let span = tracing::info_span!("device", %peer, protocol = protocol.name(), device = tracing::field::Empty);
+    let counters = gateway.metrics.protocol(protocol);
+    counters.connections.fetch_add(1, Relaxed);
+    counters.connections_total.fetch_add(1, Relaxed);
+    let device = run(socket, protocol, idle_timeout, &gateway, &shutdown).instrument(span.clone()).await;
+    counters.connections.fetch_sub(1, Relaxed);
+    if let Some((identifier, record)) = device {
+        gateway.publish_status(&identifier, &record, false).instrument(span).await;
+    }
+}
+
+/// The connection loop; returns the device it served, for the offline event.
+async fn run(
+    socket: TcpStream,
+    protocol: Protocol,
+    idle_timeout: Duration,
+    gateway: &Gateway,
+    shutdown: &CancellationToken,
+) -> Option<(String, DeviceRecord)> {
+    let _ = socket.set_nodelay(true);
+    let (reader, mut writer) = socket.into_split();
+    let session = protocol.session(gateway.config.gateway.limits.session_options());
+    let mut frames = FramedRead::new(reader, SessionCodec::new(session));
+    let counters = gateway.metrics.protocol(protocol);
+    let mut device: Option<(String, DeviceRecord)> = None;
+    loop {
+        let timeout = if device.is_some() { idle_timeout } else { gateway.config.gateway.handshake_timeout() };
+        // Shutdown interrupts only the wait for the next frame: a frame already read is
+        // published and answered before the connection closes.
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            next = tokio::time::timeout(timeout, frames.next()) => next,
+        };
+        let event = match next {
+            Err(_) => {
+                let refusal = if device.is_some() { Refusal::IdleTimeout } else { Refusal::HandshakeTimeout };
+                gateway.metrics.refused(refusal);
+                tracing::info!(timeout_s = timeout.as_secs(), "closing a silent connection");
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(StreamError::Fatal(fatal)))) => {
+                gateway.metrics.refused(Refusal::Fatal);
+                tracing::warn!(offset = fatal.offset, error = %fatal.error, "closing a stream that cannot be framed");
+                break;
+            }
+            Ok(Some(Err(StreamError::Io(error)))) => {
+                tracing::debug!(%error, "socket error");
+                break;
+            }
+            Ok(Some(Ok(event))) => event,
+        };
+        counters.frames.fetch_add(1, Relaxed);
+        match event {
+            Event::Login { device: identifier, password, accept, reject } => {
+                match gateway.login(protocol, &identifier, password.as_deref()) {
+                    Login::Accepted(record) => {
+                        tracing::Span::current().record("device", identifier.as_str());
+                        if !send(&mut writer, &accept).await {
+                            break;
+                        }
+                        gateway.publish_status(&identifier, &record, true).await;
+                        device = Some((identifier, record));
+                    }
+                    Login::Refused { reply } => {
+                        let _ = send(&mut writer, reply.as_ref().unwrap_or(&reject)).await;
+                        break;
+                    }
+                }
+            }
+            Event::Positions { mut batch, ack, .. } => {
+                let Some((identifier, record)) = &device else { break };
+                batch.received = Some(now());
+                let stored = gateway.store_positions(identifier, record, &batch).await;
+                if !stored {
+                    // Nothing is acknowledged; closing makes the device resend everything
+                    // it holds once it reconnects, instead of waiting for an answer.
+                    break;
+                }
+                counters.positions.fetch_add(batch.len() as u64, Relaxed);
+                if !send(&mut writer, &ack).await {
+                    break;
+                }
+                counters.acks.fetch_add(1, Relaxed);
+            }
+            Event::Message { message, reply } => {
+                let Some((identifier, record)) = &device else { break };
+                if !gateway.store_message(identifier, record, &message).await {
+                    break;
+                }
+                if let Some(reply) = reply {
+                    if !send(&mut writer, &reply).await {
+                        break;
+                    }
+                }
+            }
+            Event::KeepAlive { reply } => {
+                if let Some(reply) = reply {
+                    if !send(&mut writer, &reply).await {
+                        break;
+                    }
+                }
+            }
+            Event::Refused { offset, error, reply } => {
+                gateway.metrics.refused(Refusal::Frame);
+                if let Some(suppressed) = gateway.refusal_log.allow() {
+                    tracing::warn!(offset, %error, suppressed, "frame refused");
+                }
+                if let Some(reply) = reply {
+                    if !send(&mut writer, &reply).await {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let _ = writer.shutdown().await;
+    device
+}
+
+/// The receive time.
+pub fn now() -> UtcMillis {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    UtcMillis(ms as i64)
+}

@@ -1,0 +1,233 @@
+//! Gateway metrics as plain atomics, rendered in the Prometheus text format, and a log
+//! limiter so a misbehaving device cannot fill the logs.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use fleetgate_codecs::Protocol;
+
+/// Why a frame, datagram or connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A frame the codec refused (checksum, structure, values).
+    Frame,
+    /// The stream could not be framed any more; the connection closed.
+    Fatal,
+    /// The identifier is not registered.
+    UnknownDevice,
+    /// Registered for another protocol, or a wrong password.
+    WrongCredentials,
+    /// No login within the handshake timeout.
+    HandshakeTimeout,
+    /// Silent for longer than the idle timeout.
+    IdleTimeout,
+    /// The connection cap was reached.
+    ConnectionCap,
+    /// Publishing to JetStream failed or timed out; nothing was acknowledged.
+    PublishFailed,
+}
+
+const REFUSALS: [(Refusal, &str); 8] = [
+    (Refusal::Frame, "frame"),
+    (Refusal::Fatal, "fatal"),
+    (Refusal::UnknownDevice, "unknown_device"),
+    (Refusal::WrongCredentials, "wrong_credentials"),
+    (Refusal::HandshakeTimeout, "handshake_timeout"),
+    (Refusal::IdleTimeout, "idle_timeout"),
+    (Refusal::ConnectionCap, "connection_cap"),
+    (Refusal::PublishFailed, "publish_failed"),
+];
+
+/// A per-protocol series: name, type, help and how to read it.
+type PerProtocol = (&'static str, &'static str, &'static str, fn(&ProtocolMetrics) -> i64);
+
+/// Upper bounds (seconds) of the publish latency histogram.
+const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
+
+/// Per-protocol counters.
+#[derive(Debug, Default)]
+pub struct ProtocolMetrics {
+    /// Open TCP connections.
+    pub connections: AtomicI64,
+    /// Accepted TCP connections since start.
+    pub connections_total: AtomicU64,
+    /// Frames (and datagrams) decoded.
+    pub frames: AtomicU64,
+    /// Positions published and acknowledged.
+    pub positions: AtomicU64,
+    /// Acknowledgements sent after storage.
+    pub acks: AtomicU64,
+}
+
+/// Every gateway metric.
+#[derive(Debug)]
+pub struct Metrics {
+    protocols: Vec<(Protocol, ProtocolMetrics)>,
+    refusals: [AtomicU64; REFUSALS.len()],
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+    /// Publishes waiting for their JetStream ack.
+    pub publishes_in_flight: AtomicI64,
+    /// 1 while the last publish succeeded, 0 after a failure.
+    pub nats_healthy: AtomicI64,
+    /// Devices in the registry.
+    pub registry_devices: AtomicI64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            protocols: Protocol::ALL.iter().map(|p| (*p, ProtocolMetrics::default())).collect(),
+            refusals: Default::default(),
+            latency_buckets: Default::default(),
+            latency_count: AtomicU64::new(0),
+            latency_sum_us: AtomicU64::new(0),
+            publishes_in_flight: AtomicI64::new(0),
+            nats_healthy: AtomicI64::new(1),
+            registry_devices: AtomicI64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    /// The counters of one protocol.
+    pub fn protocol(&self, protocol: Protocol) -> &ProtocolMetrics {
+        // Every protocol has an entry: the list is built from Protocol::ALL.
+        let index = Protocol::ALL.iter().position(|p| *p == protocol).unwrap_or(0);
+        &self.protocols[index].1
+    }
+
+    /// Counts one refusal.
+    pub fn refused(&self, refusal: Refusal) {
+        let index = REFUSALS.iter().position(|(r, _)| *r == refusal).unwrap_or(0);
+        self.refusals[index].fetch_add(1, Relaxed);
+    }
+
+    /// The count of one refusal reason.
+    pub fn refusals(&self, refusal: Refusal) -> u64 {
+        let index = REFUSALS.iter().position(|(r, _)| *r == refusal).unwrap_or(0);
+        self.refusals[index].load(Relaxed)
+    }
+
+    /// Records how long one publish took to be acknowledged.
+    pub fn observe_publish(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        for (bucket, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(elapsed.as_micros() as u64, Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let per_protocol: [PerProtocol; 5] = [
+            ("fleetgate_gateway_connections", "gauge", "Open device connections.", |m| m.connections.load(Relaxed)),
+            ("fleetgate_gateway_connections_total", "counter", "Device connections accepted.", |m| {
+                m.connections_total.load(Relaxed) as i64
+            }),
+            ("fleetgate_gateway_frames_total", "counter", "Frames and datagrams decoded.", |m| {
+                m.frames.load(Relaxed) as i64
+            }),
+            ("fleetgate_gateway_positions_total", "counter", "Positions stored in JetStream.", |m| {
+                m.positions.load(Relaxed) as i64
+            }),
+            ("fleetgate_gateway_acks_total", "counter", "Acknowledgements sent after storage.", |m| {
+                m.acks.load(Relaxed) as i64
+            }),
+        ];
+        for (name, kind, help, value) in per_protocol {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (protocol, metrics) in &self.protocols {
+                let _ = writeln!(out, "{name}{{protocol=\"{}\"}} {}", protocol.name(), value(metrics));
+            }
+        }
+        let _ =
+            writeln!(out, "# HELP fleetgate_gateway_refusals_total Refused frames, devices and connections by reason.");
+        let _ = writeln!(out, "# TYPE fleetgate_gateway_refusals_total counter");
+        for ((_, reason), count) in REFUSALS.iter().zip(&self.refusals) {
+            let _ = writeln!(out, "fleetgate_gateway_refusals_total{{reason=\"{reason}\"}} {}", count.load(Relaxed));
+        }
+        let name = "fleetgate_gateway_publish_seconds";
+        let _ = writeln!(out, "# HELP {name} Time from publish to JetStream ack.\n# TYPE {name} histogram");
+        for (bucket, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", bucket.load(Relaxed));
+        }
+        let count = self.latency_count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.latency_sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {count}");
+        let gauges = [
+            ("fleetgate_gateway_publishes_in_flight", "Publishes waiting for their ack.", &self.publishes_in_flight),
+            ("fleetgate_gateway_nats_healthy", "1 while publishing works, 0 after a failure.", &self.nats_healthy),
+            ("fleetgate_gateway_registry_devices", "Devices in the registry.", &self.registry_devices),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", value.load(Relaxed));
+        }
+        out
+    }
+}
+
+/// Lets one log line through per interval; counts the ones it held back.
+#[derive(Debug)]
+pub struct LogLimiter {
+    interval: Duration,
+    state: std::sync::Mutex<(Option<Instant>, u64)>,
+}
+
+impl LogLimiter {
+    /// One line per `interval`.
+    pub fn new(interval: Duration) -> Self {
+        LogLimiter { interval, state: std::sync::Mutex::new((None, 0)) }
+    }
+
+    /// `Some(suppressed since the last line)` when a line may be written now.
+    pub fn allow(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match state.0 {
+            Some(last) if now.duration_since(last) < self.interval => {
+                state.1 += 1;
+                None
+            }
+            _ => {
+                let suppressed = state.1;
+                *state = (Some(now), 0);
+                Some(suppressed)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let metrics = Metrics::default();
+        metrics.protocol(Protocol::Wialon).frames.fetch_add(3, Relaxed);
+        metrics.refused(Refusal::UnknownDevice);
+        metrics.observe_publish(Duration::from_millis(3));
+        let text = metrics.render();
+        assert!(text.contains("fleetgate_gateway_frames_total{protocol=\"wialon\"} 3"));
+        assert!(text.contains("fleetgate_gateway_refusals_total{reason=\"unknown_device\"} 1"));
+        assert!(text.contains("fleetgate_gateway_publish_seconds_bucket{le=\"0.002\"} 0"));
+        assert!(text.contains("fleetgate_gateway_publish_seconds_bucket{le=\"0.005\"} 1"));
+        assert!(text.contains("fleetgate_gateway_publish_seconds_count 1"));
+    }
+
+    #[test]
+    fn limiter_holds_back_bursts() {
+        let limiter = LogLimiter::new(Duration::from_secs(3600));
+        assert_eq!(limiter.allow(), Some(0));
+        assert_eq!(limiter.allow(), None);
+        assert_eq!(limiter.allow(), None);
+    }
+}

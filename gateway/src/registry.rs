@@ -1,0 +1,127 @@
+//! The device registry: which identifiers belong to which tenant, as an in-memory view
+//! of the `devices` table. Loaded at start, updated from change notifications on NATS,
+//! and reloaded whole every `registry_refresh_s` as a safety net for a missed message.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+/// What the gateway needs to know of a registered device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// `devices.id`.
+    pub device_id: i64,
+    /// `devices.tenant_id`.
+    pub tenant_id: i64,
+    /// The codec the device was registered with.
+    pub protocol: String,
+    /// The password a Wialon IPS device must log in with, if any.
+    pub password: Option<String>,
+}
+
+/// Identifier to device, shared by every connection.
+#[derive(Debug, Default)]
+pub struct Registry {
+    devices: RwLock<HashMap<String, DeviceRecord>>,
+}
+
+const SELECT: &str = "SELECT identifier, id, tenant_id, protocol, password FROM devices";
+
+fn record(row: &tokio_postgres::Row) -> (String, DeviceRecord) {
+    (
+        row.get(0),
+        DeviceRecord { device_id: row.get(1), tenant_id: row.get(2), protocol: row.get(3), password: row.get(4) },
+    )
+}
+
+impl Registry {
+    /// The device registered under `identifier`.
+    pub fn lookup(&self, identifier: &str) -> Option<DeviceRecord> {
+        // A poisoned lock only means a panic elsewhere mid-update; the map is still whole.
+        let devices = self.devices.read().unwrap_or_else(|e| e.into_inner());
+        devices.get(identifier).cloned()
+    }
+
+    /// Number of registered devices.
+    pub fn len(&self) -> usize {
+        self.devices.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// True when no device is registered (or the registry is not loaded yet).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Replaces the view with the whole table.
+    pub async fn reload(&self, client: &Client) -> Result<usize, tokio_postgres::Error> {
+        let rows = client.query(SELECT, &[]).await?;
+        let devices: HashMap<String, DeviceRecord> = rows.iter().map(record).collect();
+        let n = devices.len();
+        *self.devices.write().unwrap_or_else(|e| e.into_inner()) = devices;
+        Ok(n)
+    }
+
+    /// Re-reads one identifier (added, changed or deleted).
+    pub async fn reload_one(&self, client: &Client, identifier: &str) -> Result<(), tokio_postgres::Error> {
+        let row = client.query_opt(&format!("{SELECT} WHERE identifier = $1"), &[&identifier]).await?;
+        let mut devices = self.devices.write().unwrap_or_else(|e| e.into_inner());
+        match row.as_ref().map(record) {
+            Some((identifier, device)) => devices.insert(identifier, device),
+            None => devices.remove(identifier),
+        };
+        Ok(())
+    }
+}
+
+/// Keeps `registry` current until `shutdown`: applies each identifier published on the
+/// registry subject, and reloads everything every `refresh`. Reconnects to Postgres
+/// when the connection drops.
+pub async fn keep_current(
+    registry: Arc<Registry>,
+    postgres_url: String,
+    nats: async_nats::Client,
+    subject: String,
+    refresh: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut changes = match nats.subscribe(subject.clone()).await {
+        Ok(changes) => Some(changes),
+        Err(error) => {
+            tracing::warn!(%error, subject, "cannot subscribe to registry changes; relying on periodic reloads");
+            None
+        }
+    };
+    let mut client: Option<Client> = None;
+    let mut tick = tokio::time::interval(refresh);
+    loop {
+        let change = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => None,
+            Some(message) = async { match changes.as_mut() { Some(c) => c.next().await, None => None } } => Some(message),
+        };
+        if client.as_ref().is_none_or(Client::is_closed) {
+            client = match fleetgate_schema::connect(&postgres_url).await {
+                Ok(c) => Some(c),
+                Err(error) => {
+                    tracing::warn!(%error, "registry cannot reach Postgres; keeping the current view");
+                    continue;
+                }
+            };
+        }
+        let Some(db) = client.as_ref() else { continue };
+        let result = match &change {
+            Some(message) => {
+                let identifier = String::from_utf8_lossy(&message.payload).trim().to_owned();
+                registry.reload_one(db, &identifier).await
+            }
+            None => registry.reload(db).await.map(|n| tracing::debug!(devices = n, "registry reloaded")),
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, "registry update failed; keeping the current view");
+        }
+    }
+}

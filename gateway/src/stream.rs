@@ -1,0 +1,99 @@
+//! The JetStream contract between the gateway and the processor: the stream, the
+//! subjects, the message format and the message id that makes a resent frame a
+//! duplicate.
+//!
+//! Subjects (`P` is `nats.subject_prefix`):
+//! - `P.pos.{tenant_id}.{device_id}`: the positions of one frame, one message.
+//! - `P.msg.{tenant_id}.{device_id}`: a non-position message (command response, text).
+//! - `P.status.{tenant_id}.{device_id}`: the device came online or went offline.
+//! - `P.registry` (core NATS, not stored): a device was created, changed or deleted.
+//!
+//! Tenant and device come first so consumers can be partitioned by subject filter.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use fleetgate_codecs::position::Batch;
+use serde::Serialize;
+use serde::ser::{SerializeSeq, Serializer};
+
+use crate::config::NatsConfig;
+use crate::registry::DeviceRecord;
+
+/// Subject of a frame's positions.
+pub fn positions_subject(prefix: &str, device: &DeviceRecord) -> String {
+    format!("{prefix}.pos.{}.{}", device.tenant_id, device.device_id)
+}
+
+/// Subject of a device message.
+pub fn message_subject(prefix: &str, device: &DeviceRecord) -> String {
+    format!("{prefix}.msg.{}.{}", device.tenant_id, device.device_id)
+}
+
+/// Subject of connection status changes.
+pub fn status_subject(prefix: &str, device: &DeviceRecord) -> String {
+    format!("{prefix}.status.{}.{}", device.tenant_id, device.device_id)
+}
+
+/// Subject of registry change notifications (core NATS).
+pub fn registry_subject(prefix: &str) -> String {
+    format!("{prefix}.registry")
+}
+
+/// The message id of a frame: the device and a checksum of the frame's bytes. A device
+/// that resends an unacknowledged frame sends the same bytes, so JetStream's duplicate
+/// window drops the second copy.
+pub fn frame_message_id(device: &str, frame: &[u8]) -> String {
+    const CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_XZ);
+    format!("{device}:{}:{:016x}", frame.len(), CRC64.checksum(frame))
+}
+
+/// Creates the stream, or updates its limits to the configuration's.
+pub async fn ensure_stream(js: &jetstream::Context, config: &NatsConfig) -> Result<(), async_nats::Error> {
+    let prefix = &config.subject_prefix;
+    let stream_config = stream::Config {
+        name: config.stream.clone(),
+        subjects: vec![format!("{prefix}.pos.>"), format!("{prefix}.msg.>"), format!("{prefix}.status.>")],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        max_age: Duration::from_secs(config.max_age_days * 86_400),
+        max_bytes: config.max_bytes,
+        num_replicas: config.replicas,
+        duplicate_window: Duration::from_secs(config.duplicate_window_s),
+        ..Default::default()
+    };
+    match js.get_stream(&config.stream).await {
+        Ok(_) => {
+            js.update_stream(stream_config).await?;
+        }
+        Err(_) => {
+            js.create_stream(stream_config).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The payload of a positions message: the device's identity once, then contract 1
+/// positions (with `received`).
+pub fn positions_payload(device: &DeviceRecord, batch: &Batch) -> Bytes {
+    struct Positions<'a>(&'a Batch);
+    impl Serialize for Positions<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(self.0.len()))?;
+            for position in self.0.iter() {
+                seq.serialize_element(&position)?;
+            }
+            seq.end()
+        }
+    }
+    #[derive(Serialize)]
+    struct Message<'a> {
+        tenant_id: i64,
+        device_id: i64,
+        positions: Positions<'a>,
+    }
+    let message = Message { tenant_id: device.tenant_id, device_id: device.device_id, positions: Positions(batch) };
+    // Serializing our own types into memory cannot fail.
+    Bytes::from(serde_json::to_vec(&message).unwrap_or_default())
+}

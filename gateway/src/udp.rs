@@ -1,0 +1,140 @@
+//! UDP listeners: one socket per protocol, a codec session per peer address (kept until
+//! the peer is silent for the idle timeout), the same login and store-then-acknowledge
+//! rules as TCP. Each datagram carries its device's identifier.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fleetgate_codecs::{Event, Protocol, Session};
+use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::connection::now;
+use crate::gateway::{Gateway, Login};
+use crate::metrics::Refusal;
+use crate::registry::DeviceRecord;
+
+/// Publishes waiting for JetStream per socket; beyond it datagrams are dropped unanswered
+/// (the device resends), so a stalled JetStream cannot grow memory without bound.
+const MAX_IN_FLIGHT: usize = 4096;
+
+struct Peer {
+    session: Box<dyn Session>,
+    device: Option<(String, DeviceRecord)>,
+    last_seen: Instant,
+}
+
+/// Serves one UDP socket until `shutdown`.
+pub async fn serve(
+    socket: UdpSocket,
+    protocol: Protocol,
+    idle_timeout: Duration,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let socket = Arc::new(socket);
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut peers: HashMap<SocketAddr, Peer> = HashMap::new();
+    let mut buffer = vec![0u8; 65_536];
+    let mut sweep = tokio::time::interval(idle_timeout.min(Duration::from_secs(60)));
+    let counters = gateway.metrics.protocol(protocol);
+    loop {
+        let (len, peer_addr) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = sweep.tick() => {
+                peers.retain(|_, peer| peer.last_seen.elapsed() < idle_timeout);
+                continue;
+            }
+            received = socket.recv_from(&mut buffer) => match received {
+                Ok(received) => received,
+                Err(error) => {
+                    tracing::debug!(%error, "udp receive failed");
+                    continue;
+                }
+            },
+        };
+        if !peers.contains_key(&peer_addr) && peers.len() >= gateway.config.gateway.max_connections {
+            gateway.metrics.refused(Refusal::ConnectionCap);
+            continue;
+        }
+        let peer = peers.entry(peer_addr).or_insert_with(|| Peer {
+            session: protocol.session(gateway.config.gateway.limits.session_options()),
+            device: None,
+            last_seen: Instant::now(),
+        });
+        peer.last_seen = Instant::now();
+        counters.frames.fetch_add(1, Relaxed);
+        let events = match peer.session.decode_datagram(Bytes::copy_from_slice(&buffer[..len])) {
+            Ok(events) => events,
+            Err(error) => {
+                gateway.metrics.refused(Refusal::Frame);
+                if let Some(suppressed) = gateway.refusal_log.allow() {
+                    tracing::warn!(peer = %peer_addr, protocol = protocol.name(), offset = error.offset, error = %error.error, suppressed, "datagram refused");
+                }
+                continue;
+            }
+        };
+        for event in events {
+            let reply = match event {
+                Event::Login { device, password, .. } => {
+                    peer.device = match gateway.login(protocol, &device, password.as_deref()) {
+                        Login::Accepted(record) => Some((device, record)),
+                        Login::Refused { .. } => None,
+                    };
+                    None
+                }
+                Event::Positions { mut batch, ack, .. } => {
+                    // An unknown device gets no answer at all over UDP.
+                    let Some((identifier, record)) = peer.device.clone() else { continue };
+                    let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                        gateway.metrics.refused(Refusal::PublishFailed);
+                        continue;
+                    };
+                    batch.received = Some(now());
+                    let (gateway, socket) = (gateway.clone(), socket.clone());
+                    tracker.spawn(async move {
+                        if gateway.store_positions(&identifier, &record, &batch).await {
+                            let counters = gateway.metrics.protocol(protocol);
+                            counters.positions.fetch_add(batch.len() as u64, Relaxed);
+                            if socket.send_to(&ack, peer_addr).await.is_ok() {
+                                counters.acks.fetch_add(1, Relaxed);
+                            }
+                        }
+                        drop(permit);
+                    });
+                    None
+                }
+                Event::Message { message, reply } => {
+                    let Some((identifier, record)) = peer.device.clone() else { continue };
+                    let (gateway, socket) = (gateway.clone(), socket.clone());
+                    tracker.spawn(async move {
+                        if gateway.store_message(&identifier, &record, &message).await {
+                            if let Some(reply) = reply {
+                                let _ = socket.send_to(&reply, peer_addr).await;
+                            }
+                        }
+                    });
+                    None
+                }
+                Event::KeepAlive { reply } => reply.filter(|_| peer.device.is_some()),
+                Event::Refused { offset, error, reply } => {
+                    gateway.metrics.refused(Refusal::Frame);
+                    if let Some(suppressed) = gateway.refusal_log.allow() {
+                        tracing::warn!(peer = %peer_addr, protocol = protocol.name(), offset, %error, suppressed, "datagram refused");
+                    }
+                    reply
+                }
+            };
+            if let Some(reply) = reply.filter(|r| !r.is_empty()) {
+                let _ = socket.send_to(&reply, peer_addr).await;
+            }
+        }
+    }
+}

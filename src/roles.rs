@@ -1,0 +1,95 @@
+//! Running the server roles: logging, the runtime, configuration, signals.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use fleetgate_gateway::Config;
+use tokio_util::sync::CancellationToken;
+
+/// Which role to run.
+pub enum Role {
+    Migrate,
+    Gateway,
+    Serve,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLEETGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+pub fn run(role: Role, config_path: Option<PathBuf>) -> ExitCode {
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let path = config_path.or_else(|| Some(PathBuf::from("fleetgate.toml")).filter(|p| p.exists()));
+        let config = Config::load(path.as_deref()).context("configuration")?;
+        match role {
+            Role::Migrate => migrate(&config).await,
+            Role::Gateway | Role::Serve => serve(config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let mut client = fleetgate_schema::connect(&config.postgres.url).await?;
+    let applied = fleetgate_schema::migrate(&mut client).await?;
+    tracing::info!(?applied, "postgres schema is current");
+    let nats = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(config.nats.url.as_str())
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", config.nats.url))?;
+    let js = async_nats::jetstream::new(nats);
+    fleetgate_gateway::stream::ensure_stream(&js, &config.nats)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the stream {}: {e}", config.nats.stream))?;
+    tracing::info!(stream = config.nats.stream, "jetstream stream is current");
+    Ok(())
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+async fn cancel_on_signal(token: CancellationToken) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+    token.cancel();
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listeners = fleetgate_gateway::bind(&config).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    fleetgate_gateway::run(listeners, config, shutdown).await?;
+    Ok(())
+}
