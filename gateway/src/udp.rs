@@ -91,6 +91,15 @@ pub async fn serve(
                     None
                 }
                 Event::Positions { mut batch, ack, .. } => {
+                    // The session announces a device once; a device registered since
+                    // then is looked up again here, at every datagram until it is known.
+                    if peer.device.is_none() {
+                        if let Some(identifier) = batch.device.as_deref() {
+                            if let Login::Accepted(record) = gateway.login(protocol, identifier, None) {
+                                peer.device = Some((identifier.to_owned(), record));
+                            }
+                        }
+                    }
                     // An unknown device gets no answer at all over UDP.
                     let Some((identifier, record)) = peer.device.clone() else { continue };
                     let Ok(permit) = in_flight.clone().try_acquire_owned() else {

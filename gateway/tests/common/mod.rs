@@ -1,0 +1,274 @@
+//! A gateway on port 0 against the real Postgres and NATS, isolated per test: its own
+//! Postgres schema, stream name and subject prefix. A test that needs NATS to die starts
+//! a private nats-server instead.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use fleetgate_codecs::Protocol;
+use fleetgate_gateway::{Config, Listeners};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const TELTONIKA_IMEI: &str = "356307042441013";
+pub const WIALON_IMEI: &str = "355217044956192";
+
+pub fn unique(label: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{label}{:x}{:x}", std::process::id(), nanos % 0xFFFF_FFFF_FFFF)
+}
+
+pub fn nats_url() -> String {
+    std::env::var("FLEETGATE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+pub struct Harness {
+    pub tcp: Vec<(Protocol, SocketAddr)>,
+    pub udp: Vec<(Protocol, SocketAddr)>,
+    pub metrics: SocketAddr,
+    pub config: Config,
+    pub postgres: tokio_postgres::Client,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<()>,
+    pub tenant_id: i64,
+    pub schema: String,
+}
+
+impl Harness {
+    pub async fn start(nats_url: &str, tune: impl FnOnce(&mut Config)) -> Harness {
+        let (schema, url) = fleetgate_schema::testing::isolated_schema(&fleetgate_schema::testing::base_url(), "gw")
+            .await
+            .expect("postgres reachable");
+        let mut postgres = fleetgate_schema::connect(&url).await.expect("connect");
+        fleetgate_schema::migrate(&mut postgres).await.expect("migrate");
+        let tenant_id: i64 = postgres
+            .query_one("INSERT INTO tenants (name) VALUES ('test') RETURNING id", &[])
+            .await
+            .expect("tenant")
+            .get(0);
+        for (identifier, protocol) in [(TELTONIKA_IMEI, "teltonika"), (WIALON_IMEI, "wialon")] {
+            postgres
+                .execute(
+                    "INSERT INTO devices (tenant_id, identifier, protocol) VALUES ($1, $2, $3)",
+                    &[&tenant_id, &identifier, &protocol],
+                )
+                .await
+                .expect("device");
+        }
+        let mut config = Config::default();
+        config.postgres.url = url;
+        config.nats.url = nats_url.to_owned();
+        config.nats.stream = unique("FGT").to_uppercase();
+        config.nats.subject_prefix = unique("fgt");
+        config.nats.publish_timeout_s = 2;
+        config.gateway.handshake_timeout_s = 2;
+        config.gateway.drain_timeout_s = 5;
+        tune(&mut config);
+
+        let mut listeners = Listeners { tcp: Vec::new(), udp: Vec::new(), metrics: None };
+        let (mut tcp, mut udp) = (Vec::new(), Vec::new());
+        for protocol in Protocol::ALL {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp");
+            tcp.push((*protocol, listener.local_addr().expect("addr")));
+            listeners.tcp.push((*protocol, Duration::from_secs(600), listener));
+            let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+            udp.push((*protocol, socket.local_addr().expect("addr")));
+            listeners.udp.push((*protocol, Duration::from_secs(600), socket));
+        }
+        let metrics_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
+        let metrics = metrics_listener.local_addr().expect("addr");
+        listeners.metrics = Some(metrics_listener);
+
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let (config, shutdown) = (config.clone(), shutdown.clone());
+            async move { fleetgate_gateway::run(listeners, config, shutdown).await.expect("gateway runs") }
+        });
+        let harness = Harness { tcp, udp, metrics, config, postgres, shutdown, task, tenant_id, schema };
+        harness.wait_for_stream().await;
+        harness
+    }
+
+    pub fn tcp(&self, protocol: Protocol) -> SocketAddr {
+        self.tcp.iter().find(|(p, _)| *p == protocol).map(|(_, a)| *a).expect("listener")
+    }
+
+    pub fn udp(&self, protocol: Protocol) -> SocketAddr {
+        self.udp.iter().find(|(p, _)| *p == protocol).map(|(_, a)| *a).expect("listener")
+    }
+
+    async fn jetstream(&self) -> jetstream::Context {
+        jetstream::new(async_nats::connect(self.config.nats.url.as_str()).await.expect("nats"))
+    }
+
+    async fn wait_for_stream(&self) {
+        let js = self.jetstream().await;
+        for _ in 0..100 {
+            if js.get_stream(&self.config.nats.stream).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("stream {} never appeared", self.config.nats.stream);
+    }
+
+    /// Position messages stored in the stream.
+    pub async fn stored_frames(&self) -> u64 {
+        let js = self.jetstream().await;
+        let stream = js.get_stream(&self.config.nats.stream).await.expect("stream");
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                filter_subject: format!("{}.pos.>", self.config.nats.subject_prefix),
+                ..Default::default()
+            })
+            .await
+            .expect("consumer");
+        let mut consumer = consumer;
+        consumer.info().await.expect("info").num_pending
+    }
+
+    /// The payloads of the stored position messages, in order.
+    pub async fn stored_payloads(&self) -> Vec<serde_json::Value> {
+        use futures_util::StreamExt;
+        let n = self.stored_frames().await;
+        let js = self.jetstream().await;
+        let stream = js.get_stream(&self.config.nats.stream).await.expect("stream");
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                filter_subject: format!("{}.pos.>", self.config.nats.subject_prefix),
+                ..Default::default()
+            })
+            .await
+            .expect("consumer");
+        let mut messages = consumer.fetch().max_messages(n as usize).messages().await.expect("fetch");
+        let mut out = Vec::new();
+        while let Some(Ok(message)) = messages.next().await {
+            out.push(serde_json::from_slice(&message.payload).expect("json"));
+        }
+        out
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        let mut stream = TcpStream::connect(self.metrics).await.expect("metrics");
+        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").await.expect("write");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.expect("read");
+        text
+    }
+
+    /// Stops the gateway (it must stop within the drain time) and removes the test's
+    /// stream and schema from the shared servers.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.task).await.expect("stops in time").expect("no panic");
+        if let Ok(client) = async_nats::connect(self.config.nats.url.as_str()).await {
+            let _ = jetstream::new(client).delete_stream(&self.config.nats.stream).await;
+        }
+        let _ = self.postgres.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema)).await;
+    }
+}
+
+/// A Teltonika codec 8E packet with one record at `time_ms`.
+pub fn teltonika_packet(time_ms: u64) -> bytes::Bytes {
+    use fleetgate_codecs::teltonika::encode::{IoElement, Record, avl_packet};
+    let record = Record {
+        time_ms,
+        priority: 0,
+        lon: 252_800_000,
+        lat: 546_900_000,
+        altitude: 110,
+        course: 90,
+        satellites: 9,
+        speed: 52,
+        event_io: 0,
+        generation: 0,
+        io: vec![(239, IoElement::U8(1)), (66, IoElement::U16(13_800))],
+    };
+    avl_packet(fleetgate_codecs::teltonika::CODEC_8E, &[record])
+}
+
+/// Reads exactly `n` bytes, or fewer when the peer closes or `wait` passes.
+pub async fn read_n(stream: &mut TcpStream, n: usize, wait: Duration) -> Vec<u8> {
+    let mut out = vec![0u8; n];
+    let mut got = 0;
+    let deadline = tokio::time::Instant::now() + wait;
+    while got < n {
+        match tokio::time::timeout_at(deadline, stream.read(&mut out[got..])).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(k)) => got += k,
+        }
+    }
+    out.truncate(got);
+    out
+}
+
+/// True once the peer has closed the connection (within `wait`).
+pub async fn closed(stream: &mut TcpStream, wait: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(tokio::time::timeout(wait, stream.read(&mut byte)).await, Ok(Ok(0)) | Ok(Err(_)))
+}
+
+/// A private nats-server with JetStream in a temporary folder, on a free port.
+pub struct PrivateNats {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateNats {
+    pub fn start() -> PrivateNats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let dir = std::env::temp_dir().join(unique("fleetgate-nats-"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut nats = PrivateNats { port, dir, child: None };
+        nats.restart();
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("nats-server");
+        let child = Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts (install the nats-server package)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("private nats-server did not start");
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,244 @@
+//! The gateway over real sockets, with the real Postgres and NATS: replies, storage
+//! before acknowledgement, refusals, timeouts, NATS outages and shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use fleetgate_codecs::Protocol;
+use fleetgate_codecs::teltonika::encode::handshake;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpStream, UdpSocket};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn logged_in_teltonika(harness: &Harness) -> TcpStream {
+    let mut device = TcpStream::connect(harness.tcp(Protocol::Teltonika)).await.expect("connect");
+    device.write_all(&handshake(TELTONIKA_IMEI)).await.expect("write");
+    assert_eq!(read_n(&mut device, 1, WAIT).await, [1]);
+    device
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_split_anywhere_get_exactly_their_replies() {
+    let harness = Harness::start(&nats_url(), |_| {}).await;
+    let mut stream = handshake(TELTONIKA_IMEI).to_vec();
+    for i in 0..5 {
+        stream.extend_from_slice(&teltonika_packet(1_700_000_000_000 + i * 1000));
+        stream.push(0xFF);
+    }
+    let mut device = TcpStream::connect(harness.tcp(Protocol::Teltonika)).await.expect("connect");
+    // Split at pseudo-random boundaries (a fixed LCG, so a failure replays).
+    let mut seed = 12_345u64;
+    let mut at = 0;
+    while at < stream.len() {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let len = 1 + (seed >> 33) as usize % 40;
+        let end = (at + len).min(stream.len());
+        device.write_all(&stream[at..end]).await.expect("write");
+        device.flush().await.expect("flush");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        at = end;
+    }
+    let mut expected = vec![1u8];
+    for _ in 0..5 {
+        expected.extend_from_slice(&[0, 0, 0, 1]);
+    }
+    assert_eq!(read_n(&mut device, expected.len(), WAIT).await, expected);
+    assert!(!closed(&mut device, Duration::from_millis(200)).await, "no extra bytes, still open");
+    assert_eq!(harness.stored_frames().await, 5);
+    let payloads = harness.stored_payloads().await;
+    assert_eq!(payloads[0]["tenant_id"], harness.tenant_id);
+    let position = &payloads[0]["positions"][0];
+    assert_eq!(position["device"], TELTONIKA_IMEI);
+    assert_eq!(position["time"], "2023-11-14T22:13:20Z");
+    assert!(position["received"].is_string(), "stored positions carry the receive time");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_frame_is_acknowledged_again_and_stored_once() {
+    let harness = Harness::start(&nats_url(), |_| {}).await;
+    let packet = teltonika_packet(1_700_000_000_000);
+    for _ in 0..2 {
+        // The device did not get the first ack (say), reconnects and resends.
+        let mut device = logged_in_teltonika(&harness).await;
+        device.write_all(&packet).await.expect("write");
+        assert_eq!(read_n(&mut device, 4, WAIT).await, [0, 0, 0, 1]);
+    }
+    assert_eq!(harness.stored_frames().await, 1);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_device_is_refused_and_counted() {
+    let harness = Harness::start(&nats_url(), |_| {}).await;
+    let mut device = TcpStream::connect(harness.tcp(Protocol::Teltonika)).await.expect("connect");
+    device.write_all(&handshake("111111111111111")).await.expect("write");
+    assert_eq!(read_n(&mut device, 1, WAIT).await, [0]);
+    assert!(closed(&mut device, WAIT).await);
+    let mut wialon = TcpStream::connect(harness.tcp(Protocol::Wialon)).await.expect("connect");
+    wialon.write_all(b"#L#999;NA\r\n").await.expect("write");
+    assert_eq!(read_n(&mut wialon, 7, WAIT).await, b"#AL#0\r\n");
+    assert!(harness.metrics_text().await.contains("fleetgate_gateway_refusals_total{reason=\"unknown_device\"} 2"));
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_handshake_times_out() {
+    let harness = Harness::start(&nats_url(), |_| {}).await;
+    let mut device = TcpStream::connect(harness.tcp(Protocol::Teltonika)).await.expect("connect");
+    device.write_all(&[0x00]).await.expect("one byte of a handshake");
+    assert!(closed(&mut device, Duration::from_secs(10)).await, "closed after the 2 s handshake timeout");
+    assert!(harness.metrics_text().await.contains("fleetgate_gateway_refusals_total{reason=\"handshake_timeout\"} 1"));
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_lying_lengths_close_only_their_connection_while_1000_others_work() {
+    let harness = Harness::start(&nats_url(), |config| config.gateway.max_connections = 5000).await;
+    let address = harness.tcp(Protocol::Teltonika);
+    let mut devices = Vec::new();
+    for _ in 0..1000 {
+        devices.push(logged_in_teltonika(&harness).await);
+    }
+    let mut oversized = logged_in_teltonika(&harness).await;
+    oversized.write_all(&[0, 0, 0, 0, 0x7F, 0xFF, 0xFF, 0xFF, 0x08]).await.expect("write");
+    let mut garbage = TcpStream::connect(address).await.expect("connect");
+    garbage.write_all(b"GET / HTTP/1.1\r\nHost: tracker\r\n\r\n").await.expect("write");
+    assert!(closed(&mut oversized, WAIT).await);
+    assert!(closed(&mut garbage, WAIT).await);
+    let tasks: Vec<_> = devices
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut device)| {
+            tokio::spawn(async move {
+                device.write_all(&teltonika_packet(1_700_000_000_000 + i as u64)).await.expect("write");
+                read_n(&mut device, 4, Duration::from_secs(30)).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.expect("task"), [0, 0, 0, 1]);
+    }
+    assert_eq!(harness.stored_frames().await, 1000);
+    assert!(harness.metrics_text().await.contains("fleetgate_gateway_refusals_total{reason=\"fatal\"} 2"));
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_ack_while_nats_is_down_and_the_resend_is_stored_once() {
+    let mut nats = PrivateNats::start();
+    let harness = Harness::start(&nats.url(), |_| {}).await;
+    let first = teltonika_packet(1_700_000_000_000);
+    let second = teltonika_packet(1_700_000_001_000);
+    let mut device = logged_in_teltonika(&harness).await;
+    device.write_all(&first).await.expect("write");
+    assert_eq!(read_n(&mut device, 4, WAIT).await, [0, 0, 0, 1]);
+
+    nats.kill();
+    device.write_all(&second).await.expect("write");
+    // No acknowledgement: the gateway closes after the publish timeout instead.
+    assert_eq!(read_n(&mut device, 4, Duration::from_secs(10)).await, Vec::<u8>::new());
+    assert!(harness.metrics_text().await.contains("fleetgate_gateway_nats_healthy 0"));
+
+    nats.restart();
+    // The device reconnects and resends what was not acknowledged.
+    let mut acked = false;
+    for _ in 0..20 {
+        let mut device = logged_in_teltonika(&harness).await;
+        device.write_all(&second).await.expect("write");
+        if read_n(&mut device, 4, Duration::from_secs(5)).await == [0, 0, 0, 1] {
+            acked = true;
+            break;
+        }
+    }
+    assert!(acked, "acknowledged once NATS is back");
+    assert_eq!(harness.stored_frames().await, 2, "each frame stored exactly once");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_loses_nothing_that_was_acknowledged() {
+    let harness = Harness::start(&nats_url(), |_| {}).await;
+    let mut senders = Vec::new();
+    for d in 0..20u64 {
+        let mut device = logged_in_teltonika(&harness).await;
+        senders.push(tokio::spawn(async move {
+            let mut acked = 0u64;
+            for i in 0..10_000u64 {
+                if device.write_all(&teltonika_packet(1_700_000_000_000 + d * 1_000_000 + i)).await.is_err() {
+                    break;
+                }
+                if read_n(&mut device, 4, Duration::from_secs(10)).await != [0, 0, 0, 1] {
+                    break;
+                }
+                acked += 1;
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let shutdown = harness.shutdown.clone();
+    shutdown.cancel();
+    let mut acked = 0;
+    for sender in senders {
+        acked += sender.await.expect("sender");
+    }
+    assert!(acked > 0);
+    let stored = harness.stored_frames().await;
+    assert!(stored >= acked, "stored {stored} < acknowledged {acked}");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wialon_over_tcp_and_teltonika_over_udp() {
+    let harness = Harness::start(&nats_url(), |_| {}).await;
+    let mut wialon = TcpStream::connect(harness.tcp(Protocol::Wialon)).await.expect("connect");
+    wialon
+        .write_all(
+            b"#L#2.0;355217044956192;NA;E335\r\n#SD#270413;205601;5544.6025;N;03739.6834;E;1;2;3;4;1985\r\n#P#\r\n",
+        )
+        .await
+        .expect("write");
+    assert_eq!(read_n(&mut wialon, 7 + 8 + 6, WAIT).await, b"#AL#1\r\n#ASD#1\r\n#AP#\r\n");
+
+    let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let datagram = hex(
+        "003DCAFE0105000F33353230393330383634303336353508010000016B4F815B30010000000000000000000000000000000103021503010101425DBC000001",
+    );
+    // Not registered yet: no answer.
+    udp.send_to(&datagram, harness.udp(Protocol::Teltonika)).await.expect("send");
+    let mut buffer = [0u8; 64];
+    assert!(tokio::time::timeout(Duration::from_millis(500), udp.recv_from(&mut buffer)).await.is_err());
+    harness
+        .postgres
+        .execute(
+            "INSERT INTO devices (tenant_id, identifier, protocol) VALUES ($1, '352093086403655', 'teltonika')",
+            &[&harness.tenant_id],
+        )
+        .await
+        .expect("register");
+    // The API announces the change on the registry subject.
+    let nats = async_nats::connect(harness.config.nats.url.as_str()).await.expect("nats");
+    let subject = fleetgate_gateway::stream::registry_subject(&harness.config.nats.subject_prefix);
+    let mut answer = None;
+    for _ in 0..50 {
+        nats.publish(subject.clone(), "352093086403655".into()).await.expect("publish");
+        nats.flush().await.expect("flush");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        udp.send_to(&datagram, harness.udp(Protocol::Teltonika)).await.expect("send");
+        if let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(300), udp.recv_from(&mut buffer)).await {
+            answer = Some(buffer[..n].to_vec());
+            break;
+        }
+    }
+    assert_eq!(answer, Some(hex("0005CAFE010501")));
+    assert_eq!(harness.stored_frames().await, 2, "one Wialon frame, one UDP datagram (resends deduplicated)");
+    harness.stop().await;
+}
+
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex")).collect()
+}
