@@ -159,7 +159,7 @@ mod tests {
 
     #[tokio::test]
     async fn migrations_apply_once_even_when_run_concurrently() -> Result<(), SchemaError> {
-        let (_, url) = testing::isolated_schema(&testing::base_url(), "migrate").await?;
+        let (schema, url) = testing::isolated_schema(&testing::base_url(), "migrate").await?;
         let (mut a, mut b) = (connect(&url).await?, connect(&url).await?);
         let (first, second) = tokio::join!(migrate(&mut a), migrate(&mut b));
         let mut applied = [first?, second?].concat();
@@ -169,6 +169,7 @@ mod tests {
         assert!(migrate(&mut a).await?.is_empty());
         let devices: i64 = a.query_one("SELECT count(*) FROM devices", &[]).await.map_err(query_error("count"))?.get(0);
         assert_eq!(devices, 0);
+        a.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.map_err(query_error("drop test schema"))?;
         Ok(())
     }
 }
