@@ -4,11 +4,12 @@
 # load up with benches/src/bin/gateway_load.rs and measures idle connections and memory.
 #
 #   benches/gateway_bench.sh [RATES] [IDLE_CONNECTIONS]
-#   benches/gateway_bench.sh "5000 10000 20000 30000" 100000
+#   benches/gateway_bench.sh "5000 10000 20000 30000" 19000
+# (idle connections are bounded by the open-file limit of one process: 20,000 here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATES=${1:-"5000 10000 20000 30000"}
-IDLE=${2:-100000}
+IDLE=${2:-19000}
 DEVICES=${DEVICES:-1000}
 SECONDS_PER_STEP=${SECONDS_PER_STEP:-20}
 SCHEMA=fg_bench
@@ -36,7 +37,7 @@ metrics_addr = "127.0.0.1:$METRICS"
 protocol = "teltonika"
 tcp_port = $PORT
 TOML
-target/release/fleetgate migrate -c target/bench-gateway.toml 2>/dev/null
+target/release/fleetgate migrate -c target/bench-gateway.toml 2>&1 | tail -1 >&2
 MAX_DEVICES=$(( IDLE > DEVICES ? IDLE : DEVICES ))
 psql -q "$PG" >&2 <<SQL
 SET search_path = $SCHEMA;

@@ -18,7 +18,7 @@ pub enum Role {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLEETGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
 }
 
 pub fn run(role: Role, config_path: Option<PathBuf>) -> ExitCode {

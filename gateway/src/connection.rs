@@ -22,6 +22,9 @@ use crate::gateway::{Gateway, Login};
 use crate::metrics::Refusal;
 use crate::registry::DeviceRecord;
 
+/// Initial read buffer per connection.
+const INITIAL_READ_BUFFER: usize = 512;
+
 /// How long a reply may take to leave before the device counts as gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -116,7 +119,9 @@ async fn run(
     let _ = socket.set_nodelay(true);
     let (reader, mut writer) = socket.into_split();
     let session = protocol.session(gateway.config.gateway.limits.session_options());
-    let mut frames = FramedRead::new(reader, SessionCodec::new(session));
+    // Start small: most connections sit idle between frames, and the codec reserves room
+    // for a whole frame once it has read the frame's (bounded) length.
+    let mut frames = FramedRead::with_capacity(reader, SessionCodec::new(session), INITIAL_READ_BUFFER);
     let counters = gateway.metrics.protocol(protocol);
     let mut device: Option<(String, DeviceRecord)> = None;
     loop {
