@@ -10,7 +10,7 @@ import pathlib
 import sys
 
 ROOT = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "target/criterion")
-SIDES = ["nom_teltonika_evaluate", "fleetgate_fresh_batch", "fleetgate_reused_batch"]
+SIDES = ["nom_teltonika_evaluate", "fleetgate_fresh_batch", "fleetgate_reused_batch", "fleetgate_session"]
 
 
 def records_per_second(path):
@@ -21,17 +21,17 @@ def records_per_second(path):
 
 
 def main():
-    print("| codec | records/frame | nom-teltonika 0.3 evaluate | fleetgate, fresh batch | fleetgate, reused batch | fresh / nom | reused / nom |")
-    print("|---|---|---|---|---|---|---|")
+    print("| codec | records/frame | nom-teltonika 0.3 evaluate | fleetgate, fresh batch | fleetgate, reused batch | fleetgate, gateway session | fresh / nom | reused / nom | session / nom |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for codec in ["8", "8E", "16"]:
         group = ROOT / ("teltonika_codec" + codec)
         labels = sorted((p.name for p in (group / SIDES[0]).iterdir() if p.is_dir() and p.name != "report"),
                         key=lambda l: (l.startswith("full"), int(l.split("_")[-1])))
         for label in labels:
             rates = [records_per_second(group / side / label) for side in SIDES]
-            print("| %s | %s | %.2f M/s | %.2f M/s | %.2f M/s | %.2fx | %.2fx |" % (
-                codec, label.replace("_", " "), rates[0] / 1e6, rates[1] / 1e6, rates[2] / 1e6,
-                rates[1] / rates[0], rates[2] / rates[0]))
+            print("| %s | %s | %.2f M/s | %.2f M/s | %.2f M/s | %.2f M/s | %.2fx | %.2fx | %.2fx |" % (
+                codec, label.replace("_", " "), rates[0] / 1e6, rates[1] / 1e6, rates[2] / 1e6, rates[3] / 1e6,
+                rates[1] / rates[0], rates[2] / rates[0], rates[3] / rates[0]))
 
 
 main()

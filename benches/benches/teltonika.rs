@@ -7,7 +7,8 @@
 //! 10 records still fit the limit. Both sides go from the packet bytes to owned values with the CRC
 //! checked: nom-teltonika's `take_frame(..).evaluate()`, and fleetgate's
 //! `decode_avl_packet` into normalized positions (with `attrs` mapped), once into a
-//! fresh batch per frame and once into a reused one (what the gateway does).
+//! fresh batch per frame and once into a reused one; and the gateway's own path: the
+//! session framing the bytes from its connection buffer, with the batch handed back.
 //!
 //! `cargo bench -p fleetgate-benches --bench teltonika`
 
@@ -15,11 +16,12 @@
 
 use std::hint::black_box;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fleetgate_benches::teltonika_frame;
-use fleetgate_codecs::Batch;
+use fleetgate_codecs::teltonika::encode::handshake;
 use fleetgate_codecs::teltonika::{self, CODEC_8, CODEC_8E, CODEC_16};
+use fleetgate_codecs::{Batch, Event, Protocol, SessionOptions};
 
 fn decode(c: &mut Criterion) {
     for (codec, codec_name) in [(CODEC_8, "8"), (CODEC_8E, "8E"), (CODEC_16, "16")] {
@@ -53,6 +55,20 @@ fn decode(c: &mut Criterion) {
                 b.iter(|| {
                     let n = teltonika::decode_avl_packet(black_box(bytes), &mut batch);
                     black_box(n.is_ok())
+                })
+            });
+            // The gateway's own path: bytes appended to the connection buffer, framed and
+            // decoded by the session, the batch handed back after publishing.
+            let mut session = Protocol::Teltonika.session(SessionOptions::default());
+            let mut buffer = BytesMut::from(&handshake("356307042441013")[..]);
+            let _ = session.decode(&mut buffer);
+            group.bench_with_input(BenchmarkId::new("fleetgate_session", &label), &frame, |b, frame| {
+                b.iter(|| {
+                    buffer.extend_from_slice(black_box(frame));
+                    match session.decode(&mut buffer) {
+                        Ok(Some(Event::Positions { batch, .. })) => session.recycle(batch),
+                        other => panic!("bench frame not decoded: {other:?}"),
+                    }
                 })
             });
         }

@@ -181,6 +181,13 @@ impl Batch {
         self.attrs.clear();
     }
 
+    /// The batch emptied for another frame of `device`, keeping its allocations.
+    pub fn reuse(mut self, device: Option<Arc<str>>, raw: Bytes) -> Self {
+        self.device = device;
+        self.reset(raw);
+        self
+    }
+
     /// The frame bytes the spans refer to.
     pub fn raw(&self) -> &Bytes {
         &self.raw

@@ -107,6 +107,12 @@ pub trait Session: Send {
 
     /// Total bytes consumed from the stream so far (for error offsets).
     fn offset(&self) -> u64;
+
+    /// Hands back a batch the caller is done with, so the next frame decodes into its
+    /// allocations instead of new ones.
+    fn recycle(&mut self, batch: Batch) {
+        let _ = batch;
+    }
 }
 
 /// Per-session settings; every limit here is checked before buffering.

@@ -49,6 +49,11 @@ impl SessionCodec {
     pub fn new(session: Box<dyn Session>) -> Self {
         SessionCodec { session }
     }
+
+    /// Hands a published batch back to the session for its allocations.
+    pub fn recycle(&mut self, batch: fleetgate_codecs::Batch) {
+        self.session.recycle(batch);
+    }
 }
 
 impl Decoder for SessionCodec {
@@ -179,6 +184,7 @@ async fn run(
                     break;
                 }
                 counters.positions.fetch_add(batch.len() as u64, Relaxed);
+                frames.decoder_mut().recycle(batch);
                 if !send(&mut writer, &ack).await {
                     break;
                 }

@@ -89,12 +89,7 @@ struct Totals {
     failed: AtomicU64,
 }
 
-async fn device(
-    args: Arc<Args>,
-    index: u64,
-    totals: Arc<Totals>,
-    start: Instant,
-) -> Result<Vec<u32>, std::io::Error> {
+async fn device(args: Arc<Args>, index: u64, totals: Arc<Totals>, start: Instant) -> Result<Vec<u32>, std::io::Error> {
     let imei = (args.imei_base + index).to_string();
     let mut stream = login(args.address, index, &imei).await?;
     let per_device = args.rate / args.records as f64 / args.devices as f64;

@@ -122,6 +122,8 @@ pub struct WialonSession {
     discarding: bool,
     /// Parts announced by the last `#IT#`, to recognise the last `#T#`.
     tachograph_parts: Option<u32>,
+    /// A batch handed back by the caller, decoded into next.
+    spare: Option<Batch>,
 }
 
 impl WialonSession {
@@ -136,6 +138,7 @@ impl WialonSession {
             binary: None,
             discarding: false,
             tachograph_parts: None,
+            spare: None,
         }
     }
 
@@ -228,8 +231,11 @@ impl WialonSession {
         }
     }
 
-    fn new_batch(&self, raw: &Bytes) -> Batch {
-        Batch::new(NAME, self.device.clone(), raw.clone())
+    fn new_batch(&mut self, raw: &Bytes) -> Batch {
+        match self.spare.take() {
+            Some(spare) => spare.reuse(self.device.clone(), raw.clone()),
+            None => Batch::new(NAME, self.device.clone(), raw.clone()),
+        }
     }
 
     /// `#SD#` and `#D#`: one record, with a CRC field in 2.0.
@@ -557,6 +563,11 @@ impl Session for WialonSession {
 
     fn offset(&self) -> u64 {
         self.offset
+    }
+
+    fn recycle(&mut self, batch: Batch) {
+        // Let go of the line now, so the connection buffer it came from can be reused.
+        self.spare = Some(batch.reuse(None, Bytes::new()));
     }
 }
 
