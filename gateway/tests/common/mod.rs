@@ -119,34 +119,29 @@ impl Harness {
         panic!("stream {} never appeared", self.config.nats.stream);
     }
 
-    /// Position messages stored in the stream.
-    pub async fn stored_frames(&self) -> u64 {
+    /// A fresh consumer of the stored position messages.
+    async fn positions_consumer(&self) -> jetstream::consumer::PullConsumer {
         let js = self.jetstream().await;
         let stream = js.get_stream(&self.config.nats.stream).await.expect("stream");
-        let consumer = stream
+        stream
             .create_consumer(jetstream::consumer::pull::Config {
                 filter_subject: format!("{}.pos.>", self.config.nats.subject_prefix),
                 ..Default::default()
             })
             .await
-            .expect("consumer");
-        let mut consumer = consumer;
-        consumer.info().await.expect("info").num_pending
+            .expect("consumer")
+    }
+
+    /// Position messages stored in the stream.
+    pub async fn stored_frames(&self) -> u64 {
+        self.positions_consumer().await.info().await.expect("info").num_pending
     }
 
     /// The payloads of the stored position messages, in order.
     pub async fn stored_payloads(&self) -> Vec<serde_json::Value> {
         use futures_util::StreamExt;
         let n = self.stored_frames().await;
-        let js = self.jetstream().await;
-        let stream = js.get_stream(&self.config.nats.stream).await.expect("stream");
-        let consumer = stream
-            .create_consumer(jetstream::consumer::pull::Config {
-                filter_subject: format!("{}.pos.>", self.config.nats.subject_prefix),
-                ..Default::default()
-            })
-            .await
-            .expect("consumer");
+        let consumer = self.positions_consumer().await;
         let mut messages = consumer.fetch().max_messages(n as usize).messages().await.expect("fetch");
         let mut out = Vec::new();
         while let Some(Ok(message)) = messages.next().await {
