@@ -242,3 +242,59 @@ async fn wialon_over_tcp_and_teltonika_over_udp() {
 fn hex(text: &str) -> Vec<u8> {
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex")).collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_refused_and_the_others_keep_working() {
+    let harness = Harness::start(&nats_url(), |config| config.gateway.max_connections = 2).await;
+    let mut first = logged_in_teltonika(&harness).await;
+    let mut second = TcpStream::connect(harness.tcp(Protocol::Wialon)).await.expect("connect");
+    second.write_all(b"#L#355217044956192;NA\r\n").await.expect("write");
+    assert_eq!(read_n(&mut second, 7, WAIT).await, b"#AL#1\r\n");
+    let mut third = TcpStream::connect(harness.tcp(Protocol::Teltonika)).await.expect("connect");
+    assert!(closed(&mut third, WAIT).await, "over the cap: closed at once");
+    first.write_all(&teltonika_packet(1_700_000_000_000)).await.expect("write");
+    assert_eq!(read_n(&mut first, 4, WAIT).await, [0, 0, 0, 1]);
+    assert!(harness.metrics_text().await.contains("fleetgate_gateway_refusals_total{reason=\"connection_cap\"} 1"));
+    drop(first);
+    // A freed slot is usable again.
+    let mut again = None;
+    for _ in 0..50 {
+        let mut device = TcpStream::connect(harness.tcp(Protocol::Teltonika)).await.expect("connect");
+        device.write_all(&handshake(TELTONIKA_IMEI)).await.expect("write");
+        if read_n(&mut device, 1, Duration::from_millis(500)).await == [1] {
+            again = Some(device);
+            break;
+        }
+    }
+    assert!(again.is_some(), "a slot frees when a device leaves");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wialon_device_with_the_wrong_password_is_told_so() {
+    let harness = Harness::start(&nats_url(), |_| {}).await;
+    harness
+        .postgres
+        .execute("UPDATE devices SET password = 'secret' WHERE identifier = $1", &[&WIALON_IMEI])
+        .await
+        .expect("set password");
+    let nats = async_nats::connect(harness.config.nats.url.as_str()).await.expect("nats");
+    let subject = fleetgate_gateway::stream::registry_subject(&harness.config.nats.subject_prefix);
+    let mut answer = Vec::new();
+    for _ in 0..50 {
+        nats.publish(subject.clone(), WIALON_IMEI.into()).await.expect("publish");
+        nats.flush().await.expect("flush");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut device = TcpStream::connect(harness.tcp(Protocol::Wialon)).await.expect("connect");
+        device.write_all(b"#L#355217044956192;guess\r\n").await.expect("write");
+        answer = read_n(&mut device, 8, Duration::from_secs(1)).await;
+        if answer == b"#AL#01\r\n" {
+            break;
+        }
+    }
+    assert_eq!(answer, b"#AL#01\r\n");
+    let mut device = TcpStream::connect(harness.tcp(Protocol::Wialon)).await.expect("connect");
+    device.write_all(b"#L#355217044956192;secret\r\n").await.expect("write");
+    assert_eq!(read_n(&mut device, 7, WAIT).await, b"#AL#1\r\n");
+    harness.stop().await;
+}
