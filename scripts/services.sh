@@ -4,9 +4,14 @@
 # A server already answering is used as it is. A missing one is started from the
 # installed packages with its data in .data/ (git-ignored); packages that are missing
 # are installed from Debian when running as root. Used by ./test (and ./run).
+# FLEETGATE_PG_PORT, FLEETGATE_REDIS_PORT, FLEETGATE_NATS_PORT and FLEETGATE_DATA move
+# the servers it starts elsewhere (to try it beside running ones).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA="$PWD/.data"
+DATA="${FLEETGATE_DATA:-$PWD/.data}"
+PG_PORT="${FLEETGATE_PG_PORT:-5432}"
+REDIS_PORT="${FLEETGATE_REDIS_PORT:-6379}"
+NATS_PORT="${FLEETGATE_NATS_PORT:-4222}"
 mkdir -p "$DATA"
 
 log() { echo "services: $*" >&2; }
@@ -34,12 +39,12 @@ postgres_bin() {
 }
 
 ensure_postgres() {
-  port_open 5432 && return 0
-  if [ -d /etc/postgresql ] && command -v pg_ctlcluster >/dev/null && [ "$(id -u)" = 0 ]; then
+  port_open "$PG_PORT" && return 0
+  if [ "$PG_PORT" = 5432 ] && [ -d /etc/postgresql ] && command -v pg_ctlcluster >/dev/null && [ "$(id -u)" = 0 ]; then
     log "starting the system PostgreSQL cluster"
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start >&2 || true
-    port_open 5432 || sleep 1
-    port_open 5432 && return 0
+    port_open "$PG_PORT" || sleep 1
+    port_open "$PG_PORT" && return 0
   fi
   [ -n "$(postgres_bin)" ] || install postgresql
   local bin run_as=()
@@ -53,30 +58,30 @@ ensure_postgres() {
   fi
   log "starting PostgreSQL from .data/postgres"
   "${run_as[@]}" "$bin/pg_ctl" -D "$DATA/postgres" -l "$DATA/postgres.log" \
-    -o "-c listen_addresses=127.0.0.1 -c port=5432 -k /tmp" start >/dev/null
-  wait_port 5432 postgres
-  "$bin/psql" -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='test'" postgres | grep -q 1 \
-    || "$bin/createdb" -h 127.0.0.1 -U postgres test
+    -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -k /tmp" start >/dev/null
+  wait_port "$PG_PORT" postgres
+  "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='test'" postgres \
+    | grep -q 1 || "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres test
 }
 
 ensure_redis() {
-  port_open 6379 && return 0
+  port_open "$REDIS_PORT" && return 0
   command -v redis-server >/dev/null || install redis-server
   log "starting redis-server"
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
     --dir "$DATA" --logfile "$DATA/redis.log" >&2
-  wait_port 6379 redis
+  wait_port "$REDIS_PORT" redis
 }
 
 ensure_nats() {
-  port_open 4222 && return 0
+  port_open "$NATS_PORT" && return 0
   command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || install nats-server
   local bin
   bin=$(command -v nats-server || echo /usr/sbin/nats-server)
   log "starting nats-server with JetStream in .data/nats"
   mkdir -p "$DATA/nats"
-  nohup "$bin" -a 127.0.0.1 -p 4222 -js -sd "$DATA/nats" >"$DATA/nats.log" 2>&1 &
-  wait_port 4222 nats-server
+  nohup "$bin" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$DATA/nats" >"$DATA/nats.log" 2>&1 &
+  wait_port "$NATS_PORT" nats-server
 }
 
 ensure_postgres
