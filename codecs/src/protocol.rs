@@ -77,6 +77,13 @@ pub struct DeviceMessage {
     pub payload: Bytes,
 }
 
+impl DeviceMessage {
+    /// True for a device's answer to a command the server sent it.
+    pub fn is_command_response(&self) -> bool {
+        matches!(self.kind, "codec12_response" | "codec14_ack" | "codec14_nack")
+    }
+}
+
 /// The stream can no longer be framed; the connection must close.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{error} (stream offset {offset})")]
@@ -107,6 +114,14 @@ pub trait Session: Send {
 
     /// Total bytes consumed from the stream so far (for error offsets).
     fn offset(&self) -> u64;
+
+    /// Frames a command for this device (text or binary, as the caller queued it), and
+    /// says whether the device answers it with a message. `None` when the protocol or
+    /// the payload cannot carry it.
+    fn command(&self, payload: &[u8]) -> Option<(Bytes, bool)> {
+        let _ = payload;
+        None
+    }
 
     /// Hands back a batch the caller is done with, so the next frame decodes into its
     /// allocations instead of new ones.

@@ -54,6 +54,10 @@ pub struct NatsConfig {
     pub duplicate_window_s: u64,
     /// How long the gateway waits for JetStream's publish ack (seconds).
     pub publish_timeout_s: u64,
+    /// Work-queue stream of commands waiting for their devices.
+    pub command_stream: String,
+    /// Commands not taken by their device within this many days are dropped.
+    pub command_max_age_days: u64,
 }
 
 impl Default for NatsConfig {
@@ -67,6 +71,8 @@ impl Default for NatsConfig {
             replicas: 1,
             duplicate_window_s: 600,
             publish_timeout_s: 10,
+            command_stream: "FLEETGATE_COMMANDS".into(),
+            command_max_age_days: 7,
         }
     }
 }
@@ -270,9 +276,15 @@ impl Config {
             return Err(ConfigError::Invalid("gateway.max_connections must be at least 1".into()));
         }
         let invalid_name = |name: &str| name.is_empty() || name.contains(['.', ' ', '*', '>']);
-        if invalid_name(&self.nats.stream) || invalid_name(&self.nats.subject_prefix) {
+        if [&self.nats.stream, &self.nats.subject_prefix, &self.nats.command_stream]
+            .into_iter()
+            .any(|n| invalid_name(n))
+            || self.nats.stream == self.nats.command_stream
+        {
             return Err(ConfigError::Invalid(
-                "nats.stream and nats.subject_prefix must be non-empty, without '.', ' ', '*' or '>'".into(),
+                "nats.stream, nats.command_stream and nats.subject_prefix must be non-empty, without '.', ' ', '*' \
+                 or '>', and the two streams must differ"
+                    .into(),
             ));
         }
         Ok(())

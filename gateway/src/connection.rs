@@ -18,6 +18,7 @@ use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::commands::{Command, DeviceQueue, Registration, parse_command};
 use crate::gateway::{Gateway, Login};
 use crate::metrics::Refusal;
 use crate::registry::DeviceRecord;
@@ -48,6 +49,11 @@ impl SessionCodec {
     /// Wraps a session.
     pub fn new(session: Box<dyn Session>) -> Self {
         SessionCodec { session }
+    }
+
+    /// Frames a command for the device, and whether the device answers it.
+    pub fn command(&self, payload: &[u8]) -> Option<(bytes::Bytes, bool)> {
+        self.session.command(payload)
     }
 
     /// Hands a published batch back to the session for its allocations.
@@ -129,12 +135,30 @@ async fn run(
     let mut frames = FramedRead::with_capacity(reader, SessionCodec::new(session), INITIAL_READ_BUFFER);
     let counters = gateway.metrics.protocol(protocol);
     let mut device: Option<(String, DeviceRecord)> = None;
+    let mut registration: Option<Registration> = None;
+    let mut queue: Option<DeviceQueue> = None;
+    // The command sent and not answered yet; the next one waits for it.
+    let mut awaiting: Option<(String, async_nats::jetstream::Message)> = None;
     loop {
         let timeout = if device.is_some() { idle_timeout } else { gateway.config.gateway.handshake_timeout() };
-        // Shutdown interrupts only the wait for the next frame: a frame already read is
-        // published and answered before the connection closes.
+        // Shutdown interrupts only the waits: a frame already read is published and
+        // answered before the connection closes.
         let next = tokio::select! {
             _ = shutdown.cancelled() => break,
+            Some(()) = wake_up(&mut registration), if awaiting.is_none() => {
+                let (Some(queue), Some((_, record))) = (queue.as_mut(), device.as_ref()) else { continue };
+                let Some(message) = queue.next().await else { continue };
+                let command = parse_command(&message.payload).map(|command| {
+                    let framed = frames.decoder().command(&command.payload);
+                    (command, framed)
+                });
+                match deliver(command, &mut writer, message).await {
+                    Delivery::Awaiting(sent) => awaiting = Some(sent),
+                    Delivery::Done => gateway.connected.wake(record.device_id),
+                    Delivery::SocketFailed => break,
+                }
+                continue;
+            }
             next = tokio::time::timeout(timeout, frames.next()) => next,
         };
         let event = match next {
@@ -166,6 +190,14 @@ async fn run(
                             break;
                         }
                         gateway.publish_status(&identifier, &record, true).await;
+                        registration = Some(gateway.connected.register(record.device_id));
+                        queue = Some(DeviceQueue::new(
+                            gateway.jetstream.clone(),
+                            &gateway.config.nats.command_stream,
+                            &gateway.config.nats.subject_prefix,
+                            record.tenant_id,
+                            record.device_id,
+                        ));
                         device = Some((identifier, record));
                     }
                     Login::Refused { reply } => {
@@ -192,8 +224,17 @@ async fn run(
             }
             Event::Message { message, reply } => {
                 let Some((identifier, record)) = &device else { break };
-                if !gateway.store_message(identifier, record, &message).await {
+                let answered = if message.is_command_response() { awaiting.take() } else { None };
+                let command_id = answered.as_ref().map(|(id, _)| id.as_str());
+                if !gateway.store_message(identifier, record, &message, command_id).await {
                     break;
+                }
+                if let Some((_, command)) = answered {
+                    // Answered and the answer stored: the command leaves the queue.
+                    if let Err(error) = command.ack().await {
+                        tracing::warn!(%error, "command answered but not removed from the queue; it will be sent again");
+                    }
+                    gateway.connected.wake(record.device_id);
                 }
                 if let Some(reply) = reply {
                     if !send(&mut writer, &reply).await {
@@ -222,7 +263,60 @@ async fn run(
         }
     }
     let _ = writer.shutdown().await;
+    if let (Some(registration), Some((_, record))) = (&registration, &device) {
+        gateway.connected.unregister(record.device_id, registration);
+    }
     device
+}
+
+/// Waits for a command wake-up once the device is logged in; never before.
+async fn wake_up(registration: &mut Option<Registration>) -> Option<()> {
+    match registration {
+        Some(registration) => registration.wake_ups.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+enum Delivery {
+    /// Sent; the device's answer will acknowledge it.
+    Awaiting((String, async_nats::jetstream::Message)),
+    /// Sent without an answer to wait for, or dropped as unusable; look for the next.
+    Done,
+    /// The device is gone; the command stays queued.
+    SocketFailed,
+}
+
+/// Sends one queued command (parsed and framed by the caller) to the device.
+async fn deliver(
+    command: Result<(Command, Option<(bytes::Bytes, bool)>), String>,
+    writer: &mut OwnedWriteHalf,
+    message: async_nats::jetstream::Message,
+) -> Delivery {
+    let (command, framed) = match command {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            // Retrying cannot fix it: remove it, say why.
+            tracing::warn!(%error, "unusable command dropped");
+            let _ = message.ack().await;
+            return Delivery::Done;
+        }
+    };
+    let Some((bytes, answers)) = framed else {
+        tracing::warn!(command_id = command.id, "this protocol cannot carry the command; dropped");
+        let _ = message.ack().await;
+        return Delivery::Done;
+    };
+    if !send(writer, &bytes).await {
+        return Delivery::SocketFailed;
+    }
+    tracing::info!(command_id = command.id, "command sent");
+    if answers {
+        return Delivery::Awaiting((command.id, message));
+    }
+    if let Err(error) = message.ack().await {
+        tracing::warn!(%error, command_id = command.id, "command sent but not removed from the queue");
+    }
+    Delivery::Done
 }
 
 /// The receive time.

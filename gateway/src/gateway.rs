@@ -12,6 +12,7 @@ use fleetgate_codecs::position::HexDisplay;
 use fleetgate_codecs::{Batch, DeviceMessage, Protocol};
 use tokio::sync::Semaphore;
 
+use crate::commands::Connected;
 use crate::config::Config;
 use crate::connection::now;
 use crate::metrics::{LogLimiter, Metrics, Refusal};
@@ -50,6 +51,8 @@ pub struct Gateway {
     pub cap_log: LogLimiter,
     /// Limits logging of publish failures.
     pub publish_log: LogLimiter,
+    /// The devices connected here, for command wake-ups.
+    pub connected: Arc<Connected>,
 }
 
 impl Gateway {
@@ -67,6 +70,7 @@ impl Gateway {
             unknown_log: LogLimiter::new(every),
             cap_log: LogLimiter::new(every),
             publish_log: LogLimiter::new(every),
+            connected: Arc::new(Connected::default()),
         }
     }
 
@@ -133,10 +137,21 @@ impl Gateway {
         self.store(subject, message_id, stream::positions_payload(record, batch)).await
     }
 
-    /// Stores a non-position message; true once JetStream has it.
-    pub async fn store_message(&self, identifier: &str, record: &DeviceRecord, message: &DeviceMessage) -> bool {
+    /// Stores a non-position message (with the command it answers, if any); true once
+    /// JetStream has it.
+    pub async fn store_message(
+        &self,
+        identifier: &str,
+        record: &DeviceRecord,
+        message: &DeviceMessage,
+        command_id: Option<&str>,
+    ) -> bool {
         let subject = stream::message_subject(&self.config.nats.subject_prefix, record);
-        let message_id = stream::frame_message_id(identifier, &message.payload);
+        // Two answers with the same bytes to two commands are two answers, not a resend.
+        let mut message_id = stream::frame_message_id(identifier, &message.payload);
+        if let Some(command_id) = command_id {
+            message_id = format!("{message_id}:{command_id}");
+        }
         let mut json = serde_json::json!({
             "tenant_id": record.tenant_id,
             "device_id": record.device_id,
@@ -150,6 +165,9 @@ impl Gateway {
         }
         if let Ok(text) = std::str::from_utf8(&message.payload) {
             json["text"] = text.into();
+        }
+        if let Some(command_id) = command_id {
+            json["command_id"] = command_id.into();
         }
         self.store(subject, message_id, Bytes::from(json.to_string())).await
     }

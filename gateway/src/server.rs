@@ -212,6 +212,12 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: CancellationTok
         Duration::from_secs(config.gateway.registry_refresh_s.max(1)),
         shutdown.clone(),
     ));
+    tracker.spawn(crate::commands::route_wake_ups(
+        nats.clone(),
+        config.nats.subject_prefix.clone(),
+        gateway.connected.clone(),
+        shutdown.clone(),
+    ));
     if let Some(listener) = listeners.metrics {
         tracker.spawn(serve_metrics(listener, gateway.clone(), shutdown.clone()));
     }

@@ -63,12 +63,24 @@ pub async fn ensure_stream(js: &jetstream::Context, config: &NatsConfig) -> Resu
         duplicate_window: Duration::from_secs(config.duplicate_window_s),
         ..Default::default()
     };
-    match js.get_stream(&config.stream).await {
-        Ok(_) => {
-            js.update_stream(stream_config).await?;
-        }
-        Err(_) => {
-            js.create_stream(stream_config).await?;
+    let command_config = stream::Config {
+        name: config.command_stream.clone(),
+        subjects: vec![format!("{prefix}.cmd.>")],
+        storage: stream::StorageType::File,
+        // A command leaves the queue once its device took it.
+        retention: stream::RetentionPolicy::WorkQueue,
+        max_age: Duration::from_secs(config.command_max_age_days * 86_400),
+        num_replicas: config.replicas,
+        ..Default::default()
+    };
+    for config in [stream_config, command_config] {
+        match js.get_stream(&config.name).await {
+            Ok(_) => {
+                js.update_stream(config).await?;
+            }
+            Err(_) => {
+                js.create_stream(config).await?;
+            }
         }
     }
     Ok(())

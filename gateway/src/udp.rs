@@ -124,7 +124,7 @@ pub async fn serve(
                     let Some((identifier, record)) = peer.device.clone() else { continue };
                     let (gateway, socket) = (gateway.clone(), socket.clone());
                     tracker.spawn(async move {
-                        if gateway.store_message(&identifier, &record, &message).await {
+                        if gateway.store_message(&identifier, &record, &message, None).await {
                             if let Some(reply) = reply {
                                 let _ = socket.send_to(&reply, peer_addr).await;
                             }

@@ -298,3 +298,83 @@ async fn a_wialon_device_with_the_wrong_password_is_told_so() {
     assert_eq!(read_n(&mut device, 7, WAIT).await, b"#AL#1\r\n");
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_wait_for_their_device_and_each_answer_is_stored_with_its_command() {
+    let harness = Harness::start(&nats_url(), |_| {}).await;
+    let device_id: i64 = harness
+        .postgres
+        .query_one("SELECT id FROM devices WHERE identifier = $1", &[&TELTONIKA_IMEI])
+        .await
+        .expect("device")
+        .get(0);
+    let js = harness.jetstream().await;
+    let subject = format!("{}.cmd.{}.{device_id}", harness.config.nats.subject_prefix, harness.tenant_id);
+    // Queued while the device is offline.
+    js.publish(subject.clone(), r#"{"id":"c1","text":"getinfo"}"#.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+
+    let mut device = logged_in_teltonika(&harness).await;
+    let first = fleetgate_codecs::teltonika::encode_command(b"getinfo");
+    assert_eq!(read_n(&mut device, first.len(), WAIT).await, first);
+    // Queued while it is connected: held back until the first is answered.
+    js.publish(subject.clone(), r#"{"id":"c2","hex":"03030000000185e8"}"#.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    assert_eq!(read_n(&mut device, 1, Duration::from_millis(500)).await, Vec::<u8>::new());
+    let response = hex(
+        "00000000000000900c010600000088494e493a323031392f372f323220373a3232205254433a323031392f372f323220373a3533205253543a32204552523a312053523a302042523a302043463a302046473a3020464c3a302054553a302f302055543a3020534d533a30204e4f4750533a303a3330204750533a31205341543a302052533a332052463a36352053463a31204d443a30010000c78f",
+    );
+    device.write_all(&response).await.expect("answer");
+    let second = fleetgate_codecs::teltonika::encode_command(&hex("03030000000185e8"));
+    assert_eq!(read_n(&mut device, second.len(), WAIT).await, second);
+    device.write_all(&response).await.expect("answer");
+
+    let mut answers = Vec::new();
+    for _ in 0..50 {
+        answers = harness.stored_messages().await;
+        if answers.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ids: Vec<_> = answers.iter().map(|a| a["command_id"].clone()).collect();
+    assert_eq!(ids, [serde_json::json!("c1"), serde_json::json!("c2")]);
+    assert_eq!(answers[0]["kind"], "codec12_response");
+    assert!(answers[0]["text"].as_str().is_some_and(|t| t.starts_with("INI:2019/7/22")));
+    let mut queue = js.get_stream(&harness.config.nats.command_stream).await.expect("command stream");
+    let mut left = u64::MAX;
+    for _ in 0..50 {
+        left = queue.info().await.expect("info").state.messages;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "answered commands leave the queue");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wialon_device_gets_its_command_as_a_text_message() {
+    let harness = Harness::start(&nats_url(), |_| {}).await;
+    let device_id: i64 = harness
+        .postgres
+        .query_one("SELECT id FROM devices WHERE identifier = $1", &[&WIALON_IMEI])
+        .await
+        .expect("device")
+        .get(0);
+    let mut device = TcpStream::connect(harness.tcp(Protocol::Wialon)).await.expect("connect");
+    device.write_all(b"#L#355217044956192;NA\r\n").await.expect("write");
+    assert_eq!(read_n(&mut device, 7, WAIT).await, b"#AL#1\r\n");
+    let js = harness.jetstream().await;
+    let subject = format!("{}.cmd.{}.{device_id}", harness.config.nats.subject_prefix, harness.tenant_id);
+    js.publish(subject, r#"{"id":"w1","text":"Return to base"}"#.into()).await.expect("publish").await.expect("stored");
+    assert_eq!(read_n(&mut device, 19, WAIT).await, b"#M#Return to base\r\n");
+    harness.stop().await;
+}

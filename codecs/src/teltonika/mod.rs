@@ -296,6 +296,11 @@ impl Session for TeltonikaSession {
         self.offset
     }
 
+    fn command(&self, payload: &[u8]) -> Option<(Bytes, bool)> {
+        // Codec 12; the device answers with a codec 12 response.
+        Some((encode_command(payload), true))
+    }
+
     fn recycle(&mut self, batch: Batch) {
         // Let go of the frame now, so the connection buffer it came from is unique again
         // and its space can be reused for the next read.

@@ -565,6 +565,12 @@ impl Session for WialonSession {
         self.offset
     }
 
+    fn command(&self, payload: &[u8]) -> Option<(Bytes, bool)> {
+        // A text message in the version the device logged in with; no answer follows.
+        let text = std::str::from_utf8(payload).ok()?;
+        command::message(text, self.version.unwrap_or(Version::V1_1)).map(|bytes| (bytes, false))
+    }
+
     fn recycle(&mut self, batch: Batch) {
         // Let go of the line now, so the connection buffer it came from can be reused.
         self.spare = Some(batch.reuse(None, Bytes::new()));

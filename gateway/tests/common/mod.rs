@@ -67,6 +67,7 @@ impl Harness {
         config.nats.url = nats_url.to_owned();
         config.nats.stream = unique("FGT").to_uppercase();
         config.nats.subject_prefix = unique("fgt");
+        config.nats.command_stream = format!("{}_CMD", config.nats.stream);
         config.nats.publish_timeout_s = 2;
         config.gateway.handshake_timeout_s = 2;
         config.gateway.drain_timeout_s = 5;
@@ -104,7 +105,7 @@ impl Harness {
         self.udp.iter().find(|(p, _)| *p == protocol).map(|(_, a)| *a).expect("listener")
     }
 
-    async fn jetstream(&self) -> jetstream::Context {
+    pub async fn jetstream(&self) -> jetstream::Context {
         jetstream::new(async_nats::connect(self.config.nats.url.as_str()).await.expect("nats"))
     }
 
@@ -130,6 +131,28 @@ impl Harness {
             })
             .await
             .expect("consumer")
+    }
+
+    /// The stored non-position messages (command responses, texts), in order.
+    pub async fn stored_messages(&self) -> Vec<serde_json::Value> {
+        use futures_util::StreamExt;
+        let js = self.jetstream().await;
+        let stream = js.get_stream(&self.config.nats.stream).await.expect("stream");
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::Config {
+                filter_subject: format!("{}.msg.>", self.config.nats.subject_prefix),
+                ..Default::default()
+            })
+            .await
+            .expect("consumer");
+        let mut consumer = consumer;
+        let n = consumer.info().await.expect("info").num_pending as usize;
+        let mut messages = consumer.fetch().max_messages(n).messages().await.expect("fetch");
+        let mut out = Vec::new();
+        while let Some(Ok(message)) = messages.next().await {
+            out.push(serde_json::from_slice(&message.payload).expect("json"));
+        }
+        out
     }
 
     /// Position messages stored in the stream.
@@ -164,7 +187,9 @@ impl Harness {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(20), self.task).await.expect("stops in time").expect("no panic");
         if let Ok(client) = async_nats::connect(self.config.nats.url.as_str()).await {
-            let _ = jetstream::new(client).delete_stream(&self.config.nats.stream).await;
+            let js = jetstream::new(client);
+            let _ = js.delete_stream(&self.config.nats.stream).await;
+            let _ = js.delete_stream(&self.config.nats.command_stream).await;
         }
         let _ = self.postgres.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema)).await;
     }

@@ -1,0 +1,208 @@
+//! Commands to devices: a per-device queue in a JetStream work-queue stream, delivered
+//! over the device's live session, kept until the device takes it.
+//!
+//! Whoever queues a command (the API) publishes to `P.cmd.{tenant_id}.{device_id}` in
+//! the command stream: `{"id": "...", "text": "getinfo"}` or `{"id": "...", "hex": "..."}`.
+//! Every gateway listens to `P.cmd.>` on core NATS only to wake the connection of that
+//! device, if it holds it; the connection then takes the device's commands one at a time
+//! from a durable consumer of its own subject (`cmd_{device_id}`, removed when idle), so
+//! a command queued while the device is offline waits in the stream until it connects,
+//! wherever it connects. A command is acknowledged (removed) once the device answered
+//! it (Teltonika codec 12/14 responses, stored on `P.msg...` with `command_id`) or, for
+//! protocols whose devices send no answer, once it was written to the socket.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// A command as queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// The id the caller gave it; the response carries it as `command_id`.
+    pub id: String,
+    /// What to send, before the protocol's framing.
+    pub payload: Bytes,
+}
+
+#[derive(Deserialize)]
+struct CommandMessage {
+    id: String,
+    text: Option<String>,
+    hex: Option<String>,
+}
+
+/// Reads a queued command.
+pub fn parse_command(data: &[u8]) -> Result<Command, String> {
+    let message: CommandMessage = serde_json::from_slice(data).map_err(|e| format!("command is not JSON: {e}"))?;
+    let payload = match (message.text, message.hex) {
+        (Some(text), None) => Bytes::from(text),
+        (None, Some(hex)) => {
+            let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+            if digits.len() % 2 != 0 {
+                return Err("command hex has an odd number of digits".into());
+            }
+            let value = |d: u8| (d as char).to_digit(16).map(|v| v as u8);
+            digits
+                .chunks(2)
+                .map(|pair| Some(value(pair[0])? << 4 | value(pair[1])?))
+                .collect::<Option<Vec<u8>>>()
+                .map(Bytes::from)
+                .ok_or_else(|| "command hex has a non-hex digit".to_owned())?
+        }
+        _ => return Err("a command needs exactly one of \"text\" and \"hex\"".into()),
+    };
+    if payload.is_empty() {
+        return Err("empty command".into());
+    }
+    Ok(Command { id: message.id, payload })
+}
+
+/// The connections of this gateway by device id, so one subscription can wake the one
+/// that holds a device.
+#[derive(Debug, Default)]
+pub struct Connected {
+    devices: Mutex<HashMap<i64, (u64, mpsc::Sender<()>)>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+/// A connection's registration: its wake-ups, and the ticket to unregister it.
+#[derive(Debug)]
+pub struct Registration {
+    /// Fires when commands may be waiting.
+    pub wake_ups: mpsc::Receiver<()>,
+    generation: u64,
+}
+
+impl Connected {
+    /// Registers a connection for `device_id`; a newer connection of the same device
+    /// replaces an older one.
+    pub fn register(&self, device_id: i64) -> Registration {
+        let (sender, wake_ups) = mpsc::channel(1);
+        // Look first: commands may have been queued while the device was away.
+        let _ = sender.try_send(());
+        let generation = self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.devices.lock().unwrap_or_else(|e| e.into_inner()).insert(device_id, (generation, sender));
+        Registration { wake_ups, generation }
+    }
+
+    /// Forgets the connection of `device_id`, unless a newer one replaced it.
+    pub fn unregister(&self, device_id: i64, registration: &Registration) {
+        let mut devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        if devices.get(&device_id).is_some_and(|(generation, _)| *generation == registration.generation) {
+            devices.remove(&device_id);
+        }
+    }
+
+    /// Wakes the connection of `device_id`, if this gateway holds it.
+    pub fn wake(&self, device_id: i64) {
+        if let Some((_, sender)) = self.devices.lock().unwrap_or_else(|e| e.into_inner()).get(&device_id) {
+            // A full channel already holds a wake-up.
+            let _ = sender.try_send(());
+        }
+    }
+}
+
+/// Wakes connections as commands are queued, until `shutdown`.
+pub async fn route_wake_ups(
+    nats: async_nats::Client,
+    prefix: String,
+    connected: std::sync::Arc<Connected>,
+    shutdown: CancellationToken,
+) {
+    let subject = format!("{prefix}.cmd.>");
+    let mut queued = match nats.subscribe(subject.clone()).await {
+        Ok(queued) => queued,
+        Err(error) => {
+            tracing::warn!(%error, subject, "cannot watch for commands; they are delivered at the next login");
+            return;
+        }
+    };
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            message = queued.next() => match message { Some(m) => m, None => return },
+        };
+        // P.cmd.{tenant}.{device}
+        if let Some(device_id) = message.subject.rsplit('.').next().and_then(|d| d.parse().ok()) {
+            connected.wake(device_id);
+        }
+    }
+}
+
+/// The queue of one device, as its connection sees it.
+pub struct DeviceQueue {
+    js: jetstream::Context,
+    stream: String,
+    subject: String,
+    durable: String,
+    consumer: Option<PullConsumer>,
+}
+
+impl DeviceQueue {
+    /// The queue of `device_id` of `tenant_id`.
+    pub fn new(js: jetstream::Context, stream: &str, prefix: &str, tenant_id: i64, device_id: i64) -> Self {
+        DeviceQueue {
+            js,
+            stream: stream.to_owned(),
+            subject: format!("{prefix}.cmd.{tenant_id}.{device_id}"),
+            durable: format!("cmd_{device_id}"),
+            consumer: None,
+        }
+    }
+
+    /// The oldest command not yet acknowledged, if any; errors are logged and read as
+    /// "none now" (the next wake-up or login tries again).
+    pub async fn next(&mut self) -> Option<jetstream::Message> {
+        if self.consumer.is_none() {
+            let stream = self.js.get_stream(&self.stream).await.ok()?;
+            // Nothing queued: do not create a consumer for a device that never gets one.
+            stream.get_last_raw_message_by_subject(&self.subject).await.ok()?;
+            let config = jetstream::consumer::pull::Config {
+                durable_name: Some(self.durable.clone()),
+                filter_subject: self.subject.clone(),
+                ack_wait: Duration::from_secs(120),
+                max_ack_pending: 1,
+                inactive_threshold: Duration::from_secs(3600),
+                ..Default::default()
+            };
+            match stream.get_or_create_consumer(&self.durable, config).await {
+                Ok(consumer) => self.consumer = Some(consumer),
+                Err(error) => {
+                    tracing::warn!(%error, subject = self.subject, "cannot read the command queue");
+                    return None;
+                }
+            }
+        }
+        let consumer = self.consumer.as_ref()?;
+        let mut batch = consumer.fetch().max_messages(1).messages().await.ok()?;
+        match batch.next().await {
+            Some(Ok(message)) => Some(message),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_as_text_or_hex() {
+        assert_eq!(
+            parse_command(br#"{"id":"a1","text":"getinfo"}"#),
+            Ok(Command { id: "a1".into(), payload: Bytes::from_static(b"getinfo") })
+        );
+        assert_eq!(parse_command(br#"{"id":"a2","hex":"0303 00"}"#).map(|c| c.payload.to_vec()), Ok(vec![3, 3, 0]));
+        assert!(parse_command(br#"{"id":"a3"}"#).is_err());
+        assert!(parse_command(br#"{"id":"a4","hex":"0g"}"#).is_err());
+        assert!(parse_command(br#"{"id":"a5","text":""}"#).is_err());
+        assert!(parse_command(b"getinfo").is_err());
+    }
+}
