@@ -153,7 +153,7 @@ async fn run(
                     (command, framed)
                 });
                 match deliver(command, &mut writer, message).await {
-                    Delivery::Awaiting(sent) => awaiting = Some(sent),
+                    Delivery::Awaiting(sent) => awaiting = Some(*sent),
                     Delivery::Done => gateway.connected.wake(record.device_id),
                     Delivery::SocketFailed => break,
                 }
@@ -279,7 +279,7 @@ async fn wake_up(registration: &mut Option<Registration>) -> Option<()> {
 
 enum Delivery {
     /// Sent; the device's answer will acknowledge it.
-    Awaiting((String, async_nats::jetstream::Message)),
+    Awaiting(Box<(String, async_nats::jetstream::Message)>),
     /// Sent without an answer to wait for, or dropped as unusable; look for the next.
     Done,
     /// The device is gone; the command stays queued.
@@ -311,7 +311,7 @@ async fn deliver(
     }
     tracing::info!(command_id = command.id, "command sent");
     if answers {
-        return Delivery::Awaiting((command.id, message));
+        return Delivery::Awaiting(Box::new((command.id, message)));
     }
     if let Err(error) = message.ack().await {
         tracing::warn!(%error, command_id = command.id, "command sent but not removed from the queue");
