@@ -23,6 +23,9 @@ use crate::gateway::{Gateway, Login};
 use crate::metrics::Refusal;
 use crate::registry::DeviceRecord;
 
+/// How long a device has to answer a command before the next one may go.
+const COMMAND_ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Initial read buffer per connection.
 const INITIAL_READ_BUFFER: usize = 512;
 
@@ -137,9 +140,17 @@ async fn run(
     let mut device: Option<(String, DeviceRecord)> = None;
     let mut registration: Option<Registration> = None;
     let mut queue: Option<DeviceQueue> = None;
-    // The command sent and not answered yet; the next one waits for it.
+    // The command sent and not answered yet, and when; the next one waits for it.
     let mut awaiting: Option<(String, async_nats::jetstream::Message)> = None;
+    let mut awaiting_since = std::time::Instant::now();
     loop {
+        if awaiting.is_some() && awaiting_since.elapsed() > COMMAND_ANSWER_TIMEOUT {
+            // No answer: leave the command in the queue (JetStream redelivers it once its
+            // ack wait is over) and let the next wake-up take it again.
+            if let Some((command_id, _)) = awaiting.take() {
+                tracing::warn!(command_id, "no answer to the command; it stays queued");
+            }
+        }
         let timeout = if device.is_some() { idle_timeout } else { gateway.config.gateway.handshake_timeout() };
         // Shutdown interrupts only the waits: a frame already read is published and
         // answered before the connection closes.
@@ -153,7 +164,10 @@ async fn run(
                     (command, framed)
                 });
                 match deliver(command, &mut writer, message).await {
-                    Delivery::Awaiting(sent) => awaiting = Some(*sent),
+                    Delivery::Awaiting(sent) => {
+                        awaiting = Some(*sent);
+                        awaiting_since = std::time::Instant::now();
+                    }
                     Delivery::Done => gateway.connected.wake(record.device_id),
                     Delivery::SocketFailed => break,
                 }
