@@ -66,10 +66,26 @@ pub fn parse_command(data: &[u8]) -> Result<Command, String> {
 
 /// The connections of this gateway by device id, so one subscription can wake the one
 /// that holds a device.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Connected {
     devices: Mutex<HashMap<i64, (u64, mpsc::Sender<()>)>>,
     generation: std::sync::atomic::AtomicU64,
+    /// Queue look-ups in flight: a reconnect storm of thousands of devices must not turn
+    /// into as many simultaneous JetStream requests.
+    pub lookups: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// Queue look-ups allowed at once per gateway.
+const MAX_LOOKUPS: usize = 32;
+
+impl Default for Connected {
+    fn default() -> Self {
+        Connected {
+            devices: Mutex::default(),
+            generation: Default::default(),
+            lookups: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
+        }
+    }
 }
 
 /// A connection's registration: its wake-ups, and the ticket to unregister it.
@@ -139,6 +155,7 @@ pub async fn route_wake_ups(
 /// The queue of one device, as its connection sees it.
 pub struct DeviceQueue {
     js: jetstream::Context,
+    lookups: std::sync::Arc<tokio::sync::Semaphore>,
     stream: String,
     subject: String,
     durable: String,
@@ -147,9 +164,17 @@ pub struct DeviceQueue {
 
 impl DeviceQueue {
     /// The queue of `device_id` of `tenant_id`.
-    pub fn new(js: jetstream::Context, stream: &str, prefix: &str, tenant_id: i64, device_id: i64) -> Self {
+    pub fn new(
+        js: jetstream::Context,
+        lookups: std::sync::Arc<tokio::sync::Semaphore>,
+        stream: &str,
+        prefix: &str,
+        tenant_id: i64,
+        device_id: i64,
+    ) -> Self {
         DeviceQueue {
             js,
+            lookups,
             stream: stream.to_owned(),
             subject: format!("{prefix}.cmd.{tenant_id}.{device_id}"),
             durable: format!("cmd_{device_id}"),
@@ -161,7 +186,8 @@ impl DeviceQueue {
     /// "none now" (the next wake-up or login tries again).
     pub async fn next(&mut self) -> Option<jetstream::Message> {
         if self.consumer.is_none() {
-            let stream = self.js.get_stream(&self.stream).await.ok()?;
+            let _permit = self.lookups.acquire().await.ok()?;
+            let stream = self.js.get_stream_no_info(&self.stream).await.ok()?;
             // Nothing queued: do not create a consumer for a device that never gets one.
             stream.get_last_raw_message_by_subject(&self.subject).await.ok()?;
             let config = jetstream::consumer::pull::Config {

@@ -158,12 +158,14 @@ async fn run(
             _ = shutdown.cancelled() => break,
             Some(()) = wake_up(&mut registration), if awaiting.is_none() => {
                 let (Some(queue), Some((_, record))) = (queue.as_mut(), device.as_ref()) else { continue };
-                let Some(message) = queue.next().await else { continue };
+                // Boxed: these futures are large and rare, and every idle connection's
+                // task would otherwise carry room for them (see BENCHMARKS.md).
+                let Some(message) = Box::pin(queue.next()).await else { continue };
                 let command = parse_command(&message.payload).map(|command| {
                     let framed = frames.decoder().command(&command.payload);
                     (command, framed)
                 });
-                match deliver(command, &mut writer, message).await {
+                match Box::pin(deliver(command, &mut writer, message)).await {
                     Delivery::Awaiting(sent) => {
                         awaiting = Some(*sent);
                         awaiting_since = std::time::Instant::now();
@@ -207,6 +209,7 @@ async fn run(
                         registration = Some(gateway.connected.register(record.device_id));
                         queue = Some(DeviceQueue::new(
                             gateway.jetstream.clone(),
+                            gateway.connected.lookups.clone(),
                             &gateway.config.nats.command_stream,
                             &gateway.config.nats.subject_prefix,
                             record.tenant_id,
@@ -245,7 +248,7 @@ async fn run(
                 }
                 if let Some((_, command)) = answered {
                     // Answered and the answer stored: the command leaves the queue.
-                    if let Err(error) = command.ack().await {
+                    if let Err(error) = Box::pin(command.ack()).await {
                         tracing::warn!(%error, "command answered but not removed from the queue; it will be sent again");
                     }
                     gateway.connected.wake(record.device_id);
