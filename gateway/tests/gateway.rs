@@ -302,14 +302,8 @@ async fn a_wialon_device_with_the_wrong_password_is_told_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_wait_for_their_device_and_each_answer_is_stored_with_its_command() {
     let harness = Harness::start(&nats_url(), |_| {}).await;
-    let device_id: i64 = harness
-        .postgres
-        .query_one("SELECT id FROM devices WHERE identifier = $1", &[&TELTONIKA_IMEI])
-        .await
-        .expect("device")
-        .get(0);
+    let subject = harness.command_subject(TELTONIKA_IMEI).await;
     let js = harness.jetstream().await;
-    let subject = format!("{}.cmd.{}.{device_id}", harness.config.nats.subject_prefix, harness.tenant_id);
     // Queued while the device is offline.
     js.publish(subject.clone(), r#"{"id":"c1","text":"getinfo"}"#.into())
         .await
@@ -363,17 +357,11 @@ async fn commands_wait_for_their_device_and_each_answer_is_stored_with_its_comma
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wialon_device_gets_its_command_as_a_text_message() {
     let harness = Harness::start(&nats_url(), |_| {}).await;
-    let device_id: i64 = harness
-        .postgres
-        .query_one("SELECT id FROM devices WHERE identifier = $1", &[&WIALON_IMEI])
-        .await
-        .expect("device")
-        .get(0);
+    let subject = harness.command_subject(WIALON_IMEI).await;
     let mut device = TcpStream::connect(harness.tcp(Protocol::Wialon)).await.expect("connect");
     device.write_all(b"#L#355217044956192;NA\r\n").await.expect("write");
     assert_eq!(read_n(&mut device, 7, WAIT).await, b"#AL#1\r\n");
     let js = harness.jetstream().await;
-    let subject = format!("{}.cmd.{}.{device_id}", harness.config.nats.subject_prefix, harness.tenant_id);
     js.publish(subject, r#"{"id":"w1","text":"Return to base"}"#.into()).await.expect("publish").await.expect("stored");
     assert_eq!(read_n(&mut device, 19, WAIT).await, b"#M#Return to base\r\n");
     harness.stop().await;

@@ -133,6 +133,13 @@ impl Harness {
             .expect("consumer")
     }
 
+    /// Where commands for the device registered as `identifier` are queued.
+    pub async fn command_subject(&self, identifier: &str) -> String {
+        let row = self.postgres.query_one("SELECT id FROM devices WHERE identifier = $1", &[&identifier]).await;
+        let device_id: i64 = row.expect("device").get(0);
+        format!("{}.cmd.{}.{device_id}", self.config.nats.subject_prefix, self.tenant_id)
+    }
+
     /// The stored non-position messages (command responses, texts), in order.
     pub async fn stored_messages(&self) -> Vec<serde_json::Value> {
         use futures_util::StreamExt;
