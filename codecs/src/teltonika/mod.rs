@@ -123,6 +123,11 @@ pub fn decode_avl_packet(frame: &Bytes, batch: &mut Batch) -> Result<u8, PacketE
         return Err(PacketError { offset: 0, message: format!("packet of {} bytes is too short", frame.len()) });
     }
     check_crc(frame)?;
+    decode_checked_avl_packet(frame, batch)
+}
+
+/// [`decode_avl_packet`] for a packet whose CRC was already checked.
+fn decode_checked_avl_packet(frame: &Bytes, batch: &mut Batch) -> Result<u8, PacketError> {
     batch.reset(frame.clone());
     let codec = frame[8];
     avl::decode_avl(frame, 8, frame.len() - 4, batch)
@@ -230,7 +235,8 @@ impl TeltonikaSession {
                 Some(spare) => spare.reuse(self.device.clone(), Bytes::new()),
                 None => Batch::new(NAME, self.device.clone(), Bytes::new()),
             };
-            return Ok(Some(match decode_avl_packet(&frame, &mut batch) {
+            // The CRC was checked just above, for every codec.
+            return Ok(Some(match decode_checked_avl_packet(&frame, &mut batch) {
                 Ok(n_records) => Event::Positions {
                     batch,
                     ack: records_ack(u32::from(n_records)),

@@ -243,24 +243,19 @@ impl WialonSession {
         let answer_kind = if kind == "SD" { "ASD" } else { "AD" };
         let (plain, crc_code) = if kind == "SD" { (SHORT_FIELDS, "13") } else { (EXTENDED_FIELDS, "16") };
         let body = &line[body_at..];
-        let n_fields = body.split(';').count();
+        let mut fields: Vec<&str> = body.split(';').collect();
         // A 2.0 device appends the CRC as one more field; the field count tells, whatever
         // the login said, because some devices log in as 1.1 and checksum anyway.
-        if n_fields == plain && self.version == Some(Version::V2_0) {
+        if fields.len() == plain && self.version == Some(Version::V2_0) {
             let error = format!("#{kind}#: a 2.0 packet without its checksum field");
             return Self::refused(offset, error, Some(answer(answer_kind, crc_code)));
         }
-        let fields_text = if n_fields == plain + 1 {
-            match check_crc(body, ';') {
-                Ok(text) => text,
-                Err(error) => {
-                    return Self::refused(offset, format!("#{kind}#: {error}"), Some(answer(answer_kind, crc_code)));
-                }
+        if fields.len() == plain + 1 {
+            if let Err(error) = check_crc(body, ';') {
+                return Self::refused(offset, format!("#{kind}#: {error}"), Some(answer(answer_kind, crc_code)));
             }
-        } else {
-            body
-        };
-        let fields: Vec<&str> = fields_text.split(';').collect();
+            fields.pop();
+        }
         let mut batch = self.new_batch(raw);
         match decode_record(line, &fields, &mut batch) {
             Ok(()) => Event::Positions {
