@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use fleetgate_codecs::hex;
 use fleetgate_codecs::transcript::{Transcript, run_datagrams, run_stream};
 use fleetgate_codecs::{Protocol, SessionOptions};
 
@@ -25,21 +26,6 @@ pub struct DecodeArgs {
     udp: bool,
     /// Capture file; standard input when absent.
     file: Option<PathBuf>,
-}
-
-/// Hex text to bytes, ignoring ASCII whitespace; the error names the offending offset.
-fn parse_hex(text: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let digits: Vec<(usize, u8)> = text.iter().copied().enumerate().filter(|(_, b)| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
-        bail!("hex input has an odd number of digits ({})", digits.len());
-    }
-    let value = |(at, b): (usize, u8)| -> anyhow::Result<u8> {
-        (b as char)
-            .to_digit(16)
-            .map(|d| d as u8)
-            .with_context(|| format!("not a hex digit {:?} at input offset {at}", b as char))
-    };
-    digits.chunks(2).map(|pair| Ok(value(pair[0])? << 4 | value(pair[1])?)).collect()
 }
 
 fn read_input(args: &DecodeArgs) -> anyhow::Result<Vec<u8>> {
@@ -63,11 +49,11 @@ fn transcript(protocol: Protocol, args: &DecodeArgs, input: &[u8]) -> anyhow::Re
             .split(|&b| b == b'\n')
             .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
             .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
-            .map(|line| if args.hex { parse_hex(line) } else { Ok(line.to_vec()) })
+            .map(|line| if args.hex { Ok(hex::decode(line)?) } else { Ok(line.to_vec()) })
             .collect::<anyhow::Result<Vec<_>>>()?;
         return Ok(run_datagrams(protocol, &datagrams, options));
     }
-    let bytes = if args.hex { parse_hex(input)? } else { input.to_vec() };
+    let bytes = if args.hex { hex::decode(input)? } else { input.to_vec() };
     Ok(run_stream(protocol, &bytes, options))
 }
 

@@ -9,6 +9,7 @@
 //! [`protocol::Protocol`], fixtures under `fixtures/<protocol>/` (see CONTRIBUTING.md).
 
 pub mod attrs;
+pub mod hex;
 pub mod position;
 pub mod protocol;
 pub mod teltonika;

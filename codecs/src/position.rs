@@ -15,6 +15,7 @@ use bytes::Bytes;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::attrs::Attr;
+pub use crate::hex::HexDisplay;
 use crate::time::UtcMillis;
 
 /// A byte range inside [`Batch::raw`].
@@ -331,18 +332,6 @@ struct Hex<'a>(&'a [u8]);
 impl Serialize for Hex<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&format_args!("{}", HexDisplay(self.0)))
-    }
-}
-
-/// Lowercase hex of a byte string.
-pub struct HexDisplay<'a>(pub &'a [u8]);
-
-impl std::fmt::Display for HexDisplay<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
     }
 }
 

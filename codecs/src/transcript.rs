@@ -8,7 +8,7 @@
 use bytes::{Bytes, BytesMut};
 use serde_json::json;
 
-use crate::position::HexDisplay;
+use crate::hex::HexDisplay;
 use crate::protocol::{Event, Protocol, SessionOptions};
 
 /// The outcome of running a capture.

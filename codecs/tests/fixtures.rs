@@ -14,11 +14,7 @@ fn fixtures_dir(protocol: Protocol) -> PathBuf {
 }
 
 fn parse_hex(text: &str) -> Vec<u8> {
-    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    digits
-        .chunks(2)
-        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).expect("ascii"), 16).expect("fixture is hex"))
-        .collect()
+    fleetgate_codecs::hex::decode(text.as_bytes()).expect("fixture is hex")
 }
 
 fn options() -> SessionOptions {

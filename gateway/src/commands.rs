@@ -44,17 +44,7 @@ pub fn parse_command(data: &[u8]) -> Result<Command, String> {
     let payload = match (message.text, message.hex) {
         (Some(text), None) => Bytes::from(text),
         (None, Some(hex)) => {
-            let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-            if digits.len() % 2 != 0 {
-                return Err("command hex has an odd number of digits".into());
-            }
-            let value = |d: u8| (d as char).to_digit(16).map(|v| v as u8);
-            digits
-                .chunks(2)
-                .map(|pair| Some(value(pair[0])? << 4 | value(pair[1])?))
-                .collect::<Option<Vec<u8>>>()
-                .map(Bytes::from)
-                .ok_or_else(|| "command hex has a non-hex digit".to_owned())?
+            Bytes::from(fleetgate_codecs::hex::decode(hex.as_bytes()).map_err(|e| format!("command hex: {e}"))?)
         }
         _ => return Err("a command needs exactly one of \"text\" and \"hex\"".into()),
     };

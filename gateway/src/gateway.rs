@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
 use bytes::Bytes;
-use fleetgate_codecs::position::HexDisplay;
+use fleetgate_codecs::hex::HexDisplay;
 use fleetgate_codecs::{Batch, DeviceMessage, Protocol};
 use tokio::sync::Semaphore;
 

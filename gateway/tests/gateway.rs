@@ -240,7 +240,7 @@ async fn wialon_over_tcp_and_teltonika_over_udp() {
 }
 
 fn hex(text: &str) -> Vec<u8> {
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex")).collect()
+    fleetgate_codecs::hex::decode(text.as_bytes()).expect("hex")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -161,7 +161,7 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or(0)).collect()
+        crate::hex::decode(s.as_bytes()).unwrap_or_default()
     }
 
     #[test]
