@@ -46,6 +46,11 @@ pub enum StartError {
     Config(String),
 }
 
+fn bind_error(address: impl ToString, what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let (address, what) = (address.to_string(), what.into());
+    move |source| StartError::Bind { address, what, source }
+}
+
 /// Binds every configured listener.
 pub async fn bind(config: &Config) -> Result<Listeners, StartError> {
     let mut listeners = Listeners { tcp: Vec::new(), udp: Vec::new(), metrics: None };
@@ -53,33 +58,21 @@ pub async fn bind(config: &Config) -> Result<Listeners, StartError> {
         let protocol = Protocol::from_name(&listener.protocol)
             .ok_or_else(|| StartError::Config(format!("unknown protocol {:?}", listener.protocol)))?;
         let idle = Duration::from_secs(listener.idle_timeout_s);
-        let what = protocol.name().to_owned();
+        let name = protocol.name();
         if let Some(port) = listener.tcp_port {
             let address = SocketAddr::new(config.gateway.bind, port);
-            let socket = TcpListener::bind(address).await.map_err(|source| StartError::Bind {
-                address: address.to_string(),
-                what: format!("{what} tcp"),
-                source,
-            })?;
+            let socket = TcpListener::bind(address).await.map_err(bind_error(address, format!("{name} tcp")))?;
             listeners.tcp.push((protocol, idle, socket));
         }
         if let Some(port) = listener.udp_port {
             let address = SocketAddr::new(config.gateway.bind, port);
-            let socket = UdpSocket::bind(address).await.map_err(|source| StartError::Bind {
-                address: address.to_string(),
-                what: format!("{what} udp"),
-                source,
-            })?;
+            let socket = UdpSocket::bind(address).await.map_err(bind_error(address, format!("{name} udp")))?;
             listeners.udp.push((protocol, idle, socket));
         }
     }
     if !config.gateway.metrics_addr.is_empty() {
         let address = &config.gateway.metrics_addr;
-        let socket = TcpListener::bind(address).await.map_err(|source| StartError::Bind {
-            address: address.clone(),
-            what: "metrics".into(),
-            source,
-        })?;
+        let socket = TcpListener::bind(address).await.map_err(bind_error(address, "metrics"))?;
         listeners.metrics = Some(socket);
     }
     Ok(listeners)
