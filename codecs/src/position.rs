@@ -341,7 +341,7 @@ impl Serialize for IoMap<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let position = self.0;
         let mut map = s.serialize_map(Some(position.io.len()))?;
-        let mut id_text = itoa_buffer();
+        let mut id_text = [0u8; 5];
         for entry in position.io {
             match entry.key {
                 IoKey::Id(id) => map.serialize_key(format_u16(&mut id_text, id))?,
@@ -358,10 +358,6 @@ impl Serialize for IoMap<'_> {
         }
         map.end()
     }
-}
-
-fn itoa_buffer() -> [u8; 5] {
-    [0; 5]
 }
 
 /// Decimal text of an IO id without allocating.
@@ -484,7 +480,7 @@ mod tests {
 
     #[test]
     fn formats_every_u16() {
-        let mut buf = itoa_buffer();
+        let mut buf = [0u8; 5];
         for v in [0u16, 7, 10, 239, 10007, u16::MAX] {
             assert_eq!(format_u16(&mut buf, v), v.to_string());
         }
