@@ -1,8 +1,8 @@
 //! The `fleetgate` command: one binary whose subcommands run each role.
 //!
 //! `decode` works offline on captures; `migrate` prepares Postgres and the JetStream
-//! stream; `gateway` runs the device-facing role; `serve` runs every role that exists in
-//! one process (today the gateway; the processor and API arrive with their issues).
+//! stream; `gateway` runs the device-facing role, `processor` the writer of history and
+//! live state; `serve` runs every role in one process.
 
 mod decode;
 mod roles;
@@ -35,6 +35,8 @@ enum Command {
     Migrate(ServerArgs),
     /// Run the gateway: device listeners, acknowledgement after JetStream stores.
     Gateway(ServerArgs),
+    /// Run the processor: history in Postgres and live state in Redis from the stream.
+    Processor(ServerArgs),
     /// Run every role in one process.
     Serve(ServerArgs),
 }
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Decode(args) => decode::run(args),
         Command::Migrate(args) => roles::run(roles::Role::Migrate, args.config),
         Command::Gateway(args) => roles::run(roles::Role::Gateway, args.config),
+        Command::Processor(args) => roles::run(roles::Role::Processor, args.config),
         Command::Serve(args) => roles::run(roles::Role::Serve, args.config),
     }
 }

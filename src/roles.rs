@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 pub enum Role {
     Migrate,
     Gateway,
+    Processor,
     Serve,
 }
 
@@ -35,7 +36,9 @@ pub fn run(role: Role, config_path: Option<PathBuf>) -> ExitCode {
         let config = Config::load(path.as_deref()).context("configuration")?;
         match role {
             Role::Migrate => migrate(&config).await,
-            Role::Gateway | Role::Serve => serve(config).await,
+            Role::Gateway => gateway(config).await,
+            Role::Processor => processor(config).await,
+            Role::Serve => serve(config).await,
         }
     });
     match result {
@@ -86,10 +89,41 @@ async fn cancel_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn gateway(config: Config) -> anyhow::Result<()> {
     let listeners = fleetgate_gateway::bind(&config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     fleetgate_gateway::run(listeners, config, shutdown).await?;
+    Ok(())
+}
+
+async fn processor(config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    fleetgate_processor::run(config, shutdown).await?;
+    Ok(())
+}
+
+/// Every role in one process; the first to fail stops the others.
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listeners = fleetgate_gateway::bind(&config).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let gateway = fleetgate_gateway::run(listeners, config.clone(), shutdown.clone());
+    let processor = fleetgate_processor::run(config, shutdown.clone());
+    let (gateway, processor) = tokio::join!(
+        async {
+            let result = gateway.await;
+            shutdown.cancel();
+            result
+        },
+        async {
+            let result = processor.await;
+            shutdown.cancel();
+            result
+        }
+    );
+    gateway?;
+    processor?;
     Ok(())
 }

@@ -68,6 +68,70 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+impl UtcMillis {
+    /// The UTC calendar year and month (1-12) of this instant.
+    pub fn year_month(self) -> (i64, u32) {
+        let (year, month, _) = civil_from_days(self.0.div_euclid(86_400_000));
+        (year, month)
+    }
+
+    /// Parses an RFC 3339 timestamp (`2019-06-10T10:04:46Z`, `...46.123+02:00`; `t`, `z`
+    /// and a space for `T` accepted as the RFC allows). Digits of the fraction beyond
+    /// milliseconds are truncated. `None` when the text is not such a timestamp or lies
+    /// outside 0000-01-01..=9999-12-31.
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        let b = text.as_bytes();
+        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+            return None;
+        }
+        if b[13] != b':' || b[16] != b':' {
+            return None;
+        }
+        let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+            b[range].iter().try_fold(0u32, |n, &c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
+        };
+        let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+        let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+        let mut at = 19;
+        let mut millis = 0i64;
+        if b[at] == b'.' {
+            at += 1;
+            let start = at;
+            while at < b.len() && b[at].is_ascii_digit() {
+                if at - start < 3 {
+                    millis = millis * 10 + i64::from(b[at] - b'0');
+                }
+                at += 1;
+            }
+            if at == start {
+                return None;
+            }
+            for _ in (at - start)..3 {
+                millis *= 10;
+            }
+        }
+        let offset_minutes = match b.get(at..)? {
+            [b'Z' | b'z'] => 0,
+            [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+                let two = |a: u8, b: u8| {
+                    (a.is_ascii_digit() && b.is_ascii_digit()).then(|| i64::from((a - b'0') * 10 + (b - b'0')))
+                };
+                let (h, m) = (two(*h1, *h2)?, two(*m1, *m2)?);
+                if h > 23 || m > 59 {
+                    return None;
+                }
+                if *sign == b'+' { h * 60 + m } else { -(h * 60 + m) }
+            }
+            _ => return None,
+        };
+        // A leap second (…:60) is read as the last millisecond-free second before it.
+        let second = second.min(59);
+        let local = UtcMillis::from_civil(i64::from(year), month, day, hour, minute, second)?;
+        let ms = local.0 + millis - offset_minutes * 60_000;
+        (0..=MAX_TIME_MS).contains(&ms).then_some(UtcMillis(ms))
+    }
+}
+
 impl fmt::Display for UtcMillis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let days = self.0.div_euclid(86_400_000);
@@ -97,6 +161,28 @@ mod tests {
     fn formats_milliseconds_when_present() {
         assert_eq!(UtcMillis(1_560_161_086_123).to_string(), "2019-06-10T10:04:46.123Z");
         assert_eq!(UtcMillis(MAX_TIME_MS).to_string(), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn parses_what_it_formats_and_offsets() {
+        for ms in [0, 1_560_161_086_000, 1_560_161_086_123, MAX_TIME_MS] {
+            assert_eq!(UtcMillis::parse_rfc3339(&UtcMillis(ms).to_string()), Some(UtcMillis(ms)));
+        }
+        assert_eq!(UtcMillis::parse_rfc3339("2019-06-10T12:04:46.1+02:00"), Some(UtcMillis(1_560_161_086_100)));
+        assert_eq!(UtcMillis::parse_rfc3339("2019-06-10t05:04:46.123456-05:00"), Some(UtcMillis(1_560_161_086_123)));
+        for bad in [
+            "",
+            "2019-06-10",
+            "2019-06-10T10:04:46",
+            "2019-13-10T10:04:46Z",
+            "2019-06-10T10:04:46.Z",
+            "2019-06-10T10:04:46+2:00",
+            "2019-06-10T10:04:46Zjunk",
+            "20x9-06-10T10:04:46Z",
+            "2019-02-30T00:00:00Z",
+        ] {
+            assert_eq!(UtcMillis::parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -18,6 +18,81 @@ pub struct Config {
     pub nats: NatsConfig,
     /// The gateway role.
     pub gateway: GatewayConfig,
+    /// Where live state lives.
+    pub redis: RedisConfig,
+    /// The processor role.
+    pub processor: ProcessorConfig,
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Connection URL (`FLEETGATE_REDIS_URL`).
+    pub url: String,
+    /// First part of every key, so several installations (or tests) can share a server.
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig { url: "redis://127.0.0.1:6379".into(), key_prefix: "fleetgate".into() }
+    }
+}
+
+/// `[processor]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessorConfig {
+    /// Name of the durable JetStream consumer; every processor process with the same
+    /// name shares its work.
+    pub consumer: String,
+    /// Batches written concurrently by this process (each with its own Postgres
+    /// connection).
+    pub workers: usize,
+    /// A batch is written once it holds this many positions...
+    pub batch_max_positions: usize,
+    /// ...or this many milliseconds after its first message arrived.
+    pub batch_wait_ms: u64,
+    /// Messages handed out and not yet acknowledged, across every process of the
+    /// consumer; bounds the work in flight.
+    pub max_ack_pending: i64,
+    /// Seconds before JetStream redelivers a message that was not acknowledged.
+    pub ack_wait_s: u64,
+    /// A fix more than this many seconds ahead of the processor's clock never becomes
+    /// the live position (it is still stored).
+    pub future_tolerance_s: u64,
+    /// Monthly partitions created ahead of the current month.
+    pub partitions_ahead_months: u32,
+    /// Partitions whose whole month is older than this many months are detached and
+    /// dropped; 0 keeps history forever.
+    pub retention_months: u32,
+    /// External power below this voltage (after being above it) is a `power_cut` event.
+    pub power_cut_voltage: f64,
+    /// Backup battery below this voltage (after being above it) is a `low_battery` event.
+    pub low_battery_voltage: f64,
+    /// Address of `/metrics` and `/health`; empty to disable
+    /// (`FLEETGATE_PROCESSOR_METRICS_ADDR`).
+    pub metrics_addr: String,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        ProcessorConfig {
+            consumer: "processor".into(),
+            workers: 2,
+            batch_max_positions: 5000,
+            batch_wait_ms: 50,
+            max_ack_pending: 50_000,
+            ack_wait_s: 30,
+            future_tolerance_s: 300,
+            partitions_ahead_months: 2,
+            retention_months: 0,
+            power_cut_voltage: 3.0,
+            low_battery_voltage: 3.4,
+            metrics_addr: "0.0.0.0:9103".into(),
+        }
+    }
 }
 
 /// `[postgres]`
@@ -244,6 +319,12 @@ impl Config {
         if let Some(url) = var("FLEETGATE_NATS_URL") {
             self.nats.url = url;
         }
+        if let Some(url) = var("FLEETGATE_REDIS_URL") {
+            self.redis.url = url;
+        }
+        if let Some(addr) = var("FLEETGATE_PROCESSOR_METRICS_ADDR") {
+            self.processor.metrics_addr = addr;
+        }
         if let Some(bind) = var("FLEETGATE_BIND") {
             self.gateway.bind = bind
                 .parse()
@@ -275,7 +356,19 @@ impl Config {
         if self.gateway.max_connections == 0 {
             return Err(ConfigError::Invalid("gateway.max_connections must be at least 1".into()));
         }
+        let processor = &self.processor;
+        if processor.workers == 0 || processor.batch_max_positions == 0 || processor.max_ack_pending < 1 {
+            return Err(ConfigError::Invalid(
+                "processor.workers, processor.batch_max_positions and processor.max_ack_pending must be at least 1"
+                    .into(),
+            ));
+        }
         let invalid_name = |name: &str| name.is_empty() || name.contains(['.', ' ', '*', '>']);
+        if invalid_name(&processor.consumer) {
+            return Err(ConfigError::Invalid(
+                "processor.consumer must be a non-empty name without '.', ' ', '*' or '>'".into(),
+            ));
+        }
         if [&self.nats.stream, &self.nats.subject_prefix, &self.nats.command_stream]
             .into_iter()
             .any(|n| invalid_name(n))

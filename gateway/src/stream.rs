@@ -7,6 +7,10 @@
 //! - `P.msg.{tenant_id}.{device_id}`: a non-position message (command response, text).
 //! - `P.status.{tenant_id}.{device_id}`: the device came online or went offline.
 //! - `P.registry` (core NATS, not stored): a device was created, changed or deleted.
+//! - `P.dead.{pos,msg,status}` (stream `{stream}_DEAD`): messages the processor could
+//!   not read, with the reason in the `Fleetgate-Reason` header.
+//! - `P.live.{tenant_id}.{device_id}` (core NATS): the processor moved a live position.
+//! - `P.event.{tenant_id}.{device_id}` (core NATS): the processor derived an event.
 //!
 //! Tenant and device come first so consumers can be partitioned by subject filter.
 
@@ -41,6 +45,27 @@ pub fn registry_subject(prefix: &str) -> String {
     format!("{prefix}.registry")
 }
 
+/// Subject a message the processor could not read goes to; `kind` is the second token
+/// of its original subject (`pos`, `msg`, `status`).
+pub fn dead_letter_subject(prefix: &str, kind: &str) -> String {
+    format!("{prefix}.dead.{kind}")
+}
+
+/// Name of the dead-letter stream.
+pub fn dead_letter_stream(config: &NatsConfig) -> String {
+    format!("{}_DEAD", config.stream)
+}
+
+/// Subject of live position updates for streaming clients (core NATS).
+pub fn live_subject(prefix: &str, tenant_id: i64, device_id: i64) -> String {
+    format!("{prefix}.live.{tenant_id}.{device_id}")
+}
+
+/// Subject of derived events for streaming clients (core NATS).
+pub fn event_subject(prefix: &str, tenant_id: i64, device_id: i64) -> String {
+    format!("{prefix}.event.{tenant_id}.{device_id}")
+}
+
 /// The message id of a frame: the device and a checksum of the frame's bytes. A device
 /// that resends an unacknowledged frame sends the same bytes, so JetStream's duplicate
 /// window drops the second copy.
@@ -73,7 +98,17 @@ pub async fn ensure_stream(js: &jetstream::Context, config: &NatsConfig) -> Resu
         num_replicas: config.replicas,
         ..Default::default()
     };
-    for config in [stream_config, command_config] {
+    let dead_letter_config = stream::Config {
+        name: dead_letter_stream(config),
+        subjects: vec![format!("{prefix}.dead.>")],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        // Kept long enough for someone to look, fix the cause and replay them.
+        max_age: Duration::from_secs(30 * 86_400),
+        num_replicas: config.replicas,
+        ..Default::default()
+    };
+    for config in [stream_config, command_config, dead_letter_config] {
         match js.get_stream(&config.name).await {
             Ok(_) => {
                 js.update_stream(config).await?;

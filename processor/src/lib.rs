@@ -1,5 +1,18 @@
-//! The processor: consumes positions from JetStream and is the only writer of live state
-//! (Redis) and history (Postgres).
+//! The processor: consumes the gateway's JetStream stream and is the only writer of
+//! history (Postgres) and live state (Redis).
 //!
-//! Not built yet (issue 5). The crate exists so the workspace layout is fixed from the
-//! start; see ARCHITECTURE.md for what it will own.
+//! - [`message`] reads the stream's messages; what does not read is dead-lettered.
+//! - [`history`] writes a batch in one transaction (binary COPY, set-based insert that
+//!   skips duplicates, events re-derived over the spans that changed) and keeps the
+//!   monthly partitions.
+//! - [`live`] keeps each device's newest fix, sensors and status in Redis, newest wins.
+//! - [`processor`] pulls batches, acknowledges only after history and live state, and
+//!   runs the maintenance tasks.
+
+pub mod history;
+pub mod live;
+pub mod message;
+pub mod metrics;
+pub mod processor;
+
+pub use processor::{StartError, run};

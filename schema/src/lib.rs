@@ -20,8 +20,10 @@ pub struct Migration {
 }
 
 /// Every migration, in order.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "tenants_devices", sql: include_str!("../migrations/0001_tenants_devices.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "tenants_devices", sql: include_str!("../migrations/0001_tenants_devices.sql") },
+    Migration { version: 2, name: "history", sql: include_str!("../migrations/0002_history.sql") },
+];
 
 /// Why the schema could not be reached or brought up to date.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,436 @@
+//! History in Postgres: one transaction per batch. Positions go through binary COPY into
+//! a temporary staging table and one set-based insert that skips rows already stored
+//! (redelivery, resent frames); the spans that gained rows get their events re-derived,
+//! so late and out-of-order data ends up with the same events as data sent in order.
+//!
+//! Concurrent batches (workers here, other processor processes) touching the same device
+//! take its advisory lock first, in device order, so each derivation sees the rows the
+//! other committed and no two deadlock.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use bytes::{BufMut, BytesMut};
+use fleetgate_codecs::time::UtcMillis;
+use futures_util::pin_mut;
+use tokio_postgres::Client;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+
+use crate::message::{DeviceMessage, Position, Status};
+
+/// Microseconds between the Unix epoch and Postgres' epoch (2000-01-01).
+const POSTGRES_EPOCH_US: i64 = 946_684_800_000_000;
+
+/// A time as Postgres `timestamptz` (binary form).
+#[derive(Debug, Clone, Copy)]
+pub struct Timestamp(pub UtcMillis);
+
+impl ToSql for Timestamp {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.put_i64(self.0.0 * 1000 - POSTGRES_EPOCH_US);
+        Ok(IsNull::No)
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TIMESTAMPTZ
+    }
+    to_sql_checked!();
+}
+
+/// JSON text as Postgres `jsonb` (binary form: a version byte, then the text).
+#[derive(Debug)]
+struct Jsonb<'a>(&'a str);
+
+impl ToSql for Jsonb<'_> {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.put_u8(1);
+        out.put_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB
+    }
+    to_sql_checked!();
+}
+
+/// The event kinds derived from positions; re-deriving a span replaces exactly these.
+pub const DERIVED_EVENTS: [&str; 7] =
+    ["ignition_on", "ignition_off", "overspeed", "power_cut", "low_battery", "alarm", "sos"];
+
+/// Thresholds the derivation uses.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    /// External power below this (volts) after being above it: `power_cut`.
+    pub power_cut_voltage: f64,
+    /// Backup battery below this (volts) after being above it: `low_battery`.
+    pub low_battery_voltage: f64,
+}
+
+/// What one batch changed.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Positions newly stored.
+    pub inserted: u64,
+    /// Positions that were already stored.
+    pub duplicates: u64,
+    /// Events (re)derived in this batch, as JSON for the live stream, with their tenant
+    /// and device.
+    pub events: Vec<(i64, i64, String)>,
+}
+
+/// Monthly partitions known to exist, shared by the workers of one process.
+#[derive(Debug, Default, Clone)]
+pub struct Partitions(Arc<Mutex<BTreeSet<i64>>>);
+
+/// `year * 12 + month - 1`, the partition a time falls in.
+fn month_index(time: UtcMillis) -> i64 {
+    let (year, month) = time.year_month();
+    year * 12 + i64::from(month) - 1
+}
+
+/// Partition name and bounds of a month index.
+fn partition_of(month: i64) -> (String, String, String) {
+    let (year, month0) = (month.div_euclid(12), month.rem_euclid(12));
+    let (next_year, next_month0) = ((month + 1).div_euclid(12), (month + 1).rem_euclid(12));
+    (
+        format!("positions_y{year:04}m{:02}", month0 + 1),
+        format!("{year:04}-{:02}-01 00:00:00+00", month0 + 1),
+        format!("{next_year:04}-{:02}-01 00:00:00+00", next_month0 + 1),
+    )
+}
+
+/// First month that has monthly partitions; earlier fixes go to `positions_before_2000`.
+const FIRST_MONTH: i64 = 2000 * 12;
+
+impl Partitions {
+    /// Creates the monthly partitions of `months` that are not known to exist.
+    pub async fn ensure(
+        &self,
+        client: &mut Client,
+        months: impl IntoIterator<Item = i64>,
+    ) -> Result<(), tokio_postgres::Error> {
+        let missing: Vec<i64> = {
+            let known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            months.into_iter().filter(|m| *m >= FIRST_MONTH && !known.contains(m)).collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let transaction = client.transaction().await?;
+        // Two processes creating the same partition would collide; one lock orders them.
+        transaction.execute("SELECT pg_advisory_xact_lock(7046113001)", &[]).await?;
+        for month in &missing {
+            let (name, from, to) = partition_of(*month);
+            transaction
+                .batch_execute(&format!(
+                    "CREATE TABLE IF NOT EXISTS {name} PARTITION OF positions FOR VALUES FROM ('{from}') TO ('{to}')"
+                ))
+                .await?;
+        }
+        transaction.commit().await?;
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        known.extend(missing);
+        Ok(())
+    }
+
+    /// Creates this month's and the next `ahead` months' partitions.
+    pub async fn ensure_ahead(
+        &self,
+        client: &mut Client,
+        now: UtcMillis,
+        ahead: u32,
+    ) -> Result<(), tokio_postgres::Error> {
+        let current = month_index(now);
+        self.ensure(client, current..=current + i64::from(ahead)).await
+    }
+
+    /// Detaches and drops the monthly partitions that ended more than `months` months
+    /// before `now`. Returns their names.
+    pub async fn drop_expired(
+        &self,
+        client: &mut Client,
+        now: UtcMillis,
+        months: u32,
+    ) -> Result<Vec<String>, tokio_postgres::Error> {
+        if months == 0 {
+            return Ok(Vec::new());
+        }
+        let oldest_kept = month_index(now) - i64::from(months);
+        let rows = client
+            .query(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                 WHERE i.inhparent = 'positions'::regclass AND c.relname ~ '^positions_y[0-9]{4}m[0-9]{2}$'",
+                &[],
+            )
+            .await?;
+        let mut dropped = Vec::new();
+        for row in rows {
+            let name: String = row.get(0);
+            let (Ok(year), Ok(month)) = (name[11..15].parse::<i64>(), name[16..18].parse::<i64>()) else {
+                continue;
+            };
+            let index = year * 12 + month - 1;
+            if index < oldest_kept {
+                client
+                    .batch_execute(&format!("ALTER TABLE positions DETACH PARTITION {name}; DROP TABLE {name}"))
+                    .await?;
+                self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&index);
+                dropped.push(name);
+            }
+        }
+        Ok(dropped)
+    }
+}
+
+/// A worker's Postgres connection and what it prepared on it.
+pub struct History {
+    client: Client,
+    partitions: Partitions,
+    thresholds: Thresholds,
+    staging_ready: bool,
+}
+
+const COPY_STAGING: &str = "COPY positions_staging (device_id, fix_time, tenant_id, received, lat, lon, altitude, \
+     speed, course, satellites, valid, attrs, io) FROM STDIN BINARY";
+
+const COPY_TYPES: [Type; 13] = [
+    Type::INT8,
+    Type::TIMESTAMPTZ,
+    Type::INT8,
+    Type::TIMESTAMPTZ,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::INT4,
+    Type::BOOL,
+    Type::JSONB,
+    Type::JSONB,
+];
+
+/// New rows per device: the span whose events must be re-derived.
+const INSERT_FROM_STAGING: &str = "WITH inserted AS (
+        INSERT INTO positions SELECT * FROM positions_staging ON CONFLICT DO NOTHING RETURNING device_id, fix_time
+    )
+    SELECT device_id, min(fix_time), max(fix_time), count(*) FROM inserted GROUP BY device_id";
+
+/// Widens each span to the stored neighbours, which decide the transitions at its
+/// edges: the row before (or minus infinity) and the row after.
+const SPAN_BOUNDS: &str = "SELECT s.device_id,
+        coalesce((SELECT p.fix_time FROM positions p WHERE p.device_id = s.device_id AND p.fix_time < s.lo
+                  ORDER BY p.fix_time DESC LIMIT 1), '-infinity'),
+        coalesce((SELECT p.fix_time FROM positions p WHERE p.device_id = s.device_id AND p.fix_time > s.hi
+                  ORDER BY p.fix_time LIMIT 1), s.hi)
+    FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[]) AS s(device_id, lo, hi)";
+
+const DELETE_DERIVED: &str = "DELETE FROM events e
+    USING unnest($1::bigint[], $2::text[]::timestamptz[], $3::text[]::timestamptz[]) AS b(device_id, lo, hi)
+    WHERE e.device_id = b.device_id AND e.time > b.lo AND e.time <= b.hi AND e.kind = ANY($4)";
+
+/// Transitions between consecutive rows of each widened span. The first row of a span
+/// is only context (its own events belong to the span before) unless the device has no
+/// earlier row.
+const DERIVE_EVENTS: &str = "INSERT INTO events (device_id, time, kind, tenant_id, lat, lon, details)
+    SELECT r.device_id, r.fix_time, e.kind, r.tenant_id, r.lat, r.lon, e.details
+    FROM (
+        SELECT p.device_id, p.fix_time, p.tenant_id, p.lat, p.lon, p.speed, b.lo,
+            (p.attrs->>'ignition')::boolean AS ignition, lag((p.attrs->>'ignition')::boolean) OVER w AS prev_ignition,
+            lag(p.speed) OVER w AS prev_speed,
+            (p.attrs->>'power_voltage')::float8 AS power, lag((p.attrs->>'power_voltage')::float8) OVER w AS prev_power,
+            (p.attrs->>'battery_voltage')::float8 AS battery,
+            lag((p.attrs->>'battery_voltage')::float8) OVER w AS prev_battery,
+            p.attrs->>'alarm' AS alarm, lag(p.attrs->>'alarm') OVER w AS prev_alarm
+        FROM unnest($1::bigint[], $2::text[]::timestamptz[], $3::text[]::timestamptz[]) AS b(device_id, lo, hi)
+        JOIN positions p ON p.device_id = b.device_id AND p.fix_time >= b.lo AND p.fix_time <= b.hi
+        WINDOW w AS (PARTITION BY p.device_id ORDER BY p.fix_time)
+    ) r
+    LEFT JOIN devices d ON d.id = r.device_id
+    CROSS JOIN LATERAL (VALUES
+        ('ignition_on', r.ignition AND NOT r.prev_ignition, '{}'::jsonb),
+        ('ignition_off', NOT r.ignition AND r.prev_ignition, '{}'::jsonb),
+        ('overspeed', r.speed > d.speed_limit AND NOT coalesce(r.prev_speed > d.speed_limit, false),
+            jsonb_build_object('speed', r.speed, 'limit', d.speed_limit)),
+        ('power_cut', r.power < $4 AND r.prev_power >= $4, jsonb_build_object('voltage', r.power)),
+        ('low_battery', r.battery < $5 AND r.prev_battery >= $5, jsonb_build_object('voltage', r.battery)),
+        ('sos', r.alarm = 'sos' AND r.prev_alarm IS DISTINCT FROM 'sos', '{}'::jsonb),
+        ('alarm', r.alarm IS NOT NULL AND r.alarm <> 'sos' AND r.alarm IS DISTINCT FROM r.prev_alarm,
+            jsonb_build_object('alarm', r.alarm))
+    ) AS e(kind, fired, details)
+    WHERE e.fired AND r.fix_time > r.lo
+    ON CONFLICT DO NOTHING
+    RETURNING tenant_id, device_id, json_build_object('device_id', device_id, 'time', rfc3339(time), 'kind', kind,
+        'lat', lat, 'lon', lon, 'details', details)::text";
+
+impl History {
+    /// A writer over `client`.
+    pub fn new(client: Client, partitions: Partitions, thresholds: Thresholds) -> Self {
+        History { client, partitions, thresholds, staging_ready: false }
+    }
+
+    /// True when the connection is gone and the worker must reconnect.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// The connection, for the occasional query outside a batch.
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// Writes one batch in one transaction: positions, derived events, messages and
+    /// status events. Nothing is visible (or acknowledged) unless all of it commits.
+    pub async fn write(
+        &mut self,
+        positions: &[Position],
+        messages: &[DeviceMessage],
+        statuses: &[Status],
+    ) -> Result<Written, tokio_postgres::Error> {
+        let months: BTreeSet<i64> = positions.iter().map(|p| month_index(p.fix_time)).collect();
+        self.partitions.ensure(&mut self.client, months).await?;
+        if !self.staging_ready {
+            self.client
+                .batch_execute(
+                    "CREATE TEMPORARY TABLE IF NOT EXISTS positions_staging \
+                     (LIKE positions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+                )
+                .await?;
+            self.staging_ready = true;
+        }
+        let thresholds = self.thresholds;
+        let transaction = self.client.transaction().await?;
+        let devices: BTreeSet<i64> = positions
+            .iter()
+            .map(|p| p.device_id)
+            .chain(messages.iter().map(|m| m.device_id))
+            .chain(statuses.iter().map(|s| s.device_id))
+            .collect();
+        let devices: Vec<i64> = devices.into_iter().collect();
+        transaction
+            // `devices` is sorted and unnest keeps its order: every batch locks in the same order.
+            .execute("SELECT pg_advisory_xact_lock(id) FROM unnest($1::bigint[]) AS d(id)", &[&devices])
+            .await?;
+
+        let mut written = Written::default();
+        if !positions.is_empty() {
+            let sink = transaction.copy_in(COPY_STAGING).await?;
+            let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
+            pin_mut!(writer);
+            for p in positions {
+                let (lat, lon) = p.coordinates.unzip();
+                writer
+                    .as_mut()
+                    .write(&[
+                        &p.device_id,
+                        &Timestamp(p.fix_time),
+                        &p.tenant_id,
+                        &Timestamp(p.received),
+                        &lat,
+                        &lon,
+                        &p.altitude,
+                        &p.speed,
+                        &p.course,
+                        &p.satellites,
+                        &p.valid,
+                        &Jsonb(&p.attrs),
+                        &Jsonb(&p.io),
+                    ])
+                    .await?;
+            }
+            writer.finish().await?;
+
+            let spans = transaction.query(INSERT_FROM_STAGING, &[]).await?;
+            let mut ids = Vec::with_capacity(spans.len());
+            let mut lows: Vec<std::time::SystemTime> = Vec::with_capacity(spans.len());
+            let mut highs: Vec<std::time::SystemTime> = Vec::with_capacity(spans.len());
+            for row in &spans {
+                ids.push(row.get::<_, i64>(0));
+                lows.push(row.get(1));
+                highs.push(row.get(2));
+                written.inserted += row.get::<_, i64>(3) as u64;
+            }
+            written.duplicates = positions.len() as u64 - written.inserted;
+            if !ids.is_empty() {
+                written.events = self::derive(&transaction, &ids, &lows, &highs, thresholds).await?;
+            }
+        }
+
+        for m in messages {
+            let digest = format!("{:016x}", digest(m.hex.as_bytes(), m.command_id.as_deref()));
+            transaction
+                .execute(
+                    "INSERT INTO device_messages (device_id, received, digest, tenant_id, kind, time, hex, text, command_id) \
+                     VALUES ($1, $2::text::timestamptz, $3, $4, $5, $6::text::timestamptz, $7, $8, $9) ON CONFLICT DO NOTHING",
+                    &[&m.device_id, &m.received, &digest, &m.tenant_id, &m.kind, &m.time, &m.hex, &m.text, &m.command_id],
+                )
+                .await?;
+        }
+        for s in statuses {
+            let kind = if s.online { "online" } else { "offline" };
+            let inserted = transaction
+                .query(
+                    "INSERT INTO events (device_id, time, kind, tenant_id) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING \
+                     RETURNING json_build_object('device_id', device_id, 'time', rfc3339(time), 'kind', kind)::text",
+                    &[&s.device_id, &Timestamp(s.time), &kind, &s.tenant_id],
+                )
+                .await?;
+            for row in inserted {
+                written.events.push((s.tenant_id, s.device_id, row.get(0)));
+            }
+        }
+        transaction.commit().await?;
+        Ok(written)
+    }
+}
+
+async fn derive(
+    transaction: &tokio_postgres::Transaction<'_>,
+    ids: &[i64],
+    lows: &[std::time::SystemTime],
+    highs: &[std::time::SystemTime],
+    thresholds: Thresholds,
+) -> Result<Vec<(i64, i64, String)>, tokio_postgres::Error> {
+    // Bounds may be -infinity, which SystemTime cannot hold; keep them as text.
+    let bounds = transaction
+        .query(
+            &format!("SELECT device_id, lo::text, hi::text FROM ({SPAN_BOUNDS}) AS b(device_id, lo, hi)"),
+            &[&ids, &lows, &highs],
+        )
+        .await?;
+    let ids: Vec<i64> = bounds.iter().map(|r| r.get(0)).collect();
+    let lows: Vec<String> = bounds.iter().map(|r| r.get(1)).collect();
+    let highs: Vec<String> = bounds.iter().map(|r| r.get(2)).collect();
+    let kinds: Vec<&str> = DERIVED_EVENTS.to_vec();
+    transaction.execute(DELETE_DERIVED, &[&ids, &lows, &highs, &kinds]).await?;
+    let rows = transaction
+        .query(DERIVE_EVENTS, &[&ids, &lows, &highs, &thresholds.power_cut_voltage, &thresholds.low_battery_voltage])
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+}
+
+/// A short digest of a message payload (and the command it answers), the last part of
+/// its key: two different answers in the same millisecond are two rows.
+fn digest(payload: &[u8], command_id: Option<&str>) -> u64 {
+    const CRC64: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_XZ);
+    let mut digest = CRC64.digest();
+    digest.update(payload);
+    if let Some(id) = command_id {
+        digest.update(b"\0");
+        digest.update(id.as_bytes());
+    }
+    digest.finalize()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_named_and_bounded_by_month() {
+        let time = UtcMillis::parse_rfc3339("2026-12-31T23:59:59.999Z").unwrap_or(UtcMillis(0));
+        let (name, from, to) = partition_of(month_index(time));
+        assert_eq!(name, "positions_y2026m12");
+        assert_eq!(from, "2026-12-01 00:00:00+00");
+        assert_eq!(to, "2027-01-01 00:00:00+00");
+    }
+}

@@ -1,0 +1,160 @@
+//! Live state in Redis: per device one hash, per tenant a set of its devices, both
+//! written by one Lua script so a reader never sees half an update. The script keeps
+//! the newest fix, the newest sensors and the newest connection status by time, so
+//! batches may arrive in any order, twice, or from several processors at once.
+//!
+//! Keys (`K` is `redis.key_prefix`; the braces keep a tenant's keys in one Redis Cluster
+//! slot, which the script needs):
+//! - `K:{t<tenant>}:live:<device>`: hash with `fix_time` (ms), `position` (contract 1
+//!   JSON with `received`), `sensors_time`, `sensors` (the newest record's `attrs`),
+//!   `received` (ms), `online` (`1`/`0`), `status_time`.
+//! - `K:{t<tenant>}:devices`: set of device ids with live state.
+
+use std::collections::BTreeMap;
+
+use fleetgate_codecs::time::UtcMillis;
+use redis::aio::ConnectionManager;
+
+use crate::message::{Position, Status};
+
+/// The hash of one device's live state.
+pub fn live_key(prefix: &str, tenant_id: i64, device_id: i64) -> String {
+    format!("{prefix}:{{t{tenant_id}}}:live:{device_id}")
+}
+
+/// The set of a tenant's devices with live state.
+pub fn devices_key(prefix: &str, tenant_id: i64) -> String {
+    format!("{prefix}:{{t{tenant_id}}}:devices")
+}
+
+/// KEYS: live hash, tenant set. ARGV: device id, fix time, position JSON, sensors time,
+/// sensors JSON, received, online, status time (each empty when absent). Returns 1 when
+/// the live position moved.
+const UPDATE_SCRIPT: &str = r"
+redis.call('SADD', KEYS[2], ARGV[1])
+local function newer(field, time, or_equal)
+  local current = tonumber(redis.call('HGET', KEYS[1], field))
+  local t = tonumber(time)
+  return current == nil or t > current or (or_equal and t == current)
+end
+local moved = 0
+if ARGV[2] ~= '' and newer('fix_time', ARGV[2], false) then
+  redis.call('HSET', KEYS[1], 'fix_time', ARGV[2], 'position', ARGV[3])
+  moved = 1
+end
+if ARGV[4] ~= '' and newer('sensors_time', ARGV[4], true) then
+  redis.call('HSET', KEYS[1], 'sensors_time', ARGV[4], 'sensors', ARGV[5])
+end
+if ARGV[6] ~= '' and newer('received', ARGV[6], false) then
+  redis.call('HSET', KEYS[1], 'received', ARGV[6])
+end
+if ARGV[7] ~= '' and newer('status_time', ARGV[8], true) then
+  redis.call('HSET', KEYS[1], 'online', ARGV[7], 'status_time', ARGV[8])
+end
+return moved
+";
+
+/// One device's update, reduced from everything a batch holds for it.
+#[derive(Debug, Default, Clone)]
+pub struct LiveUpdate {
+    /// Owner.
+    pub tenant_id: i64,
+    /// Newest fix that may be live: time and JSON.
+    pub fix: Option<(UtcMillis, String)>,
+    /// Newest record's sensors (not in the future): time and `attrs` JSON.
+    pub sensors: Option<(UtcMillis, String)>,
+    /// Newest receive time.
+    pub received: Option<UtcMillis>,
+    /// Newest status.
+    pub status: Option<(UtcMillis, bool)>,
+}
+
+/// Reduces a batch to one update per device. `latest_allowed` is now plus the future
+/// tolerance: later fixes and sensors are stored but never live.
+pub fn reduce(positions: &[Position], statuses: &[Status], latest_allowed: UtcMillis) -> BTreeMap<i64, LiveUpdate> {
+    let mut updates: BTreeMap<i64, LiveUpdate> = BTreeMap::new();
+    for p in positions {
+        let update = updates.entry(p.device_id).or_default();
+        update.tenant_id = p.tenant_id;
+        if p.is_live_fix(latest_allowed) && update.fix.as_ref().is_none_or(|(t, _)| p.fix_time > *t) {
+            update.fix = Some((p.fix_time, p.json.clone()));
+        }
+        if p.fix_time <= latest_allowed && update.sensors.as_ref().is_none_or(|(t, _)| p.fix_time >= *t) {
+            update.sensors = Some((p.fix_time, p.attrs.clone()));
+        }
+        update.received = update.received.max(Some(p.received));
+    }
+    for s in statuses {
+        let update = updates.entry(s.device_id).or_default();
+        update.tenant_id = s.tenant_id;
+        if update.status.is_none_or(|(t, _)| s.time >= t) {
+            update.status = Some((s.time, s.online));
+        }
+    }
+    updates
+}
+
+/// Live state writer.
+#[derive(Clone)]
+pub struct Live {
+    connection: ConnectionManager,
+    script: redis::Script,
+    prefix: String,
+}
+
+impl Live {
+    /// Connects (and keeps reconnecting in the background).
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
+            .set_response_timeout(Some(std::time::Duration::from_secs(5)))
+            .set_number_of_retries(1);
+        let connection = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Live { connection, script: redis::Script::new(UPDATE_SCRIPT), prefix: prefix.to_owned() })
+    }
+
+    /// Applies the updates in one pipelined round trip; returns the devices whose live
+    /// position moved.
+    pub async fn apply(&mut self, updates: &BTreeMap<i64, LiveUpdate>) -> Result<Vec<i64>, redis::RedisError> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hash = self.script.get_hash().to_owned();
+        let build = |hash: &str| {
+            let mut pipe = redis::pipe();
+            for (device_id, u) in updates {
+                let text = |t: Option<UtcMillis>| t.map(|t| t.0.to_string()).unwrap_or_default();
+                pipe.cmd("EVALSHA")
+                    .arg(hash)
+                    .arg(2)
+                    .arg(live_key(&self.prefix, u.tenant_id, *device_id))
+                    .arg(devices_key(&self.prefix, u.tenant_id))
+                    .arg(device_id)
+                    .arg(text(u.fix.as_ref().map(|f| f.0)))
+                    .arg(u.fix.as_ref().map(|f| f.1.as_str()).unwrap_or_default())
+                    .arg(text(u.sensors.as_ref().map(|s| s.0)))
+                    .arg(u.sensors.as_ref().map(|s| s.1.as_str()).unwrap_or_default())
+                    .arg(text(u.received))
+                    .arg(u.status.map(|s| if s.1 { "1" } else { "0" }).unwrap_or_default())
+                    .arg(text(u.status.map(|s| s.0)));
+            }
+            pipe
+        };
+        let moved: Vec<i64> = match build(&hash).query_async(&mut self.connection).await {
+            Ok(moved) => moved,
+            Err(error) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // A restarted (or flushed) Redis forgot the script: load it and retry once.
+                redis::cmd("SCRIPT").arg("LOAD").arg(UPDATE_SCRIPT).exec_async(&mut self.connection).await?;
+                build(&hash).query_async(&mut self.connection).await?
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(updates.keys().zip(moved).filter(|(_, m)| *m == 1).map(|(d, _)| *d).collect())
+    }
+
+    /// True when Redis answers.
+    pub async fn ping(&mut self) -> bool {
+        redis::cmd("PING").query_async::<String>(&mut self.connection).await.is_ok()
+    }
+}

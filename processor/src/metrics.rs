@@ -1,0 +1,167 @@
+//! Processor metrics as plain atomics, rendered in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// A histogram with fixed buckets.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    /// Sum in millionths of the unit.
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, value: f64) {
+        let bucket = self.bounds.iter().position(|b| value <= *b).unwrap_or(self.bounds.len());
+        self.counts[bucket].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add((value * 1e6) as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            cumulative += count.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.counts[self.bounds.len()].load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+const SECONDS: [f64; 12] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
+const SIZES: [f64; 9] = [1.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0];
+
+/// Everything `/metrics` shows for the processor.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Positions newly stored in history.
+    pub positions_stored: AtomicU64,
+    /// Positions that were already stored (redelivered or resent).
+    pub positions_duplicate: AtomicU64,
+    /// Stream messages acknowledged.
+    pub messages_acked: AtomicU64,
+    /// Messages sent to the dead-letter subject.
+    pub dead_letters: AtomicU64,
+    /// Batches whose write failed (they are redelivered).
+    pub batch_failures: AtomicU64,
+    /// Events derived.
+    pub events: AtomicU64,
+    /// Live positions moved.
+    pub live_moves: AtomicU64,
+    /// 1 while Postgres accepts writes.
+    pub postgres_up: AtomicI64,
+    /// 1 while Redis accepts writes.
+    pub redis_up: AtomicI64,
+    /// Devices waiting for their live state to be rebuilt from history.
+    pub live_pending: AtomicI64,
+    /// Messages in the stream not yet delivered to the consumer.
+    pub lag_messages: AtomicI64,
+    /// Messages delivered and not yet acknowledged.
+    pub ack_pending: AtomicI64,
+    /// Positions per batch.
+    pub batch_positions: Histogram,
+    /// Seconds from the start of a batch's transaction to its commit.
+    pub commit_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            positions_stored: AtomicU64::new(0),
+            positions_duplicate: AtomicU64::new(0),
+            messages_acked: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            batch_failures: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            live_moves: AtomicU64::new(0),
+            postgres_up: AtomicI64::new(1),
+            redis_up: AtomicI64::new(1),
+            live_pending: AtomicI64::new(0),
+            lag_messages: AtomicI64::new(0),
+            ack_pending: AtomicI64::new(0),
+            batch_positions: Histogram::new(&SIZES),
+            commit_seconds: Histogram::new(&SECONDS),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records a commit's duration.
+    pub fn observe_commit(&self, elapsed: Duration) {
+        self.commit_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// The Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let counters: [(&str, &str, &AtomicU64); 7] = [
+            (
+                "fleetgate_processor_positions_stored_total",
+                "Positions newly stored in history.",
+                &self.positions_stored,
+            ),
+            (
+                "fleetgate_processor_positions_duplicate_total",
+                "Positions already stored (redelivered or resent).",
+                &self.positions_duplicate,
+            ),
+            ("fleetgate_processor_messages_acked_total", "Stream messages acknowledged.", &self.messages_acked),
+            ("fleetgate_processor_dead_letters_total", "Messages sent to the dead-letter subject.", &self.dead_letters),
+            ("fleetgate_processor_batch_failures_total", "Batches not written; redelivered.", &self.batch_failures),
+            ("fleetgate_processor_events_total", "Events derived.", &self.events),
+            ("fleetgate_processor_live_moves_total", "Live positions moved.", &self.live_moves),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));
+        }
+        let gauges: [(&str, &str, &AtomicI64); 5] = [
+            ("fleetgate_processor_postgres_up", "1 while Postgres accepts writes.", &self.postgres_up),
+            ("fleetgate_processor_redis_up", "1 while Redis accepts writes.", &self.redis_up),
+            ("fleetgate_processor_live_pending", "Devices whose live state awaits a rebuild.", &self.live_pending),
+            (
+                "fleetgate_processor_lag_messages",
+                "Stream messages not yet delivered to the consumer.",
+                &self.lag_messages,
+            ),
+            ("fleetgate_processor_ack_pending", "Messages delivered and not yet acknowledged.", &self.ack_pending),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", value.load(Relaxed));
+        }
+        self.batch_positions.render(&mut out, "fleetgate_processor_batch_positions", "Positions per batch.");
+        self.commit_seconds.render(&mut out, "fleetgate_processor_commit_seconds", "Batch transaction time.");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let metrics = Metrics::default();
+        metrics.batch_positions.observe(3.0);
+        metrics.batch_positions.observe(20_000.0);
+        let text = metrics.render();
+        assert!(text.contains("fleetgate_processor_batch_positions_bucket{le=\"10\"} 1"), "{text}");
+        assert!(text.contains("fleetgate_processor_batch_positions_bucket{le=\"+Inf\"} 2"));
+        assert!(text.contains("fleetgate_processor_batch_positions_sum 20003"));
+        assert!(text.contains("# TYPE fleetgate_processor_postgres_up gauge\nfleetgate_processor_postgres_up 1"));
+    }
+}

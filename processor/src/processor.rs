@@ -1,0 +1,576 @@
+//! The processor's run loop: workers pulling batches from one durable consumer, writing
+//! history, then live state, and acknowledging only after both; plus the maintenance
+//! tasks (partitions, retention, live-state repair, lag) and `/metrics`.
+//!
+//! Acknowledgement rule: a message is acked once its batch committed in Postgres and
+//! its live update either reached Redis or, with Redis down, was recorded in
+//! `live_pending` in Postgres, from which the repair task rebuilds live state when
+//! Redis is back. Either way nothing acknowledged is owed to anyone but ourselves.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::{self, AckKind, Message};
+use fleetgate_codecs::time::UtcMillis;
+use fleetgate_gateway::Config;
+use fleetgate_gateway::stream;
+use futures_util::StreamExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::history::{History, Partitions, Thresholds};
+use crate::live::{Live, LiveUpdate, reduce};
+use crate::message::{self, DeviceMessage, Incoming, Position, Status};
+use crate::metrics::Metrics;
+
+/// Why the processor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// NATS or the stream/consumer.
+    #[error("NATS at {url}: {message}")]
+    Nats {
+        /// Server.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+    /// The metrics listener.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// Address.
+        address: String,
+        /// The reason.
+        source: std::io::Error,
+    },
+}
+
+/// The current time.
+pub fn now() -> UtcMillis {
+    UtcMillis(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+}
+
+/// What the workers and tasks share.
+struct Shared {
+    config: Config,
+    metrics: Arc<Metrics>,
+    nats: async_nats::Client,
+    jetstream: jetstream::Context,
+    partitions: Partitions,
+}
+
+impl Shared {
+    fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            power_cut_voltage: self.config.processor.power_cut_voltage,
+            low_battery_voltage: self.config.processor.low_battery_voltage,
+        }
+    }
+
+    fn latest_allowed(&self) -> UtcMillis {
+        UtcMillis(now().0 + self.config.processor.future_tolerance_s as i64 * 1000)
+    }
+
+    async fn connect_history(&self) -> Option<History> {
+        match fleetgate_schema::connect(&self.config.postgres.url).await {
+            Ok(client) => Some(History::new(client, self.partitions.clone(), self.thresholds())),
+            Err(error) => {
+                self.metrics.postgres_up.store(0, Relaxed);
+                tracing::error!(%error, "postgres unavailable; batches stay unacknowledged and are redelivered");
+                None
+            }
+        }
+    }
+
+    async fn connect_live(&self) -> Option<Live> {
+        match Live::connect(&self.config.redis.url, &self.config.redis.key_prefix).await {
+            Ok(live) => Some(live),
+            Err(error) => {
+                self.metrics.redis_up.store(0, Relaxed);
+                tracing::error!(%error, "redis unavailable; live state will be rebuilt from history when it returns");
+                None
+            }
+        }
+    }
+}
+
+/// Creates (or finds) the durable consumer every processor process shares.
+pub async fn consumer(js: &jetstream::Context, config: &Config) -> Result<PullConsumer, async_nats::Error> {
+    let stream = js.get_stream(&config.nats.stream).await?;
+    let processor = &config.processor;
+    let consumer = stream
+        .get_or_create_consumer(
+            &processor.consumer,
+            pull::Config {
+                durable_name: Some(processor.consumer.clone()),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait: Duration::from_secs(processor.ack_wait_s),
+                max_ack_pending: processor.max_ack_pending,
+                ..Default::default()
+            },
+        )
+        .await?;
+    Ok(consumer)
+}
+
+/// Runs the processor until `shutdown`; a batch in progress finishes first.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    let url = config.nats.url.clone();
+    let nats_error = |message: String| StartError::Nats { url: url.clone(), message };
+    let nats = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .retry_on_initial_connect()
+        .connect(config.nats.url.as_str())
+        .await
+        .map_err(|e| nats_error(e.to_string()))?;
+    let jetstream = jetstream::new(nats.clone());
+    stream::ensure_stream(&jetstream, &config.nats).await.map_err(|e| nats_error(e.to_string()))?;
+    let consumer = consumer(&jetstream, &config).await.map_err(|e| nats_error(e.to_string()))?;
+    let metrics_listener = match config.processor.metrics_addr.as_str() {
+        "" => None,
+        address => Some(
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| StartError::Bind { address: address.to_owned(), source })?,
+        ),
+    };
+    let shared = Arc::new(Shared {
+        metrics: Arc::new(Metrics::default()),
+        partitions: Partitions::default(),
+        config,
+        nats,
+        jetstream,
+    });
+    tracing::info!(
+        consumer = shared.config.processor.consumer,
+        workers = shared.config.processor.workers,
+        "processor consuming {}",
+        shared.config.nats.stream
+    );
+    let tracker = TaskTracker::new();
+    for worker in 0..shared.config.processor.workers {
+        tracker.spawn(run_worker(worker, shared.clone(), consumer.clone(), shutdown.clone()));
+    }
+    tracker.spawn(maintain(shared.clone(), consumer, shutdown.clone()));
+    if let Some(listener) = metrics_listener {
+        tracker.spawn(serve_metrics(listener, shared.metrics.clone(), shutdown.clone()));
+    }
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+/// One worker: pull, batch, write, ack, forever.
+async fn run_worker(worker: usize, shared: Arc<Shared>, consumer: PullConsumer, shutdown: CancellationToken) {
+    let processor = &shared.config.processor;
+    let batch_wait = Duration::from_millis(processor.batch_wait_ms);
+    let mut history: Option<History> = None;
+    let mut live: Option<Live> = None;
+    let mut backoff = Backoff::default();
+    while !shutdown.is_cancelled() {
+        let pull = consumer
+            .stream()
+            .max_messages_per_batch(processor.batch_max_positions.clamp(1, 1000))
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await;
+        let mut messages = match pull {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::error!(worker, %error, "cannot pull from the stream");
+                backoff.wait(&shutdown).await;
+                continue;
+            }
+        };
+        loop {
+            // The first message waits as long as it takes; the rest of the batch only
+            // until the batch is full or `batch_wait` has passed.
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = messages.next() => next,
+            };
+            let mut batch = match first {
+                Some(Ok(message)) => vec![message],
+                Some(Err(error)) => {
+                    tracing::warn!(worker, %error, "pull interrupted; pulling again");
+                    break;
+                }
+                None => break,
+            };
+            let deadline = tokio::time::Instant::now() + batch_wait;
+            let mut positions_hint = 0;
+            while positions_hint < processor.batch_max_positions {
+                match tokio::time::timeout_at(deadline, messages.next()).await {
+                    Ok(Some(Ok(message))) => {
+                        positions_hint += 1 + message.payload.len() / 400;
+                        batch.push(message);
+                    }
+                    Ok(Some(Err(error))) => {
+                        tracing::warn!(worker, %error, "pull interrupted mid-batch");
+                        break;
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            if process(&shared, &mut history, &mut live, batch).await {
+                backoff.reset();
+            } else {
+                backoff.wait(&shutdown).await;
+            }
+        }
+    }
+}
+
+/// Exponential backoff between failed attempts, 250 ms to 5 s.
+#[derive(Default)]
+struct Backoff(u32);
+
+impl Backoff {
+    async fn wait(&mut self, shutdown: &CancellationToken) {
+        let delay = Duration::from_millis(250 << self.0.min(4)).min(Duration::from_secs(5));
+        self.0 += 1;
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+
+    fn reset(&mut self) {
+        self.0 = 0;
+    }
+}
+
+/// Processes one batch; false when it could not be written (and was handed back).
+async fn process(
+    shared: &Shared,
+    history_slot: &mut Option<History>,
+    live_slot: &mut Option<Live>,
+    batch: Vec<Message>,
+) -> bool {
+    let prefix = &shared.config.nats.subject_prefix;
+    let mut positions: Vec<Position> = Vec::new();
+    let mut device_messages: Vec<DeviceMessage> = Vec::new();
+    let mut statuses: Vec<Status> = Vec::new();
+    let mut readable: Vec<Message> = Vec::with_capacity(batch.len());
+    for message in batch {
+        match message::parse(prefix, message.subject.as_str(), &message.payload) {
+            Ok(Incoming::Positions(mut p)) => positions.append(&mut p),
+            Ok(Incoming::Message(m)) => device_messages.push(m),
+            Ok(Incoming::Status(s)) => statuses.push(s),
+            Err(reason) => {
+                dead_letter(shared, message, &reason.to_string()).await;
+                continue;
+            }
+        }
+        readable.push(message);
+    }
+    if readable.is_empty() {
+        return true;
+    }
+
+    if history_slot.as_ref().is_none_or(History::is_closed) {
+        *history_slot = shared.connect_history().await;
+    }
+    let Some(history) = history_slot.as_mut() else {
+        hand_back(readable).await;
+        return false;
+    };
+    let started = Instant::now();
+    let written = match history.write(&positions, &device_messages, &statuses).await {
+        Ok(written) => written,
+        Err(error) => {
+            shared.metrics.postgres_up.store(0, Relaxed);
+            shared.metrics.batch_failures.fetch_add(1, Relaxed);
+            tracing::error!(error = %error_chain(&error), "cannot write a batch to postgres; it will be redelivered");
+            if history.is_closed() {
+                *history_slot = None;
+            }
+            hand_back(readable).await;
+            return false;
+        }
+    };
+    let metrics = &shared.metrics;
+    metrics.observe_commit(started.elapsed());
+    metrics.postgres_up.store(1, Relaxed);
+    metrics.batch_positions.observe(positions.len() as f64);
+    metrics.positions_stored.fetch_add(written.inserted, Relaxed);
+    metrics.positions_duplicate.fetch_add(written.duplicates, Relaxed);
+    metrics.events.fetch_add(written.events.len() as u64, Relaxed);
+
+    let updates = reduce(&positions, &statuses, shared.latest_allowed());
+    if live_slot.is_none() {
+        *live_slot = shared.connect_live().await;
+    }
+    let moved = match live_slot.as_mut() {
+        Some(live) => match live.apply(&updates).await {
+            Ok(moved) => {
+                metrics.redis_up.store(1, Relaxed);
+                Some(moved)
+            }
+            Err(error) => {
+                metrics.redis_up.store(0, Relaxed);
+                tracing::error!(%error, "cannot update live state in redis; recording it for a rebuild");
+                None
+            }
+        },
+        None => None,
+    };
+    let moved = match moved {
+        Some(moved) => moved,
+        None => {
+            if let Err(error) = record_pending(history, &updates).await {
+                tracing::error!(error = %error_chain(&error), "cannot record pending live state; batch will be redelivered");
+                hand_back(readable).await;
+                return false;
+            }
+            Vec::new()
+        }
+    };
+    metrics.live_moves.fetch_add(moved.len() as u64, Relaxed);
+
+    for message in readable {
+        match message.ack().await {
+            Ok(()) => {
+                metrics.messages_acked.fetch_add(1, Relaxed);
+            }
+            // Redelivery of a stored batch is harmless: the write is idempotent.
+            Err(error) => tracing::warn!(%error, "ack failed; the message will be redelivered"),
+        }
+    }
+    publish_live(shared, &updates, &moved, &written.events).await;
+    true
+}
+
+/// Pushes moved positions and new events to streaming clients (core NATS, best effort:
+/// a client that misses one reads the live state).
+async fn publish_live(
+    shared: &Shared,
+    updates: &std::collections::BTreeMap<i64, LiveUpdate>,
+    moved: &[i64],
+    events: &[(i64, i64, String)],
+) {
+    let prefix = &shared.config.nats.subject_prefix;
+    for device_id in moved {
+        if let Some(update) = updates.get(device_id)
+            && let Some((_, json)) = &update.fix
+        {
+            let subject = stream::live_subject(prefix, update.tenant_id, *device_id);
+            let _ = shared.nats.publish(subject, json.clone().into()).await;
+        }
+    }
+    for (tenant_id, device_id, json) in events {
+        let subject = stream::event_subject(prefix, *tenant_id, *device_id);
+        let _ = shared.nats.publish(subject, json.clone().into()).await;
+    }
+}
+
+/// Records devices whose live state Redis did not get.
+async fn record_pending(
+    history: &mut History,
+    updates: &std::collections::BTreeMap<i64, LiveUpdate>,
+) -> Result<(), tokio_postgres::Error> {
+    let devices: Vec<i64> = updates.keys().copied().collect();
+    let tenants: Vec<i64> = updates.values().map(|u| u.tenant_id).collect();
+    history
+        .client()
+        .execute(
+            "INSERT INTO live_pending (device_id, tenant_id) SELECT * FROM unnest($1::bigint[], $2::bigint[]) \
+             ON CONFLICT (device_id) DO UPDATE SET since = clock_timestamp()",
+            &[&devices, &tenants],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Hands messages back for redelivery after a short delay.
+async fn hand_back(messages: Vec<Message>) {
+    for message in messages {
+        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+    }
+}
+
+/// Sends an unreadable message to the dead-letter subject with the reason, then
+/// terminates it; if the dead-letter publish fails it stays unacknowledged.
+async fn dead_letter(shared: &Shared, message: Message, reason: &str) {
+    let prefix = &shared.config.nats.subject_prefix;
+    let kind = message::subject_kind(prefix, message.subject.as_str()).unwrap_or("unknown");
+    let kind = if matches!(kind, "pos" | "msg" | "status") { kind } else { "unknown" };
+    let mut headers = HeaderMap::new();
+    headers.insert("Fleetgate-Reason", reason);
+    headers.insert("Fleetgate-Subject", message.subject.as_str());
+    let subject = stream::dead_letter_subject(prefix, kind);
+    let published = match shared.jetstream.publish_with_headers(subject, headers, message.payload.clone()).await {
+        Ok(ack) => ack.await.is_ok(),
+        Err(_) => false,
+    };
+    if published {
+        shared.metrics.dead_letters.fetch_add(1, Relaxed);
+        tracing::warn!(subject = message.subject.as_str(), reason, "message sent to the dead-letter subject");
+        let _ = message.ack_with(AckKind::Term).await;
+    } else {
+        tracing::error!(
+            subject = message.subject.as_str(),
+            reason,
+            "cannot dead-letter a message; it will be redelivered"
+        );
+        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+    }
+}
+
+/// The error and its causes on one line (Postgres errors keep the server's message in
+/// the source).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Partitions ahead and retention (hourly), live-state repair (every 2 s), lag (every 5 s).
+async fn maintain(shared: Arc<Shared>, mut consumer: PullConsumer, shutdown: CancellationToken) {
+    let mut history: Option<History> = None;
+    let mut live: Option<Live> = None;
+    let mut last_partitions: Option<Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        ticks += 1;
+        if ticks % 3 == 1
+            && let Ok(info) = consumer.info().await
+        {
+            shared.metrics.lag_messages.store(info.num_pending as i64, Relaxed);
+            shared.metrics.ack_pending.store(info.num_ack_pending as i64, Relaxed);
+        }
+        if history.as_ref().is_none_or(History::is_closed) {
+            history = shared.connect_history().await;
+        }
+        let Some(db) = history.as_mut() else { continue };
+        let processor = &shared.config.processor;
+        if last_partitions.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
+            let result = async {
+                shared.partitions.ensure_ahead(db.client(), now(), processor.partitions_ahead_months).await?;
+                shared.partitions.drop_expired(db.client(), now(), processor.retention_months).await
+            }
+            .await;
+            match result {
+                Ok(dropped) => {
+                    last_partitions = Some(Instant::now());
+                    if !dropped.is_empty() {
+                        tracing::info!(?dropped, "partitions past the retention detached and dropped");
+                    }
+                }
+                Err(error) => tracing::warn!(error = %error_chain(&error), "partition maintenance failed"),
+            }
+        }
+        if let Err(error) = repair_live(&shared, db, &mut live).await {
+            tracing::warn!(error = %error_chain(&*error), "live state repair failed; retrying");
+        }
+    }
+}
+
+/// Rebuilds from history the live state of devices recorded in `live_pending`.
+async fn repair_live(
+    shared: &Shared,
+    history: &mut History,
+    live_slot: &mut Option<Live>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let client = history.client();
+    let pending = client
+        .query("SELECT device_id, tenant_id, since::text FROM live_pending ORDER BY since LIMIT 500", &[])
+        .await?;
+    let total: i64 = client.query_one("SELECT count(*) FROM live_pending", &[]).await?.get(0);
+    shared.metrics.live_pending.store(total, Relaxed);
+    if pending.is_empty() {
+        return Ok(());
+    }
+    if live_slot.is_none() {
+        *live_slot = shared.connect_live().await;
+    }
+    let Some(live) = live_slot.as_mut() else { return Ok(()) };
+    if !live.ping().await {
+        return Ok(());
+    }
+    let tolerance = shared.config.processor.future_tolerance_s as f64;
+    let mut rebuilt = 0;
+    for row in pending {
+        let (device_id, tenant_id, since): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
+        let mut update = LiveUpdate { tenant_id, ..Default::default() };
+        if let Some(row) = client
+            .query_opt(
+                "SELECT (extract(epoch FROM p.fix_time) * 1000)::bigint, position_json(p, d.identifier, d.protocol)::text
+                 FROM positions p JOIN devices d ON d.id = p.device_id
+                 WHERE p.device_id = $1 AND p.valid AND p.lat BETWEEN -90 AND 90 AND p.lon BETWEEN -180 AND 180
+                   AND NOT (p.lat = 0 AND p.lon = 0) AND p.fix_time <= now() + make_interval(secs => $2)
+                 ORDER BY p.fix_time DESC LIMIT 1",
+                &[&device_id, &tolerance],
+            )
+            .await?
+        {
+            update.fix = Some((UtcMillis(row.get(0)), row.get(1)));
+        }
+        if let Some(row) = client
+            .query_opt(
+                "SELECT (extract(epoch FROM fix_time) * 1000)::bigint, attrs::text,
+                        (SELECT (extract(epoch FROM max(received)) * 1000)::bigint FROM positions WHERE device_id = $1)
+                 FROM positions WHERE device_id = $1 AND fix_time <= now() + make_interval(secs => $2)
+                 ORDER BY fix_time DESC LIMIT 1",
+                &[&device_id, &tolerance],
+            )
+            .await?
+        {
+            update.sensors = Some((UtcMillis(row.get(0)), row.get(1)));
+            update.received = row.get::<_, Option<i64>>(2).map(UtcMillis);
+        }
+        if let Some(row) = client
+            .query_opt(
+                "SELECT (extract(epoch FROM time) * 1000)::bigint, kind = 'online' FROM events
+                 WHERE device_id = $1 AND kind IN ('online', 'offline') ORDER BY time DESC LIMIT 1",
+                &[&device_id],
+            )
+            .await?
+        {
+            update.status = Some((UtcMillis(row.get(0)), row.get(1)));
+        }
+        let updates = std::iter::once((device_id, update)).collect();
+        live.apply(&updates).await?;
+        client
+            .execute(
+                "DELETE FROM live_pending WHERE device_id = $1 AND since <= $2::text::timestamptz",
+                &[&device_id, &since],
+            )
+            .await?;
+        rebuilt += 1;
+    }
+    shared.metrics.redis_up.store(1, Relaxed);
+    tracing::info!(devices = rebuilt, "live state rebuilt from history");
+    Ok(())
+}
+
+async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    use axum::routing::get;
+    let router = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move { ([("content-type", "text/plain; version=0.0.4")], metrics.render()) }
+            }),
+        )
+        .route("/health", get(|| async { "ok" }));
+    if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+        tracing::error!(%error, "processor metrics server stopped");
+    }
+}

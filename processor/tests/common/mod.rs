@@ -1,0 +1,326 @@
+//! A processor against the real NATS, Redis and Postgres, isolated per test: its own
+//! Postgres schema, stream, subject prefix, consumer and Redis key prefix. Tests that
+//! need a server to die start a private Postgres or Redis instead.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use fleetgate_gateway::Config;
+use redis::AsyncCommands;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const IMEI: &str = "356307042441013";
+
+pub fn unique(label: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{label}{:x}{:x}", std::process::id(), nanos % 0xFFFF_FFFF_FFFF)
+}
+
+pub fn nats_url() -> String {
+    std::env::var("FLEETGATE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("FLEETGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+/// Creates the tenant and device rows; returns their ids.
+pub async fn seed(postgres: &tokio_postgres::Client, speed_limit: Option<f32>) -> (i64, i64) {
+    let tenant_id: i64 = postgres
+        .query_one("INSERT INTO tenants (name) VALUES ('test') RETURNING id", &[])
+        .await
+        .expect("tenant")
+        .get(0);
+    let device_id: i64 = postgres
+        .query_one(
+            "INSERT INTO devices (tenant_id, identifier, protocol, speed_limit) VALUES ($1, $2, 'teltonika', $3) RETURNING id",
+            &[&tenant_id, &IMEI, &speed_limit],
+        )
+        .await
+        .expect("device")
+        .get(0);
+    (tenant_id, device_id)
+}
+
+pub struct Harness {
+    pub config: Config,
+    pub postgres: tokio_postgres::Client,
+    pub jetstream: jetstream::Context,
+    pub nats: async_nats::Client,
+    pub redis: redis::aio::MultiplexedConnection,
+    pub tenant_id: i64,
+    pub device_id: i64,
+    pub shutdown: CancellationToken,
+    pub task: Option<JoinHandle<()>>,
+    sequence: u64,
+}
+
+impl Harness {
+    /// A processor on an isolated schema of the shared Postgres (or `postgres_url`).
+    pub async fn start(postgres_url: Option<String>, redis_url: String, speed_limit: Option<f32>) -> Harness {
+        let _ = tracing_subscriber::fmt().with_test_writer().with_ansi(false).with_env_filter("info").try_init();
+        let url = match postgres_url {
+            Some(url) => url,
+            None => {
+                fleetgate_schema::testing::isolated_schema(&fleetgate_schema::testing::base_url(), "proc")
+                    .await
+                    .expect("postgres reachable")
+                    .1
+            }
+        };
+        let mut postgres = fleetgate_schema::connect(&url).await.expect("connect");
+        fleetgate_schema::migrate(&mut postgres).await.expect("migrate");
+        let (tenant_id, device_id) = seed(&postgres, speed_limit).await;
+        let mut config = Config::default();
+        config.postgres.url = url;
+        config.nats.url = nats_url();
+        config.nats.stream = unique("PROC");
+        config.nats.subject_prefix = unique("proc");
+        config.nats.command_stream = format!("{}_CMD", config.nats.stream);
+        config.redis.url = redis_url;
+        config.redis.key_prefix = unique("proc");
+        config.processor.metrics_addr = String::new();
+        config.processor.batch_wait_ms = 20;
+        config.processor.ack_wait_s = 5;
+        let nats = async_nats::connect(config.nats.url.as_str()).await.expect("nats");
+        let jetstream = jetstream::new(nats.clone());
+        fleetgate_gateway::stream::ensure_stream(&jetstream, &config.nats).await.expect("stream");
+        let redis = redis::Client::open(config.redis.url.as_str())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        let mut harness = Harness {
+            config,
+            postgres,
+            jetstream,
+            nats,
+            redis,
+            tenant_id,
+            device_id,
+            shutdown: CancellationToken::new(),
+            task: None,
+            sequence: 0,
+        };
+        harness.run_processor();
+        harness
+    }
+
+    pub fn run_processor(&mut self) {
+        self.shutdown = CancellationToken::new();
+        let (config, shutdown) = (self.config.clone(), self.shutdown.clone());
+        self.task = Some(tokio::spawn(async move {
+            fleetgate_processor::run(config, shutdown).await.expect("processor runs");
+        }));
+    }
+
+    pub async fn stop_processor(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    pub fn subject(&self, kind: &str) -> String {
+        format!("{}.{kind}.{}.{}", self.config.nats.subject_prefix, self.tenant_id, self.device_id)
+    }
+
+    /// Publishes raw bytes on a subject of this harness, with a fresh message id.
+    pub async fn publish_raw(&mut self, kind: &str, payload: String) {
+        self.sequence += 1;
+        let message = jetstream::message::PublishMessage::build()
+            .payload(payload.into())
+            .message_id(format!("test-{}", self.sequence));
+        let ack = self.jetstream.send_publish(self.subject(kind), message).await.expect("publish");
+        ack.await.expect("stored");
+    }
+
+    /// Publishes one message with these positions (JSON objects without `device`).
+    pub async fn publish_positions(&mut self, positions: &[serde_json::Value]) {
+        let payload = serde_json::json!({
+            "tenant_id": self.tenant_id,
+            "device_id": self.device_id,
+            "positions": positions,
+        });
+        self.publish_raw("pos", payload.to_string()).await;
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.postgres.query_one(sql, &[]).await.expect("count").get(0)
+    }
+
+    /// The device's live hash field.
+    pub async fn live_field(&self, field: &str) -> Option<String> {
+        let key = fleetgate_processor::live::live_key(&self.config.redis.key_prefix, self.tenant_id, self.device_id);
+        let mut redis = self.redis.clone();
+        redis.hget(key, field).await.expect("redis hget")
+    }
+}
+
+/// A position at `time` with these attrs.
+pub fn position(time: &str, lat: f64, speed: f64, valid: bool, attrs: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "device": IMEI, "protocol": "teltonika", "time": time, "received": now_text(),
+        "lat": lat, "lon": 25.0, "speed": speed, "valid": valid, "attrs": attrs, "io": {"239": 1},
+    })
+}
+
+pub fn now_text() -> String {
+    fleetgate_processor::processor::now().to_string()
+}
+
+/// Waits (polling) until `check` holds; panics after a generous deadline. Correctness
+/// only: nothing here measures speed.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..600 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// Runs a command as the `postgres` user when we are root (Postgres refuses root).
+fn as_postgres(program: &str) -> Command {
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    if is_root {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--", program]);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn postgres_bin(name: &str) -> String {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    versions.sort();
+    versions.last().map(|v| v.join("bin").join(name).display().to_string()).unwrap_or_else(|| name.to_owned())
+}
+
+/// A Postgres of our own, on a free port, in a temporary folder, that a test may stop.
+pub struct PrivatePostgres {
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> PrivatePostgres {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(unique("fleetgate-pg-"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let _ = Command::new("chown").args(["postgres:"]).arg(&dir).status();
+        let status = as_postgres(&postgres_bin("initdb"))
+            .args(["-D"])
+            .arg(dir.join("data"))
+            .args(["-U", "postgres", "--auth=trust", "--no-sync"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("initdb runs (install postgresql)");
+        assert!(status.success(), "initdb failed");
+        let pg = PrivatePostgres { port, dir };
+        pg.restart();
+        pg
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn restart(&self) {
+        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.display());
+        let status = as_postgres(&postgres_bin("pg_ctl"))
+            .args(["-D"])
+            .arg(self.dir.join("data"))
+            .args(["-o", &options, "-l"])
+            .arg(self.dir.join("log"))
+            .args(["-w", "start"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl");
+        assert!(status.success(), "private postgres did not start");
+    }
+
+    /// Stops at once, as a crash would.
+    pub fn kill(&self) {
+        let _ = as_postgres(&postgres_bin("pg_ctl"))
+            .args(["-D"])
+            .arg(self.dir.join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A redis-server of our own that a test may kill.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> PrivateRedis {
+        let mut redis = PrivateRedis { port: free_port(), child: None };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts (install redis-server)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("private redis did not start");
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,234 @@
+//! The processor against real NATS, Redis and Postgres.
+
+mod common;
+
+use common::{Harness, PrivatePostgres, PrivateRedis, eventually, position, redis_url};
+use futures_util::StreamExt;
+use serde_json::json;
+
+fn future_time(seconds: i64) -> String {
+    fleetgate_codecs::time::UtcMillis(fleetgate_processor::processor::now().0 + seconds * 1000).to_string()
+}
+
+#[tokio::test]
+async fn redelivered_positions_are_stored_once_and_become_live() {
+    let mut h = Harness::start(None, redis_url(), None).await;
+    let batch = [
+        position("2026-01-10T10:00:00Z", 54.1, 40.0, true, json!({"ignition": true})),
+        position("2026-01-10T10:00:10Z", 54.2, 50.0, true, json!({"ignition": true})),
+    ];
+    // The same positions three times: a resent frame and two redeliveries.
+    for _ in 0..3 {
+        h.publish_positions(&batch).await;
+    }
+    eventually("3 messages processed", || async {
+        h.count("SELECT count(*) FROM positions").await == 2 && h.live_field("fix_time").await.is_some()
+    })
+    .await;
+    // Let any straggler land before counting again.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(h.count("SELECT count(*) FROM positions").await, 2);
+    let live: serde_json::Value =
+        serde_json::from_str(&h.live_field("position").await.unwrap_or_default()).unwrap_or_default();
+    assert_eq!(live["time"], "2026-01-10T10:00:10Z");
+    assert_eq!(live["lat"], 54.2);
+    assert!(live["received"].is_string(), "live position carries received: {live}");
+    // The row reads back as contract 1.
+    let row = h
+        .postgres
+        .query_one(
+            "SELECT position_json(p, d.identifier, d.protocol)::text FROM positions p JOIN devices d ON d.id = p.device_id \
+             ORDER BY fix_time LIMIT 1",
+            &[],
+        )
+        .await
+        .expect("row");
+    let stored: serde_json::Value = serde_json::from_str(row.get(0)).expect("json");
+    assert_eq!(stored["time"], "2026-01-10T10:00:00Z");
+    assert_eq!(stored["speed"], 40);
+    assert_eq!(stored["io"]["239"], 1);
+    assert_eq!(stored["attrs"]["ignition"], true);
+    h.stop_processor().await;
+}
+
+#[tokio::test]
+async fn an_older_fix_reaches_history_but_not_live_state_and_a_future_fix_never_becomes_live() {
+    let mut h = Harness::start(None, redis_url(), None).await;
+    h.publish_positions(&[position("2026-03-01T12:00:00Z", 50.0, 10.0, true, json!({}))]).await;
+    // A black-box upload of older fixes, then a fix a day in the future.
+    h.publish_positions(&[
+        position("2026-03-01T11:00:00Z", 49.0, 10.0, true, json!({})),
+        position("2026-03-01T11:30:00Z", 49.5, 10.0, true, json!({})),
+    ])
+    .await;
+    h.publish_positions(&[position(&future_time(86_400), 60.0, 10.0, true, json!({"ignition": false}))]).await;
+    eventually("4 rows", || async { h.count("SELECT count(*) FROM positions").await == 4 }).await;
+    eventually("messages acked", || async { h.live_field("received").await.is_some() }).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let live: serde_json::Value =
+        serde_json::from_str(&h.live_field("position").await.unwrap_or_default()).unwrap_or_default();
+    assert_eq!(live["time"], "2026-03-01T12:00:00Z", "newest fix not in the future wins");
+    assert_eq!(h.count("SELECT count(*) FROM positions WHERE fix_time > now()").await, 1, "the future fix is stored");
+    h.stop_processor().await;
+}
+
+#[tokio::test]
+async fn a_record_without_a_fix_updates_sensors_only() {
+    let mut h = Harness::start(None, redis_url(), None).await;
+    h.publish_positions(&[position("2026-03-01T12:00:00Z", 50.0, 10.0, true, json!({"fuel_level": 80}))]).await;
+    eventually("live", || async { h.live_field("position").await.is_some() }).await;
+    let mut sensors_only = position("2026-03-01T12:05:00Z", 0.0, 0.0, false, json!({"fuel_level": 75}));
+    sensors_only.as_object_mut().map(|o| (o.remove("lat"), o.remove("lon")));
+    h.publish_positions(&[sensors_only]).await;
+    eventually("sensors moved", || async { h.live_field("sensors").await.as_deref() == Some(r#"{"fuel_level":75}"#) })
+        .await;
+    let live: serde_json::Value =
+        serde_json::from_str(&h.live_field("position").await.unwrap_or_default()).unwrap_or_default();
+    assert_eq!(live["time"], "2026-03-01T12:00:00Z", "the vehicle did not move");
+    h.stop_processor().await;
+}
+
+#[tokio::test]
+async fn a_poison_message_goes_to_the_dead_letter_subject_and_the_next_flows() {
+    let mut h = Harness::start(None, redis_url(), None).await;
+    let dead_stream = fleetgate_gateway::stream::dead_letter_stream(&h.config.nats);
+    h.publish_raw("pos", "{not json".into()).await;
+    h.publish_raw(
+        "pos",
+        json!({"tenant_id": h.tenant_id, "device_id": h.device_id, "positions": [{"received": "soon", "valid": true}]})
+            .to_string(),
+    )
+    .await;
+    h.publish_positions(&[position("2026-01-10T10:00:00Z", 54.1, 40.0, true, json!({}))]).await;
+    eventually("the good message stored", || async { h.count("SELECT count(*) FROM positions").await == 1 }).await;
+    let stream = h.jetstream.get_stream(&dead_stream).await.expect("dead-letter stream");
+    let mut reasons = Vec::new();
+    for sequence in 1..=2 {
+        let message = stream.get_raw_message(sequence).await.expect("dead letter stored");
+        assert_eq!(message.subject.as_str(), format!("{}.dead.pos", h.config.nats.subject_prefix));
+        let headers = message.headers;
+        reasons.push(headers.get("Fleetgate-Reason").map(|v| v.to_string()).unwrap_or_default());
+    }
+    assert!(reasons[0].starts_with("malformed message"), "{reasons:?}");
+    assert!(reasons[1].contains("received is not an RFC 3339 time"), "{reasons:?}");
+    h.stop_processor().await;
+}
+
+#[tokio::test]
+async fn events_are_the_same_whatever_order_the_positions_arrive_in() {
+    // Ignition on at :01, overspeed at :02, ignition off at :04, SOS at :05.
+    let track = [
+        ("2026-05-01T08:00:00Z", 10.0, json!({"ignition": false, "power_voltage": 12.5})),
+        ("2026-05-01T08:01:00Z", 30.0, json!({"ignition": true, "power_voltage": 12.5})),
+        ("2026-05-01T08:02:00Z", 95.0, json!({"ignition": true, "power_voltage": 12.5})),
+        ("2026-05-01T08:03:00Z", 99.0, json!({"ignition": true, "power_voltage": 12.5})),
+        ("2026-05-01T08:04:00Z", 0.0, json!({"ignition": false, "power_voltage": 12.5})),
+        ("2026-05-01T08:05:00Z", 0.0, json!({"ignition": false, "power_voltage": 0.0, "alarm": "sos"})),
+    ];
+    let expected = vec![
+        ("2026-05-01T08:01:00Z".to_owned(), "ignition_on".to_owned()),
+        ("2026-05-01T08:02:00Z".to_owned(), "overspeed".to_owned()),
+        ("2026-05-01T08:04:00Z".to_owned(), "ignition_off".to_owned()),
+        ("2026-05-01T08:05:00Z".to_owned(), "power_cut".to_owned()),
+        ("2026-05-01T08:05:00Z".to_owned(), "sos".to_owned()),
+    ];
+    // In order, reversed, and shuffled with a redelivery, one position per message.
+    for order in [vec![0, 1, 2, 3, 4, 5], vec![5, 4, 3, 2, 1, 0], vec![3, 0, 5, 1, 3, 4, 2]] {
+        let mut h = Harness::start(None, redis_url(), Some(90.0)).await;
+        for index in order {
+            let (time, speed, attrs) = &track[index];
+            h.publish_positions(&[position(time, 54.0, *speed, true, attrs.clone())]).await;
+            // One batch per message, so derivation really sees them out of order.
+            tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        }
+        eventually("6 rows", || async { h.count("SELECT count(*) FROM positions").await == 6 }).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let rows =
+            h.postgres.query("SELECT rfc3339(time), kind FROM events ORDER BY time, kind", &[]).await.expect("events");
+        let events: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert_eq!(events, expected);
+        h.stop_processor().await;
+    }
+}
+
+#[tokio::test]
+async fn status_and_device_messages_are_stored() {
+    let mut h = Harness::start(None, redis_url(), None).await;
+    let live_subject = format!("{}.event.{}.{}", h.config.nats.subject_prefix, h.tenant_id, h.device_id);
+    let mut live_events = h.nats.subscribe(live_subject).await.expect("subscribe");
+    h.publish_raw(
+        "status",
+        json!({"tenant_id": h.tenant_id, "device_id": h.device_id, "device": common::IMEI,
+        "online": true, "time": "2026-05-01T08:00:00.5Z"})
+        .to_string(),
+    )
+    .await;
+    let answer = json!({"tenant_id": h.tenant_id, "device_id": h.device_id, "device": common::IMEI, "kind": "command_response",
+        "received": "2026-05-01T08:00:01Z", "hex": "6f6b", "text": "ok", "command_id": "c1"});
+    h.publish_raw("msg", answer.to_string()).await;
+    h.publish_raw("msg", answer.to_string()).await;
+    eventually("online in live state", || async { h.live_field("online").await.as_deref() == Some("1") }).await;
+    eventually("message stored", || async { h.count("SELECT count(*) FROM device_messages").await == 1 }).await;
+    assert_eq!(h.count("SELECT count(*) FROM events WHERE kind = 'online'").await, 1);
+    let pushed =
+        tokio::time::timeout(std::time::Duration::from_secs(10), live_events.next()).await.expect("event pushed");
+    let pushed: serde_json::Value = serde_json::from_slice(&pushed.expect("message").payload).expect("json");
+    assert_eq!(pushed["kind"], "online");
+    h.stop_processor().await;
+}
+
+#[tokio::test]
+async fn a_postgres_restart_mid_stream_loses_nothing() {
+    let pg = PrivatePostgres::start();
+    let mut h = Harness::start(Some(pg.url()), redis_url(), None).await;
+    let time = |i: usize| format!("2026-06-01T{:02}:{:02}:{:02}Z", i / 3600, i / 60 % 60, i % 60);
+    for i in 0..50 {
+        h.publish_positions(&[position(&time(i), 54.0, 10.0, true, json!({}))]).await;
+    }
+    eventually("first half stored", || async { h.count("SELECT count(*) FROM positions").await == 50 }).await;
+    pg.kill();
+    for i in 50..150 {
+        h.publish_positions(&[position(&time(i), 54.0, 10.0, true, json!({}))]).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    pg.restart();
+    let check = fleetgate_schema::connect(&pg.url()).await.expect("reconnect");
+    eventually("every position stored after the restart", || {
+        let check = &check;
+        async move {
+            let n: i64 = check.query_one("SELECT count(*) FROM positions", &[]).await.map(|r| r.get(0)).unwrap_or(0);
+            n == 150
+        }
+    })
+    .await;
+    let distinct: i64 =
+        check.query_one("SELECT count(DISTINCT fix_time) FROM positions", &[]).await.expect("count").get(0);
+    assert_eq!(distinct, 150, "each exactly once");
+    h.stop_processor().await;
+}
+
+#[tokio::test]
+async fn with_redis_down_history_continues_and_live_state_catches_up() {
+    let mut redis = PrivateRedis::start();
+    let mut h = Harness::start(None, redis.url(), None).await;
+    h.publish_positions(&[position("2026-07-01T10:00:00Z", 54.0, 10.0, true, json!({}))]).await;
+    eventually("live", || async { h.live_field("fix_time").await.is_some() }).await;
+    redis.kill();
+    h.publish_positions(&[position("2026-07-01T10:05:00Z", 55.0, 10.0, true, json!({"fuel_level": 42}))]).await;
+    eventually("history continues", || async { h.count("SELECT count(*) FROM positions").await == 2 }).await;
+    eventually("the device is owed a rebuild", || async { h.count("SELECT count(*) FROM live_pending").await == 1 })
+        .await;
+    redis.restart();
+    h.redis = redis::Client::open(redis.url().as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis back");
+    eventually("live state caught up", || async {
+        h.live_field("position").await.is_some_and(|p| p.contains("2026-07-01T10:05:00Z"))
+            && h.count("SELECT count(*) FROM live_pending").await == 0
+    })
+    .await;
+    assert_eq!(h.live_field("sensors").await.as_deref(), Some(r#"{"fuel_level": 42}"#), "sensors rebuilt from jsonb");
+    h.stop_processor().await;
+}
