@@ -7,7 +7,7 @@
 //! take its advisory lock first, in device order, so each derivation sees the rows the
 //! other committed and no two deadlock.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, BytesMut};
@@ -15,7 +15,8 @@ use fleetgate_codecs::time::UtcMillis;
 use futures_util::pin_mut;
 use tokio_postgres::Client;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
 use crate::message::{DeviceMessage, Position, Status};
 
@@ -37,9 +38,19 @@ impl ToSql for Timestamp {
     to_sql_checked!();
 }
 
+impl<'a> FromSql<'a> for Timestamp {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let micros = i64::from_be_bytes(raw.try_into()?);
+        Ok(Timestamp(UtcMillis((micros + POSTGRES_EPOCH_US).div_euclid(1000))))
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TIMESTAMPTZ
+    }
+}
+
 /// JSON text as Postgres `jsonb` (binary form: a version byte, then the text).
 #[derive(Debug)]
-struct Jsonb<'a>(&'a str);
+pub struct Jsonb<'a>(pub &'a str);
 
 impl ToSql for Jsonb<'_> {
     fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
@@ -190,10 +201,12 @@ pub struct History {
     staging_ready: bool,
 }
 
-const COPY_STAGING: &str = "COPY positions_staging (device_id, fix_time, tenant_id, received, lat, lon, altitude, \
+/// Binary COPY of a batch into the staging table.
+pub const COPY_STAGING: &str = "COPY positions_staging (device_id, fix_time, tenant_id, received, lat, lon, altitude, \
      speed, course, satellites, valid, attrs, io) FROM STDIN BINARY";
 
-const COPY_TYPES: [Type; 13] = [
+/// Column types of [`COPY_STAGING`], in order.
+pub const COPY_TYPES: [Type; 13] = [
     Type::INT8,
     Type::TIMESTAMPTZ,
     Type::INT8,
@@ -215,25 +228,23 @@ const INSERT_FROM_STAGING: &str = "WITH inserted AS (
     )
     SELECT device_id, min(fix_time), max(fix_time), count(*) FROM inserted GROUP BY device_id";
 
-/// Widens each span to the stored neighbours, which decide the transitions at its
-/// edges: the row before (or minus infinity) and the row after.
-const SPAN_BOUNDS: &str = "SELECT s.device_id,
-        coalesce((SELECT p.fix_time FROM positions p WHERE p.device_id = s.device_id AND p.fix_time < s.lo
-                  ORDER BY p.fix_time DESC LIMIT 1), '-infinity'),
-        coalesce((SELECT p.fix_time FROM positions p WHERE p.device_id = s.device_id AND p.fix_time > s.hi
-                  ORDER BY p.fix_time LIMIT 1), s.hi)
-    FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[]) AS s(device_id, lo, hi)";
-
-const DELETE_DERIVED: &str = "DELETE FROM events e
-    USING unnest($1::bigint[], $2::text[]::timestamptz[], $3::text[]::timestamptz[]) AS b(device_id, lo, hi)
-    WHERE e.device_id = b.device_id AND e.time > b.lo AND e.time <= b.hi AND e.kind = ANY($4)";
-
-/// Transitions between consecutive rows of each widened span. The first row of a span
-/// is only context (its own events belong to the span before) unless the device has no
-/// earlier row.
-const DERIVE_EVENTS: &str = "INSERT INTO events (device_id, time, kind, tenant_id, lat, lon, details)
-    SELECT r.device_id, r.fix_time, e.kind, r.tenant_id, r.lat, r.lon, e.details
-    FROM (
+/// Re-derives the events of the spans that gained rows, in one statement. Each span
+/// (device, first and last new fix) is widened to its stored neighbours, which decide the
+/// transitions at its edges: the row before (or minus infinity) and the row after. Events
+/// of the widened span that no longer follow from the rows are deleted (late data can
+/// move a transition), new ones inserted, existing ones kept; RETURNING gives the new.
+/// The first row of a widened span is only context (its own events belong to the span
+/// before) unless the device has no earlier row.
+const DERIVE_EVENTS: &str = "WITH bounds AS MATERIALIZED (
+        SELECT s.device_id,
+            coalesce((SELECT p.fix_time FROM positions p WHERE p.device_id = s.device_id AND p.fix_time < s.lo
+                      ORDER BY p.fix_time DESC LIMIT 1), '-infinity') AS lo,
+            coalesce((SELECT p.fix_time FROM positions p WHERE p.device_id = s.device_id AND p.fix_time > s.hi
+                      ORDER BY p.fix_time LIMIT 1), s.hi) AS hi
+        FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[]) AS s(device_id, lo, hi)
+    ), r AS (
+        -- LATERAL with OFFSET 0 (which keeps the planner from flattening it into a hash
+        -- join over every stored row) makes this an index range scan per device.
         SELECT p.device_id, p.fix_time, p.tenant_id, p.lat, p.lon, p.speed, b.lo,
             (p.attrs->>'ignition')::boolean AS ignition, lag((p.attrs->>'ignition')::boolean) OVER w AS prev_ignition,
             lag(p.speed) OVER w AS prev_speed,
@@ -241,26 +252,75 @@ const DERIVE_EVENTS: &str = "INSERT INTO events (device_id, time, kind, tenant_i
             (p.attrs->>'battery_voltage')::float8 AS battery,
             lag((p.attrs->>'battery_voltage')::float8) OVER w AS prev_battery,
             p.attrs->>'alarm' AS alarm, lag(p.attrs->>'alarm') OVER w AS prev_alarm
-        FROM unnest($1::bigint[], $2::text[]::timestamptz[], $3::text[]::timestamptz[]) AS b(device_id, lo, hi)
-        JOIN positions p ON p.device_id = b.device_id AND p.fix_time >= b.lo AND p.fix_time <= b.hi
+        FROM bounds b
+        CROSS JOIN LATERAL (
+            SELECT * FROM positions p WHERE p.device_id = b.device_id AND p.fix_time >= b.lo AND p.fix_time <= b.hi
+            OFFSET 0
+        ) p
         WINDOW w AS (PARTITION BY p.device_id ORDER BY p.fix_time)
-    ) r
-    LEFT JOIN devices d ON d.id = r.device_id
-    CROSS JOIN LATERAL (VALUES
-        ('ignition_on', r.ignition AND NOT r.prev_ignition, '{}'::jsonb),
-        ('ignition_off', NOT r.ignition AND r.prev_ignition, '{}'::jsonb),
-        ('overspeed', r.speed > d.speed_limit AND NOT coalesce(r.prev_speed > d.speed_limit, false),
-            jsonb_build_object('speed', r.speed, 'limit', d.speed_limit)),
-        ('power_cut', r.power < $4 AND r.prev_power >= $4, jsonb_build_object('voltage', r.power)),
-        ('low_battery', r.battery < $5 AND r.prev_battery >= $5, jsonb_build_object('voltage', r.battery)),
-        ('sos', r.alarm = 'sos' AND r.prev_alarm IS DISTINCT FROM 'sos', '{}'::jsonb),
-        ('alarm', r.alarm IS NOT NULL AND r.alarm <> 'sos' AND r.alarm IS DISTINCT FROM r.prev_alarm,
-            jsonb_build_object('alarm', r.alarm))
-    ) AS e(kind, fired, details)
-    WHERE e.fired AND r.fix_time > r.lo
+    ), derived AS (
+        SELECT r.device_id, r.fix_time AS time, e.kind, r.tenant_id, r.lat, r.lon, e.details
+        FROM r
+        LEFT JOIN devices d ON d.id = r.device_id
+        CROSS JOIN LATERAL (VALUES
+            ('ignition_on', r.ignition AND NOT r.prev_ignition, '{}'::jsonb),
+            ('ignition_off', NOT r.ignition AND r.prev_ignition, '{}'::jsonb),
+            ('overspeed', r.speed > d.speed_limit AND NOT coalesce(r.prev_speed > d.speed_limit, false),
+                jsonb_build_object('speed', r.speed, 'limit', d.speed_limit)),
+            ('power_cut', r.power < $4 AND r.prev_power >= $4, jsonb_build_object('voltage', r.power)),
+            ('low_battery', r.battery < $5 AND r.prev_battery >= $5, jsonb_build_object('voltage', r.battery)),
+            ('sos', r.alarm = 'sos' AND r.prev_alarm IS DISTINCT FROM 'sos', '{}'::jsonb),
+            ('alarm', r.alarm IS NOT NULL AND r.alarm <> 'sos' AND r.alarm IS DISTINCT FROM r.prev_alarm,
+                jsonb_build_object('alarm', r.alarm))
+        ) AS e(kind, fired, details)
+        WHERE e.fired AND r.fix_time > r.lo
+    ), stale AS (
+        DELETE FROM events ev USING bounds b
+        WHERE ev.device_id = b.device_id AND ev.time > b.lo AND ev.time <= b.hi AND ev.kind = ANY($6)
+          AND NOT EXISTS (SELECT 1 FROM derived x WHERE x.device_id = ev.device_id AND x.time = ev.time AND x.kind = ev.kind)
+    )
+    INSERT INTO events (device_id, time, kind, tenant_id, lat, lon, details)
+    SELECT * FROM derived
     ON CONFLICT DO NOTHING
     RETURNING tenant_id, device_id, json_build_object('device_id', device_id, 'time', rfc3339(time), 'kind', kind,
         'lat', lat, 'lon', lon, 'details', details)::text";
+
+/// Binary COPY straight into `positions`: the fast path when no row is stored yet.
+const COPY_DIRECT: &str = "COPY positions (device_id, fix_time, tenant_id, received, lat, lon, altitude, \
+     speed, course, satellites, valid, attrs, io) FROM STDIN BINARY";
+
+async fn copy_rows(
+    transaction: &tokio_postgres::Transaction<'_>,
+    statement: &str,
+    positions: &[&Position],
+) -> Result<(), tokio_postgres::Error> {
+    let sink = transaction.copy_in(statement).await?;
+    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
+    pin_mut!(writer);
+    for p in positions {
+        let (lat, lon) = p.coordinates.unzip();
+        writer
+            .as_mut()
+            .write(&[
+                &p.device_id,
+                &Timestamp(p.fix_time),
+                &p.tenant_id,
+                &Timestamp(p.received),
+                &lat,
+                &lon,
+                &p.altitude,
+                &p.speed,
+                &p.course,
+                &p.satellites,
+                &p.valid,
+                &Jsonb(&p.attrs),
+                &Jsonb(&p.io),
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
 
 impl History {
     /// A writer over `client`.
@@ -313,45 +373,26 @@ impl History {
 
         let mut written = Written::default();
         if !positions.is_empty() {
-            let sink = transaction.copy_in(COPY_STAGING).await?;
-            let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
-            pin_mut!(writer);
-            for p in positions {
-                let (lat, lon) = p.coordinates.unzip();
-                writer
-                    .as_mut()
-                    .write(&[
-                        &p.device_id,
-                        &Timestamp(p.fix_time),
-                        &p.tenant_id,
-                        &Timestamp(p.received),
-                        &lat,
-                        &lon,
-                        &p.altitude,
-                        &p.speed,
-                        &p.course,
-                        &p.satellites,
-                        &p.valid,
-                        &Jsonb(&p.attrs),
-                        &Jsonb(&p.io),
-                    ])
-                    .await?;
-            }
-            writer.finish().await?;
-
-            let spans = transaction.query(INSERT_FROM_STAGING, &[]).await?;
-            let mut ids = Vec::with_capacity(spans.len());
-            let mut lows: Vec<std::time::SystemTime> = Vec::with_capacity(spans.len());
-            let mut highs: Vec<std::time::SystemTime> = Vec::with_capacity(spans.len());
-            for row in &spans {
-                ids.push(row.get::<_, i64>(0));
-                lows.push(row.get(1));
-                highs.push(row.get(2));
-                written.inserted += row.get::<_, i64>(3) as u64;
-            }
+            // A device may send two records with one timestamp, and a batch may hold a
+            // resent frame: one row per key, the first one wins (as the insert would).
+            let mut seen = HashSet::with_capacity(positions.len());
+            let unique: Vec<&Position> =
+                positions.iter().filter(|p| seen.insert((p.device_id, p.fix_time.0))).collect();
+            let spans = insert_positions(&transaction, &unique).await?;
+            written.inserted = spans.values().map(|s| s.2).sum();
             written.duplicates = positions.len() as u64 - written.inserted;
-            if !ids.is_empty() {
-                written.events = self::derive(&transaction, &ids, &lows, &highs, thresholds).await?;
+            if !spans.is_empty() {
+                let ids: Vec<i64> = spans.keys().copied().collect();
+                let lows: Vec<Timestamp> = spans.values().map(|s| Timestamp(s.0)).collect();
+                let highs: Vec<Timestamp> = spans.values().map(|s| Timestamp(s.1)).collect();
+                let kinds: Vec<&str> = DERIVED_EVENTS.to_vec();
+                let rows = transaction
+                    .query(
+                        DERIVE_EVENTS,
+                        &[&ids, &lows, &highs, &thresholds.power_cut_voltage, &thresholds.low_battery_voltage, &kinds],
+                    )
+                    .await?;
+                written.events = rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
             }
         }
 
@@ -383,29 +424,41 @@ impl History {
     }
 }
 
-async fn derive(
+/// Inserts rows whose keys are unique within the batch; returns per device the first
+/// and last new fix and how many rows were new. Normally nothing is stored yet and the
+/// rows are copied straight in; if one was (a redelivery), the copy fails on the key and
+/// the batch goes through the staging table and an insert that skips stored rows.
+async fn insert_positions(
     transaction: &tokio_postgres::Transaction<'_>,
-    ids: &[i64],
-    lows: &[std::time::SystemTime],
-    highs: &[std::time::SystemTime],
-    thresholds: Thresholds,
-) -> Result<Vec<(i64, i64, String)>, tokio_postgres::Error> {
-    // Bounds may be -infinity, which SystemTime cannot hold; keep them as text.
-    let bounds = transaction
-        .query(
-            &format!("SELECT device_id, lo::text, hi::text FROM ({SPAN_BOUNDS}) AS b(device_id, lo, hi)"),
-            &[&ids, &lows, &highs],
-        )
-        .await?;
-    let ids: Vec<i64> = bounds.iter().map(|r| r.get(0)).collect();
-    let lows: Vec<String> = bounds.iter().map(|r| r.get(1)).collect();
-    let highs: Vec<String> = bounds.iter().map(|r| r.get(2)).collect();
-    let kinds: Vec<&str> = DERIVED_EVENTS.to_vec();
-    transaction.execute(DELETE_DERIVED, &[&ids, &lows, &highs, &kinds]).await?;
-    let rows = transaction
-        .query(DERIVE_EVENTS, &[&ids, &lows, &highs, &thresholds.power_cut_voltage, &thresholds.low_battery_voltage])
-        .await?;
-    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    unique: &[&Position],
+) -> Result<BTreeMap<i64, (UtcMillis, UtcMillis, u64)>, tokio_postgres::Error> {
+    transaction.batch_execute("SAVEPOINT direct_copy").await?;
+    match copy_rows(transaction, COPY_DIRECT, unique).await {
+        Ok(()) => {
+            transaction.batch_execute("RELEASE SAVEPOINT direct_copy").await?;
+            let mut spans: BTreeMap<i64, (UtcMillis, UtcMillis, u64)> = BTreeMap::new();
+            for p in unique {
+                let span = spans.entry(p.device_id).or_insert((p.fix_time, p.fix_time, 0));
+                span.0 = span.0.min(p.fix_time);
+                span.1 = span.1.max(p.fix_time);
+                span.2 += 1;
+            }
+            Ok(spans)
+        }
+        Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            transaction.batch_execute("ROLLBACK TO SAVEPOINT direct_copy").await?;
+            copy_rows(transaction, COPY_STAGING, unique).await?;
+            let rows = transaction.query(INSERT_FROM_STAGING, &[]).await?;
+            Ok(rows
+                .iter()
+                .map(|row| {
+                    let (lo, hi): (Timestamp, Timestamp) = (row.get(1), row.get(2));
+                    (row.get::<_, i64>(0), (lo.0, hi.0, row.get::<_, i64>(3) as u64))
+                })
+                .collect())
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// A short digest of a message payload (and the command it answers), the last part of

@@ -19,6 +19,7 @@ use fleetgate_gateway::Config;
 use fleetgate_gateway::stream;
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -152,9 +153,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         shared.config.nats.stream
     );
     let tracker = TaskTracker::new();
-    for worker in 0..shared.config.processor.workers {
-        tracker.spawn(run_worker(worker, shared.clone(), consumer.clone(), shutdown.clone()));
+    let mut inboxes = Vec::new();
+    for _ in 0..shared.config.processor.workers {
+        let (sender, inbox) = mpsc::channel(shared.config.processor.batch_max_positions);
+        inboxes.push(sender);
+        tracker.spawn(run_worker(shared.clone(), inbox, shutdown.clone()));
     }
+    tracker.spawn(pull_and_route(shared.clone(), consumer.clone(), inboxes, shutdown.clone()));
     tracker.spawn(maintain(shared.clone(), consumer, shutdown.clone()));
     if let Some(listener) = metrics_listener {
         tracker.spawn(serve_metrics(listener, shared.metrics.clone(), shutdown.clone()));
@@ -164,12 +169,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     Ok(())
 }
 
-/// One worker: pull, batch, write, ack, forever.
-async fn run_worker(worker: usize, shared: Arc<Shared>, consumer: PullConsumer, shutdown: CancellationToken) {
+/// Pulls from the durable consumer and hands each message to the worker that owns its
+/// device (device id modulo workers), so the workers of one process never write the
+/// same device at once and never wait on each other's locks.
+async fn pull_and_route(
+    shared: Arc<Shared>,
+    consumer: PullConsumer,
+    workers: Vec<mpsc::Sender<Message>>,
+    shutdown: CancellationToken,
+) {
     let processor = &shared.config.processor;
-    let batch_wait = Duration::from_millis(processor.batch_wait_ms);
-    let mut history: Option<History> = None;
-    let mut live: Option<Live> = None;
     let mut backoff = Backoff::default();
     while !shutdown.is_cancelled() {
         let pull = consumer
@@ -182,46 +191,66 @@ async fn run_worker(worker: usize, shared: Arc<Shared>, consumer: PullConsumer, 
         let mut messages = match pull {
             Ok(messages) => messages,
             Err(error) => {
-                tracing::error!(worker, %error, "cannot pull from the stream");
+                tracing::error!(%error, "cannot pull from the stream");
                 backoff.wait(&shutdown).await;
                 continue;
             }
         };
         loop {
-            // The first message waits as long as it takes; the rest of the batch only
-            // until the batch is full or `batch_wait` has passed.
-            let first = tokio::select! {
+            let next = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 next = messages.next() => next,
             };
-            let mut batch = match first {
-                Some(Ok(message)) => vec![message],
+            let message = match next {
+                Some(Ok(message)) => message,
                 Some(Err(error)) => {
-                    tracing::warn!(worker, %error, "pull interrupted; pulling again");
+                    tracing::warn!(%error, "pull interrupted; pulling again");
                     break;
                 }
                 None => break,
             };
-            let deadline = tokio::time::Instant::now() + batch_wait;
-            let mut positions_hint = 0;
-            while positions_hint < processor.batch_max_positions {
-                match tokio::time::timeout_at(deadline, messages.next()).await {
-                    Ok(Some(Ok(message))) => {
-                        positions_hint += 1 + message.payload.len() / 400;
-                        batch.push(message);
-                    }
-                    Ok(Some(Err(error))) => {
-                        tracing::warn!(worker, %error, "pull interrupted mid-batch");
-                        break;
-                    }
-                    Ok(None) | Err(_) => break,
+            backoff.reset();
+            // `P.kind.tenant.device`: the last token is the device id.
+            let device: u64 = message.subject.rsplit('.').next().and_then(|d| d.parse().ok()).unwrap_or(0);
+            let worker = &workers[(device % workers.len() as u64) as usize];
+            if worker.send(message).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// One worker: batch what the router hands it, write, ack, forever.
+async fn run_worker(shared: Arc<Shared>, mut inbox: mpsc::Receiver<Message>, shutdown: CancellationToken) {
+    let processor = &shared.config.processor;
+    let batch_wait = Duration::from_millis(processor.batch_wait_ms);
+    let mut history: Option<History> = None;
+    let mut live: Option<Live> = None;
+    let mut backoff = Backoff::default();
+    loop {
+        // The first message waits as long as it takes; the rest of the batch only until
+        // the batch is full or `batch_wait` has passed.
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            first = inbox.recv() => first,
+        };
+        let Some(first) = first else { return };
+        let mut positions_hint = 1 + first.payload.len() / 400;
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + batch_wait;
+        while positions_hint < processor.batch_max_positions {
+            match tokio::time::timeout_at(deadline, inbox.recv()).await {
+                Ok(Some(message)) => {
+                    positions_hint += 1 + message.payload.len() / 400;
+                    batch.push(message);
                 }
+                Ok(None) | Err(_) => break,
             }
-            if process(&shared, &mut history, &mut live, batch).await {
-                backoff.reset();
-            } else {
-                backoff.wait(&shutdown).await;
-            }
+        }
+        if process(&shared, &mut history, &mut live, batch).await {
+            backoff.reset();
+        } else {
+            backoff.wait(&shutdown).await;
         }
     }
 }

@@ -48,6 +48,16 @@ async fn redelivered_positions_are_stored_once_and_become_live() {
     assert_eq!(stored["speed"], 40);
     assert_eq!(stored["io"]["239"], 1);
     assert_eq!(stored["attrs"]["ignition"], true);
+    // A redelivery after the commit, with one new position: the stored rows are skipped
+    // and the new one lands.
+    let mut again = batch.to_vec();
+    again.push(position("2026-01-10T10:00:20Z", 54.3, 0.0, true, json!({"ignition": false})));
+    h.publish_positions(&again).await;
+    eventually("the new position stored", || async { h.count("SELECT count(*) FROM positions").await == 3 }).await;
+    eventually("its event derived", || async {
+        h.count("SELECT count(*) FROM events WHERE kind = 'ignition_off'").await == 1
+    })
+    .await;
     h.stop_processor().await;
 }
 
