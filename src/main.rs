@@ -2,7 +2,8 @@
 //!
 //! `decode` works offline on captures; `migrate` prepares Postgres and the JetStream
 //! stream; `gateway` runs the device-facing role, `processor` the writer of history and
-//! live state; `serve` runs every role in one process.
+//! live state, `api` the REST API; `serve` runs every role in one process; `admin` holds
+//! the platform operator's tasks.
 
 mod decode;
 mod roles;
@@ -37,8 +38,25 @@ enum Command {
     Gateway(ServerArgs),
     /// Run the processor: history in Postgres and live state in Redis from the stream.
     Processor(ServerArgs),
+    /// Run the REST API and live stream (port 8080 by default).
+    Api(ServerArgs),
     /// Run every role in one process.
     Serve(ServerArgs),
+    /// Platform operator tasks.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a tenant and its first admin API key; prints `{"tenant_id", "api_key"}`.
+    CreateTenant {
+        /// The company's name.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +66,10 @@ fn main() -> ExitCode {
         Command::Migrate(args) => roles::run(roles::Role::Migrate, args.config),
         Command::Gateway(args) => roles::run(roles::Role::Gateway, args.config),
         Command::Processor(args) => roles::run(roles::Role::Processor, args.config),
+        Command::Api(args) => roles::run(roles::Role::Api, args.config),
         Command::Serve(args) => roles::run(roles::Role::Serve, args.config),
+        Command::Admin(AdminCommand::CreateTenant { name, server }) => {
+            roles::run(roles::Role::CreateTenant { name }, server.config)
+        }
     }
 }

@@ -13,7 +13,9 @@ pub enum Role {
     Migrate,
     Gateway,
     Processor,
+    Api,
     Serve,
+    CreateTenant { name: String },
 }
 
 fn init_logging() {
@@ -38,7 +40,9 @@ pub fn run(role: Role, config_path: Option<PathBuf>) -> ExitCode {
             Role::Migrate => migrate(&config).await,
             Role::Gateway => gateway(config).await,
             Role::Processor => processor(config).await,
+            Role::Api => api(config).await,
             Role::Serve => serve(config).await,
+            Role::CreateTenant { name } => create_tenant(&config, &name).await,
         }
     });
     match result {
@@ -104,26 +108,43 @@ async fn processor(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn api(config: Config) -> anyhow::Result<()> {
+    let listener = fleetgate_api::bind(&config).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    fleetgate_api::run(listener, config, shutdown).await?;
+    Ok(())
+}
+
 /// Every role in one process; the first to fail stops the others.
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listeners = fleetgate_gateway::bind(&config).await?;
+    let api_listener = fleetgate_api::bind(&config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let gateway = fleetgate_gateway::run(listeners, config.clone(), shutdown.clone());
-    let processor = fleetgate_processor::run(config, shutdown.clone());
-    let (gateway, processor) = tokio::join!(
+    let stop_all = |result: anyhow::Result<()>| {
+        shutdown.cancel();
+        result
+    };
+    let (gateway, processor, api) = tokio::join!(
         async {
-            let result = gateway.await;
-            shutdown.cancel();
-            result
+            stop_all(fleetgate_gateway::run(listeners, config.clone(), shutdown.clone()).await.map_err(Into::into))
         },
+        async { stop_all(fleetgate_processor::run(config.clone(), shutdown.clone()).await.map_err(Into::into)) },
         async {
-            let result = processor.await;
-            shutdown.cancel();
-            result
-        }
+            stop_all(fleetgate_api::run(api_listener, config.clone(), shutdown.clone()).await.map_err(Into::into))
+        },
     );
     gateway?;
     processor?;
+    api?;
+    Ok(())
+}
+
+async fn create_tenant(config: &Config, name: &str) -> anyhow::Result<()> {
+    let client = fleetgate_schema::connect(&config.postgres.url).await?;
+    let (tenant_id, api_key) =
+        fleetgate_api::create_tenant(&client, name).await.map_err(|e| anyhow::anyhow!("{e}: {e:?}"))?;
+    println!("{}", serde_json::json!({"tenant_id": tenant_id, "api_key": api_key}));
     Ok(())
 }

@@ -22,6 +22,42 @@ pub struct Config {
     pub redis: RedisConfig,
     /// The processor role.
     pub processor: ProcessorConfig,
+    /// The API role.
+    pub api: ApiConfig,
+}
+
+/// `[api]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address the REST API listens on (`FLEETGATE_API_BIND`).
+    pub bind: String,
+    /// Lifetime of a session token from `POST /v1/auth/login` (seconds).
+    pub session_ttl_s: u64,
+    /// Failed logins for one address (or from one client) within `login_window_s`
+    /// after which further attempts are refused with 429 until the window passes.
+    pub login_max_failures: u32,
+    /// Window of the login limit (seconds).
+    pub login_window_s: u64,
+    /// Largest request body accepted (bytes).
+    pub max_body_bytes: usize,
+    /// How long an authenticated token and device metadata are served from memory
+    /// before being read again (seconds); changes made through any API process
+    /// invalidate them at once.
+    pub cache_ttl_s: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            bind: "0.0.0.0:8080".into(),
+            session_ttl_s: 12 * 3600,
+            login_max_failures: 5,
+            login_window_s: 300,
+            max_body_bytes: 64 * 1024,
+            cache_ttl_s: 60,
+        }
+    }
 }
 
 /// `[redis]`
@@ -321,6 +357,9 @@ impl Config {
         }
         if let Some(url) = var("FLEETGATE_REDIS_URL") {
             self.redis.url = url;
+        }
+        if let Some(bind) = var("FLEETGATE_API_BIND") {
+            self.api.bind = bind;
         }
         if let Some(addr) = var("FLEETGATE_PROCESSOR_METRICS_ADDR") {
             self.processor.metrics_addr = addr;

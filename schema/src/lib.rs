@@ -23,6 +23,7 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "tenants_devices", sql: include_str!("../migrations/0001_tenants_devices.sql") },
     Migration { version: 2, name: "history", sql: include_str!("../migrations/0002_history.sql") },
+    Migration { version: 3, name: "access", sql: include_str!("../migrations/0003_access.sql") },
 ];
 
 /// Why the schema could not be reached or brought up to date.

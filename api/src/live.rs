@@ -1,0 +1,259 @@
+//! Live state: read from Redis (the processor's keys, see ARCHITECTURE.md) in one
+//! pipelined round trip, and pushed to clients as Server-Sent Events from NATS.
+//!
+//! Why SSE and not WebSocket: the stream only flows from server to client, SSE is plain
+//! HTTP (proxies, load balancers and `curl` handle it), and browsers reconnect by
+//! themselves. On every (re)connect the stream starts with the current live position of
+//! each vehicle, so a client that lost its connection is whole again without replay;
+//! events it missed meanwhile are in `GET /v1/events`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::IntoParams;
+
+use crate::auth::{Principal, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::{AppState, PathId, QueryParams};
+use fleetgate_processor::live::live_key;
+
+/// What the API needs to know of a device, cached per tenant.
+#[derive(Debug, Clone)]
+pub struct DeviceMeta {
+    /// Id.
+    pub id: i64,
+    /// IMEI or terminal id.
+    pub identifier: String,
+    /// Codec name.
+    pub protocol: String,
+    /// Display name.
+    pub name: String,
+    /// Group.
+    pub group_id: Option<i64>,
+}
+
+/// A tenant's devices.
+#[derive(Debug, Default)]
+pub struct TenantDevices {
+    /// In id order.
+    pub devices: Vec<DeviceMeta>,
+    by_id: HashMap<i64, usize>,
+}
+
+impl TenantDevices {
+    /// The device with this id, if the tenant has it.
+    pub fn get(&self, id: i64) -> Option<&DeviceMeta> {
+        self.by_id.get(&id).map(|i| &self.devices[*i])
+    }
+}
+
+/// Device metadata per tenant, read once per `ttl` or after a change.
+#[derive(Debug)]
+pub struct DeviceCache {
+    ttl: Duration,
+    tenants: Mutex<HashMap<i64, (Arc<TenantDevices>, Instant)>>,
+}
+
+impl DeviceCache {
+    /// A cache whose entries live `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        DeviceCache { ttl, tenants: Mutex::new(HashMap::new()) }
+    }
+
+    /// Forgets a tenant's devices.
+    pub fn invalidate(&self, tenant_id: i64) {
+        self.tenants.lock().unwrap_or_else(|e| e.into_inner()).remove(&tenant_id);
+    }
+
+    /// The tenant's devices.
+    pub async fn get(&self, state: &AppState, tenant_id: i64) -> ApiResult<Arc<TenantDevices>> {
+        if let Some((devices, at)) = self.tenants.lock().unwrap_or_else(|e| e.into_inner()).get(&tenant_id)
+            && at.elapsed() < self.ttl
+        {
+            state.metrics.count_cache_hit();
+            return Ok(devices.clone());
+        }
+        state.metrics.count_db_read();
+        let db = state.db().await?;
+        let rows = db
+            .query(
+                "SELECT id, identifier, protocol, name, group_id FROM devices WHERE tenant_id = $1 ORDER BY id",
+                &[&tenant_id],
+            )
+            .await?;
+        let devices: Vec<DeviceMeta> = rows
+            .iter()
+            .map(|r| DeviceMeta {
+                id: r.get(0),
+                identifier: r.get(1),
+                protocol: r.get(2),
+                name: r.get(3),
+                group_id: r.get(4),
+            })
+            .collect();
+        let by_id = devices.iter().enumerate().map(|(i, d)| (d.id, i)).collect();
+        let devices = Arc::new(TenantDevices { devices, by_id });
+        self.tenants.lock().unwrap_or_else(|e| e.into_inner()).insert(tenant_id, (devices.clone(), Instant::now()));
+        Ok(devices)
+    }
+}
+
+/// Parses stored JSON for embedding as is; `None` when absent or not JSON.
+fn raw(json: Option<String>) -> Option<Box<RawValue>> {
+    json.and_then(|j| RawValue::from_string(j).ok())
+}
+
+/// One vehicle on the live map.
+#[derive(Debug, Serialize)]
+struct Vehicle<'a> {
+    device_id: i64,
+    identifier: &'a str,
+    name: &'a str,
+    group_id: Option<i64>,
+    online: Option<bool>,
+    position: Option<Box<RawValue>>,
+    sensors: Option<Box<RawValue>>,
+}
+
+/// Filters of the live list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LiveFilter {
+    /// Only this group's vehicles.
+    pub group: Option<i64>,
+}
+
+/// Every vehicle of the tenant with its newest position (contract 1), newest sensors and
+/// connection status.
+#[utoipa::path(get, path = "/v1/live", tag = "live", params(LiveFilter),
+    responses((status = 200, description = "`{\"vehicles\": [{\"device_id\", \"identifier\", \"name\", \"group_id\", \"online\", \"position\", \"sensors\"}]}`")))]
+pub async fn all_live(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    QueryParams(filter): QueryParams<LiveFilter>,
+) -> ApiResult<impl IntoResponse> {
+    principal.require(Role::Viewer)?;
+    let devices = state.device_cache.get(&state, principal.tenant_id).await?;
+    let selected: Vec<&DeviceMeta> =
+        devices.devices.iter().filter(|d| filter.group.is_none_or(|g| d.group_id == Some(g))).collect();
+    let prefix = &state.config.redis.key_prefix;
+    let mut pipe = redis::pipe();
+    for device in &selected {
+        pipe.cmd("HMGET")
+            .arg(live_key(prefix, principal.tenant_id, device.id))
+            .arg("position")
+            .arg("sensors")
+            .arg("online");
+    }
+    let mut redis = state.redis.clone();
+    let values: Vec<(Option<String>, Option<String>, Option<String>)> =
+        if selected.is_empty() { Vec::new() } else { pipe.query_async(&mut redis).await? };
+    let vehicles: Vec<Vehicle> = selected
+        .iter()
+        .zip(values)
+        .map(|(device, (position, sensors, online))| Vehicle {
+            device_id: device.id,
+            identifier: &device.identifier,
+            name: &device.name,
+            group_id: device.group_id,
+            online: online.map(|o| o == "1"),
+            position: raw(position),
+            sensors: raw(sensors),
+        })
+        .collect();
+    let body = serde_json::to_vec(&serde_json::json!({ "vehicles": vehicles }))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(([(CONTENT_TYPE, "application/json")], body))
+}
+
+/// The device's newest position (contract 1, with `received`); 404 when there is none
+/// yet or the device is not the caller's.
+#[utoipa::path(get, path = "/v1/devices/{id}/live", tag = "live", params(("id" = i64, Path)),
+    responses((status = 200, description = "contract 1 position"), (status = 404)))]
+pub async fn device_live(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    PathId(id): PathId,
+) -> ApiResult<impl IntoResponse> {
+    principal.require(Role::Viewer)?;
+    let devices = state.device_cache.get(&state, principal.tenant_id).await?;
+    if devices.get(id).is_none() {
+        return Err(ApiError::NotFound("device"));
+    }
+    let mut redis = state.redis.clone();
+    let position: Option<String> = redis::cmd("HGET")
+        .arg(live_key(&state.config.redis.key_prefix, principal.tenant_id, id))
+        .arg("position")
+        .query_async(&mut redis)
+        .await?;
+    let position = position.ok_or(ApiError::NotFound("live position"))?;
+    Ok(([(CONTENT_TYPE, "application/json")], position))
+}
+
+/// Filters of the live stream.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StreamFilter {
+    /// Only this device.
+    pub device: Option<i64>,
+}
+
+/// Server-Sent Events: `position` (contract 1, the device's new live position) and
+/// `event` (a derived event), for the caller's tenant only. Starts with the current
+/// position of every vehicle.
+#[utoipa::path(get, path = "/v1/stream", tag = "live", params(StreamFilter),
+    responses((status = 200, description = "text/event-stream")))]
+pub async fn stream(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    QueryParams(filter): QueryParams<StreamFilter>,
+) -> ApiResult<impl IntoResponse> {
+    principal.require(Role::Viewer)?;
+    let devices = state.device_cache.get(&state, principal.tenant_id).await?;
+    if let Some(device) = filter.device
+        && devices.get(device).is_none()
+    {
+        return Err(ApiError::NotFound("device"));
+    }
+    let device_token = filter.device.map_or_else(|| "*".to_owned(), |d| d.to_string());
+    let prefix = state.prefix();
+    let tenant = principal.tenant_id;
+    // Subscribe before reading the snapshot, so nothing falls between the two.
+    let live = state
+        .nats
+        .subscribe(format!("{prefix}.live.{tenant}.{device_token}"))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("nats: {e}")))?;
+    let events = state
+        .nats
+        .subscribe(format!("{prefix}.event.{tenant}.{device_token}"))
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("nats: {e}")))?;
+    let snapshot_ids: Vec<i64> =
+        devices.devices.iter().map(|d| d.id).filter(|id| filter.device.is_none_or(|d| d == *id)).collect();
+    let mut snapshot = Vec::new();
+    if !snapshot_ids.is_empty() {
+        let mut pipe = redis::pipe();
+        for id in &snapshot_ids {
+            pipe.cmd("HGET").arg(live_key(&state.config.redis.key_prefix, tenant, *id)).arg("position");
+        }
+        let mut redis = state.redis.clone();
+        let positions: Vec<Option<String>> = pipe.query_async(&mut redis).await?;
+        snapshot.extend(
+            positions.into_iter().flatten().map(|p| Ok::<_, Infallible>(Event::default().event("position").data(p))),
+        );
+    }
+    let live = live.map(|m| Ok(Event::default().event("position").data(String::from_utf8_lossy(&m.payload))));
+    let events = events.map(|m| Ok(Event::default().event("event").data(String::from_utf8_lossy(&m.payload))));
+    let stream = futures_util::stream::iter(snapshot).chain(futures_util::stream::select(live, events));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

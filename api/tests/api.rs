@@ -1,0 +1,384 @@
+//! The REST API against real Postgres, Redis and NATS (and a real processor where data
+//! must flow): contract 3's fixed subset, tenant isolation, the role matrix, bad input.
+
+mod common;
+
+use common::{Api, eventually};
+use serde_json::json;
+
+const IMEI: &str = "356307042441013";
+
+async fn create_device(api: &Api, key: &str, identifier: &str) -> i64 {
+    let body = json!({"identifier": identifier, "name": "Truck 1", "protocol": "teltonika"}).to_string();
+    let response = api.call("POST", "/v1/devices", Some(key), Some(&body)).await;
+    assert_eq!(response.status, 201, "{}", response.text());
+    response.json()["id"].as_i64().expect("id")
+}
+
+#[tokio::test]
+async fn the_fixed_subset_of_contract_3_end_to_end() {
+    let api = Api::start(|_| {}).await;
+    api.start_processor();
+    assert_eq!(api.call("GET", "/health", None, None).await.status, 200);
+    let (tenant_id, key) = api.tenant("Acme Logistics").await;
+    assert!(key.starts_with("fgk_"));
+
+    // POST /v1/devices: 201 with the device and its id; the same identifier again: 409.
+    let body = json!({"identifier": IMEI, "name": "Truck 1", "protocol": "teltonika"}).to_string();
+    let created = api.call("POST", "/v1/devices", Some(&key), Some(&body)).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let device = created.json();
+    assert_eq!(device["identifier"], IMEI);
+    assert_eq!(device["name"], "Truck 1");
+    assert_eq!(device["protocol"], "teltonika");
+    let id = device["id"].as_i64().expect("id");
+    let again = api.call("POST", "/v1/devices", Some(&key), Some(&body)).await;
+    assert_eq!(again.status, 409);
+    assert_eq!(again.json()["error"]["code"], "conflict");
+
+    // No position yet: 404.
+    assert_eq!(api.call("GET", &format!("/v1/devices/{id}/live"), Some(&key), None).await.status, 404);
+
+    // Positions arrive through the stream and the processor.
+    api.publish_positions(
+        tenant_id,
+        id,
+        IMEI,
+        &["2026-11-25T10:00:00Z", "2026-11-25T10:00:10Z", "2026-11-25T10:00:20Z"],
+    )
+    .await;
+    let live_path = format!("/v1/devices/{id}/live");
+    eventually("live position", || async { api.call("GET", &live_path, Some(&key), None).await.status == 200 }).await;
+    let live = api.call("GET", &live_path, Some(&key), None).await.json();
+    assert_eq!(live["device"], IMEI);
+    assert_eq!(live["time"], "2026-11-25T10:00:20Z");
+    assert_eq!(live["received"], "2026-11-25T16:00:00.123Z");
+    assert_eq!(live["io"]["239"], 1);
+
+    // History: ascending, complete, `next` null on the last page; paging by cursor.
+    let range = "from=2026-11-25T00:00:00Z&to=2026-11-26T00:00:00Z";
+    let path = format!("/v1/devices/{id}/positions?{range}");
+    eventually("history", || async {
+        api.call("GET", &path, Some(&key), None).await.json()["positions"].as_array().map_or(0, Vec::len) == 3
+    })
+    .await;
+    let page = api.call("GET", &path, Some(&key), None).await.json();
+    let times: Vec<&str> =
+        page["positions"].as_array().expect("array").iter().filter_map(|p| p["time"].as_str()).collect();
+    assert_eq!(times, ["2026-11-25T10:00:00Z", "2026-11-25T10:00:10Z", "2026-11-25T10:00:20Z"]);
+    assert_eq!(page["positions"][0]["received"], "2026-11-25T16:00:00.123Z");
+    assert_eq!(page["positions"][0]["speed"], 52);
+    assert!(page["next"].is_null());
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/devices/{id}/positions?{range}&limit=2");
+        if let Some(cursor) = &cursor {
+            path.push_str(&format!("&cursor={cursor}"));
+        }
+        let page = api.call("GET", &path, Some(&key), None).await.json();
+        for p in page["positions"].as_array().expect("array") {
+            seen.push(p["time"].as_str().unwrap_or_default().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, times, "pages join up without gaps or repeats");
+
+    // GeoJSON.
+    let geo = api.call("GET", &format!("/v1/devices/{id}/positions?{range}&format=geojson"), Some(&key), None).await;
+    assert_eq!(geo.status, 200);
+    let geo = geo.json();
+    assert_eq!(geo["type"], "Feature");
+    assert_eq!(geo["geometry"]["type"], "LineString");
+    assert_eq!(geo["geometry"]["coordinates"][0][0].as_f64(), Some(25.0));
+    assert_eq!(geo["geometry"]["coordinates"][0][1].as_f64(), Some(54.0));
+    assert_eq!(geo["properties"]["times"].as_array().map(Vec::len), Some(3));
+
+    // The live list.
+    let all = api.call("GET", "/v1/live", Some(&key), None).await.json();
+    assert_eq!(all["vehicles"][0]["device_id"], id);
+    assert_eq!(all["vehicles"][0]["position"]["time"], "2026-11-25T10:00:20Z");
+}
+
+#[tokio::test]
+async fn another_tenants_objects_are_404_and_never_listed() {
+    let api = Api::start(|_| {}).await;
+    let (_, alice) = api.tenant("Alice").await;
+    let (_, bob) = api.tenant("Bob").await;
+    let alice_device = create_device(&api, &alice, "111111111111111").await;
+    create_device(&api, &bob, "222222222222222").await;
+    let range = "from=2026-01-01T00:00:00Z&to=2026-12-31T00:00:00Z";
+    for (method, path, body) in [
+        ("GET", format!("/v1/devices/{alice_device}"), None),
+        ("PATCH", format!("/v1/devices/{alice_device}"), Some(r#"{"name":"mine now"}"#)),
+        ("DELETE", format!("/v1/devices/{alice_device}"), None),
+        ("GET", format!("/v1/devices/{alice_device}/live"), None),
+        ("GET", format!("/v1/devices/{alice_device}/positions?{range}"), None),
+        ("GET", format!("/v1/devices/{alice_device}/commands"), None),
+        ("POST", format!("/v1/devices/{alice_device}/commands"), Some(r#"{"text":"getinfo"}"#)),
+        ("GET", format!("/v1/stream?device={alice_device}"), None),
+    ] {
+        let response = api.call(method, &path, Some(&bob), body).await;
+        assert_eq!(response.status, 404, "{method} {path}: {}", response.text());
+    }
+    let listed = api.call("GET", "/v1/devices", Some(&bob), None).await.json();
+    let identifiers: Vec<&str> =
+        listed["devices"].as_array().expect("array").iter().filter_map(|d| d["identifier"].as_str()).collect();
+    assert_eq!(identifiers, ["222222222222222"]);
+    let live = api.call("GET", "/v1/live", Some(&bob), None).await.json();
+    assert_eq!(live["vehicles"].as_array().map(Vec::len), Some(1));
+    // Alice's device is untouched.
+    let mine = api.call("GET", &format!("/v1/devices/{alice_device}"), Some(&alice), None).await.json();
+    assert_eq!(mine["name"], "Truck 1");
+}
+
+#[tokio::test]
+async fn roles_are_enforced_and_sessions_work() {
+    let api = Api::start(|_| {}).await;
+    let (_, admin) = api.tenant("Roles").await;
+    let device = create_device(&api, &admin, "333333333333333").await;
+    let mut keys = std::collections::HashMap::new();
+    for role in ["viewer", "dispatcher"] {
+        let body = json!({"name": role, "role": role}).to_string();
+        let created = api.call("POST", "/v1/api-keys", Some(&admin), Some(&body)).await;
+        assert_eq!(created.status, 201, "{}", created.text());
+        keys.insert(role, created.json()["api_key"].as_str().expect("key").to_owned());
+    }
+    let (viewer, dispatcher) = (&keys["viewer"], &keys["dispatcher"]);
+    let new_device = json!({"identifier": "444444444444444", "protocol": "teltonika"}).to_string();
+    let command = r#"{"text":"getinfo"}"#;
+    let commands = format!("/v1/devices/{device}/commands");
+    // (caller, method, path, body, expected status)
+    let matrix: Vec<(&str, &str, &str, Option<&str>, u16)> = vec![
+        (viewer, "GET", "/v1/devices", None, 200),
+        (viewer, "POST", "/v1/devices", Some(&new_device), 403),
+        (viewer, "POST", &commands, Some(command), 403),
+        (viewer, "GET", "/v1/users", None, 403),
+        (viewer, "GET", "/v1/api-keys", None, 403),
+        (viewer, "POST", "/v1/drivers", Some(r#"{"name":"Ann"}"#), 403),
+        (dispatcher, "POST", "/v1/devices", Some(&new_device), 403),
+        (dispatcher, "POST", &commands, Some(command), 202),
+        (dispatcher, "POST", "/v1/drivers", Some(r#"{"name":"Ann","key_id":"01A2B3C4"}"#), 201),
+        (dispatcher, "GET", "/v1/users", None, 403),
+        (
+            admin.as_str(),
+            "POST",
+            "/v1/users",
+            Some(r#"{"email":"Eve@Example.com","password":"long enough","role":"viewer"}"#),
+            201,
+        ),
+        (admin.as_str(), "GET", "/v1/users", None, 200),
+        (admin.as_str(), "POST", "/v1/groups", Some(r#"{"name":"North"}"#), 201),
+    ];
+    for (key, method, path, body, expected) in matrix {
+        let response = api.call(method, path, Some(key), body).await;
+        assert_eq!(response.status, expected, "{method} {path}: {}", response.text());
+    }
+    // The queued command shows in the list.
+    let listed = api.call("GET", &commands, Some(viewer), None).await.json();
+    assert_eq!(listed["commands"][0]["text"], "getinfo");
+    assert_eq!(listed["commands"][0]["status"], "queued");
+
+    // A user logs in (email case does not matter), uses the token, logs out.
+    let login =
+        api.call("POST", "/v1/auth/login", None, Some(r#"{"email":"eve@example.com","password":"long enough"}"#)).await;
+    assert_eq!(login.status, 200, "{}", login.text());
+    let token = login.json()["token"].as_str().expect("token").to_owned();
+    assert_eq!(login.json()["role"], "viewer");
+    assert_eq!(api.call("GET", "/v1/devices", Some(&token), None).await.status, 200);
+    assert_eq!(api.call("POST", "/v1/devices", Some(&token), Some(&new_device)).await.status, 403);
+    assert_eq!(api.call("POST", "/v1/auth/logout", Some(&token), None).await.status, 204);
+    assert_eq!(api.call("GET", "/v1/devices", Some(&token), None).await.status, 401);
+
+    // A revoked key stops working at once (the cache is invalidated).
+    let key_list = api.call("GET", "/v1/api-keys", Some(&admin), None).await.json();
+    let viewer_key_id =
+        key_list["api_keys"].as_array().expect("keys").iter().find(|k| k["name"] == "viewer").expect("viewer")["id"]
+            .as_i64()
+            .expect("id");
+    assert_eq!(api.call("GET", "/v1/devices", Some(viewer), None).await.status, 200);
+    assert_eq!(api.call("DELETE", &format!("/v1/api-keys/{viewer_key_id}"), Some(&admin), None).await.status, 204);
+    assert_eq!(api.call("GET", "/v1/devices", Some(viewer), None).await.status, 401);
+    // Keys are stored hashed: the table never holds one.
+    let stored: i64 = api
+        .postgres
+        .query_one("SELECT count(*) FROM api_keys WHERE key_hash = convert_to($1, 'UTF8')", &[viewer])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(stored, 0);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_400_or_401_and_changes_nothing() {
+    let api = Api::start(|config| config.api.max_body_bytes = 4096).await;
+    let (_, key) = api.tenant("Input").await;
+    let cases: Vec<(&str, &str, Option<String>, &str)> = vec![
+        ("POST", "/v1/devices", Some("{not json".into()), "JSON"),
+        (
+            "POST",
+            "/v1/devices",
+            Some(r#"{"identifier": 356307042441013, "protocol": "teltonika"}"#.into()),
+            "identifier",
+        ),
+        (
+            "POST",
+            "/v1/devices",
+            Some(r#"{"identifier": "1", "protocol": "teltonika", "colour": "red"}"#.into()),
+            "colour",
+        ),
+        ("POST", "/v1/devices", Some(r#"{"identifier": "1"}"#.into()), "protocol"),
+        (
+            "POST",
+            "/v1/devices",
+            Some(r#"{"identifier": "1", "protocol": "carrier-pigeon"}"#.into()),
+            "protocol must be",
+        ),
+        ("POST", "/v1/devices", Some(r#"{"identifier": "no spaces", "protocol": "teltonika"}"#.into()), "identifier"),
+        (
+            "POST",
+            "/v1/devices",
+            Some(r#"{"identifier": "1", "protocol": "teltonika", "speed_limit": -5}"#.into()),
+            "speed_limit",
+        ),
+        (
+            "POST",
+            "/v1/devices",
+            Some(r#"{"identifier": "1", "protocol": "teltonika", "group_id": 999999}"#.into()),
+            "group_id",
+        ),
+        (
+            "POST",
+            "/v1/devices",
+            Some(format!(r#"{{"identifier": "1", "protocol": "teltonika", "name": "{}"}}"#, "x".repeat(5000))),
+            "larger",
+        ),
+        ("GET", "/v1/devices/1/positions?from=yesterday&to=2026-01-01T00:00:00Z", None, "RFC 3339"),
+        ("GET", "/v1/devices/1/positions?to=2026-01-01T00:00:00Z", None, "from"),
+        (
+            "GET",
+            "/v1/devices/1/positions?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&limit=100000",
+            None,
+            "limit",
+        ),
+        ("GET", "/v1/devices/abc", None, "id"),
+        ("POST", "/v1/users", Some(r#"{"email": "x@y.z", "password": "short", "role": "viewer"}"#.into()), "password"),
+        ("POST", "/v1/users", Some(r#"{"email": "x@y.z", "password": "long enough", "role": "root"}"#.into()), "role"),
+    ];
+    for (method, path, body, says) in cases {
+        let response = api.call(method, path, Some(&key), body.as_deref()).await;
+        assert_eq!(response.status, 400, "{method} {path}: {}", response.text());
+        let message = response.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+        assert!(message.contains(says), "{method} {path}: {message:?} should mention {says:?}");
+    }
+    assert_eq!(api.call("GET", "/v1/devices", None, None).await.status, 401);
+    assert_eq!(api.call("GET", "/v1/devices", Some("fgk_0000"), None).await.status, 401);
+    assert_eq!(api.call("GET", "/v1/devices", Some("'; DROP TABLE devices; --"), None).await.status, 401);
+    assert_eq!(api.call("GET", "/v1/nothing-here", Some(&key), None).await.status, 404);
+    // SQL metacharacters are data, stored and returned as sent.
+    let name = r#"Robert'); DROP TABLE devices;-- "\ %_"#;
+    let body = json!({"identifier": "555555555555555", "protocol": "wialon", "name": name, "plate": "' OR 1=1 --"})
+        .to_string();
+    let created = api.call("POST", "/v1/devices", Some(&key), Some(&body)).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(created.json()["name"], name);
+    let listed = api.call("GET", "/v1/devices", Some(&key), None).await.json();
+    assert_eq!(listed["devices"].as_array().map(Vec::len), Some(1), "nothing else was created");
+}
+
+#[tokio::test]
+async fn login_brute_force_is_rate_limited() {
+    let api = Api::start(|config| config.api.login_max_failures = 3).await;
+    let (_, key) = api.tenant("Brute").await;
+    let user = r#"{"email":"ops@brute.example","password":"the right one","role":"admin"}"#;
+    assert_eq!(api.call("POST", "/v1/users", Some(&key), Some(user)).await.status, 201);
+    let wrong = r#"{"email":"ops@brute.example","password":"guess"}"#;
+    for _ in 0..3 {
+        assert_eq!(api.call("POST", "/v1/auth/login", None, Some(wrong)).await.status, 401);
+    }
+    let limited = api.call("POST", "/v1/auth/login", None, Some(wrong)).await;
+    assert_eq!(limited.status, 429);
+    assert!(limited.header("retry-after").is_some());
+    // Even the right password waits out the window.
+    let right = r#"{"email":"ops@brute.example","password":"the right one"}"#;
+    assert_eq!(api.call("POST", "/v1/auth/login", None, Some(right)).await.status, 429);
+    // An unknown account fails the same way as a wrong password.
+    let unknown =
+        api.call("POST", "/v1/auth/login", None, Some(r#"{"email":"nobody@x.example","password":"guess"}"#)).await;
+    assert_eq!(unknown.status, 401);
+}
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes() {
+    let api = Api::start(|_| {}).await;
+    let response = api.call("GET", "/v1/openapi.json", None, None).await;
+    assert_eq!(response.status, 200);
+    let document = response.json();
+    assert!(document["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let paths = document["paths"].as_object().expect("paths");
+    for (path, methods) in [
+        ("/v1/devices", &["get", "post"][..]),
+        ("/v1/devices/{id}", &["get", "patch", "delete"]),
+        ("/v1/devices/{id}/live", &["get"]),
+        ("/v1/devices/{id}/positions", &["get"]),
+        ("/v1/devices/{id}/commands", &["get", "post"]),
+        ("/v1/live", &["get"]),
+        ("/v1/stream", &["get"]),
+        ("/v1/events", &["get"]),
+        ("/v1/auth/login", &["post"]),
+        ("/v1/auth/logout", &["post"]),
+        ("/v1/users", &["get", "post"]),
+        ("/v1/api-keys", &["get", "post"]),
+        ("/v1/drivers", &["get", "post"]),
+        ("/v1/groups", &["get", "post"]),
+    ] {
+        for method in methods {
+            assert!(paths.get(path).and_then(|p| p.get(*method)).is_some(), "{method} {path} documented");
+        }
+    }
+    // Every documented operation is served (not the 404 fallback).
+    let (_, key) = api.tenant("Doc").await;
+    // (The stream never ends, so it is left to its own test.)
+    for path in paths.keys().filter(|p| *p != "/v1/stream") {
+        let concrete = path.replace("{id}", "1");
+        let response = api.call("GET", &concrete, Some(&key), None).await;
+        assert!(
+            response.status != 404 || response.json()["error"]["message"] != "route not found",
+            "{path} is documented but not routed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_live_stream_pushes_positions_of_the_callers_tenant() {
+    let api = Api::start(|_| {}).await;
+    api.start_processor();
+    let (tenant_id, key) = api.tenant("Streaming").await;
+    let device = create_device(&api, &key, IMEI).await;
+    let address = api.address;
+    let stream_key = key.clone();
+    let reader = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut socket = tokio::net::TcpStream::connect(address).await.expect("connect");
+        let head = format!("GET /v1/stream HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {stream_key}\r\n\r\n");
+        socket.write_all(head.as_bytes()).await.expect("write");
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !String::from_utf8_lossy(&received).contains("event: position") {
+            let n = socket.read(&mut buffer).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&buffer[..n]);
+        }
+        String::from_utf8_lossy(&received).into_owned()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    api.publish_positions(tenant_id, device, IMEI, &["2026-11-25T11:00:00Z"]).await;
+    let text = tokio::time::timeout(std::time::Duration::from_secs(20), reader).await.expect("pushed").expect("reader");
+    assert!(text.contains("text/event-stream"), "{text}");
+    assert!(text.contains("2026-11-25T11:00:00Z"), "{text}");
+}
