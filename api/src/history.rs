@@ -1,6 +1,7 @@
 //! History: a device's positions over a range (JSON or GeoJSON, ascending, cursor
 //! paging, streamed from Postgres row by row rather than built in memory) and events.
 
+use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -66,6 +67,56 @@ fn page(from: &str, to: &str, limit: Option<i64>, cursor: Option<&str>) -> ApiRe
     Ok((start, to, limit))
 }
 
+/// `jsonb` read in binary as its text (a version byte, then the JSON).
+struct JsonbText<'a>(&'a str);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for JsonbText<'a> {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        match raw.split_first() {
+            Some((1, text)) => Ok(JsonbText(std::str::from_utf8(text)?)),
+            _ => Err("unknown jsonb version".into()),
+        }
+    }
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        *ty == tokio_postgres::types::Type::JSONB
+    }
+}
+
+/// A number as contract 1 writes it: integral values (from integer protocol fields) as
+/// integers.
+fn write_number(out: &mut String, value: f64) {
+    if value.fract() == 0.0 && value.abs() < 9.0e15 {
+        let _ = write!(out, "{}", value as i64);
+    } else {
+        let _ = write!(out, "{value}");
+    }
+}
+
+/// A stored row as contract 1 with `received` (the same fields, order and number forms
+/// as the gateway writes), appended to `out`. `identity` is `{"device":..,"protocol":..,"time":"`.
+fn write_position(out: &mut String, identity: &str, row: &tokio_postgres::Row) {
+    let (time, received): (Timestamp, Timestamp) = (row.get(0), row.get(1));
+    out.push_str(identity);
+    let _ = write!(out, "{}\",\"received\":\"{}\"", time.0, received.0);
+    if let (Some(lat), Some(lon)) = (row.get::<_, Option<f64>>(2), row.get::<_, Option<f64>>(3)) {
+        let _ = write!(out, ",\"lat\":{lat},\"lon\":{lon}");
+    }
+    for (index, name) in [(4, "altitude"), (5, "speed"), (6, "course")] {
+        if let Some(value) = row.get::<_, Option<f64>>(index) {
+            let _ = write!(out, ",\"{name}\":");
+            write_number(out, value);
+        }
+    }
+    if let Some(satellites) = row.get::<_, Option<i32>>(7) {
+        let _ = write!(out, ",\"satellites\":{satellites}");
+    }
+    let _ = write!(out, ",\"valid\":{}", row.get::<_, bool>(8));
+    let _ = write!(out, ",\"attrs\":{},\"io\":{}}}", row.get::<_, JsonbText>(9).0, row.get::<_, JsonbText>(10).0);
+}
+
 /// A body streamed from what a task sends; an error mid-stream aborts the response, so a
 /// client never mistakes a cut-off page for a complete one.
 fn streamed(content_type: &'static str, receiver: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Response {
@@ -100,23 +151,29 @@ pub async fn positions(
     let db = state.db().await?;
     let fetch = limit + 1;
     let (start, end) = (Timestamp(start), Timestamp(end));
-    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = if geojson {
-        vec![&id, &start, &end, &fetch]
-    } else {
-        vec![&id, &start, &end, &fetch, &device.identifier, &device.protocol]
-    };
     let sql = if geojson {
-        "SELECT (extract(epoch FROM fix_time) * 1000)::bigint, json_build_array(lon, lat)::text, rfc3339(fix_time)
+        "SELECT fix_time, NULL::timestamptz, lat, lon
          FROM positions WHERE device_id = $1 AND fix_time >= $2 AND fix_time <= $3
            AND valid AND lat IS NOT NULL AND lon IS NOT NULL
          ORDER BY fix_time LIMIT $4"
     } else {
-        "SELECT (extract(epoch FROM p.fix_time) * 1000)::bigint, position_json(p, $5, $6)::text, NULL::text
-         FROM positions p WHERE p.device_id = $1 AND p.fix_time >= $2 AND p.fix_time <= $3
-         ORDER BY p.fix_time LIMIT $4"
+        "SELECT fix_time, received, lat, lon, altitude, speed, course, satellites, valid, attrs, io
+         FROM positions WHERE device_id = $1 AND fix_time >= $2 AND fix_time <= $3
+         ORDER BY fix_time LIMIT $4"
     };
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&id, &start, &end, &fetch];
+    // Written once per request: the identity every position repeats.
+    let identity = format!(
+        r#"{{"device":{},"protocol":{},"time":""#,
+        serde_json::Value::from(device.identifier.as_str()),
+        serde_json::Value::from(device.protocol.as_str())
+    );
     let rows = db.query_raw(sql, params).await?;
-    let open = if geojson { r#"{"type":"Feature","geometry":{"type":"LineString","coordinates":["# } else { r#"{"positions":["# };
+    let open = if geojson {
+        r#"{"type":"Feature","geometry":{"type":"LineString","coordinates":["#
+    } else {
+        r#"{"positions":["#
+    };
     let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
         // The connection stays checked out until the page is written.
@@ -145,11 +202,14 @@ pub async fn positions(
             if written > 0 {
                 chunk.push(',');
             }
-            chunk.push_str(row.get::<_, &str>(1));
+            let time: Timestamp = row.get(0);
             if geojson {
-                times.push(row.get::<_, String>(2));
+                let _ = write!(chunk, "[{},{}]", row.get::<_, f64>(3), row.get::<_, f64>(2));
+                times.push(time.0.to_string());
+            } else {
+                write_position(&mut chunk, &identity, &row);
             }
-            last_time = Some(row.get(0));
+            last_time = Some(time.0.0);
             written += 1;
             if chunk.len() > 60 * 1024 {
                 let full = std::mem::replace(&mut chunk, String::with_capacity(64 * 1024));

@@ -103,6 +103,8 @@ pub struct AppState {
     pub auth_cache: AuthCache,
     /// Devices per tenant.
     pub device_cache: live::DeviceCache,
+    /// Composed `/v1/live` answers.
+    pub live_cache: live::LiveCache,
     /// Failed logins.
     pub login_limiter: LoginLimiter,
     /// Counters.
@@ -295,6 +297,7 @@ pub async fn state(config: Config) -> Result<Arc<AppState>, StartError> {
     Ok(Arc::new(AppState {
         auth_cache: AuthCache::new(Duration::from_secs(api.cache_ttl_s)),
         device_cache: live::DeviceCache::new(Duration::from_secs(api.cache_ttl_s)),
+        live_cache: live::LiveCache::new(Duration::from_millis(api.live_cache_ms)),
         login_limiter: LoginLimiter::new(api.login_max_failures, Duration::from_secs(api.login_window_s)),
         metrics: ApiMetrics::default(),
         config,

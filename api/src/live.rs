@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,9 +17,9 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use bytes::Bytes;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::auth::{Principal, Role};
@@ -107,23 +108,6 @@ impl DeviceCache {
     }
 }
 
-/// Parses stored JSON for embedding as is; `None` when absent or not JSON.
-fn raw(json: Option<String>) -> Option<Box<RawValue>> {
-    json.and_then(|j| RawValue::from_string(j).ok())
-}
-
-/// One vehicle on the live map.
-#[derive(Debug, Serialize)]
-struct Vehicle<'a> {
-    device_id: i64,
-    identifier: &'a str,
-    name: &'a str,
-    group_id: Option<i64>,
-    online: Option<bool>,
-    position: Option<Box<RawValue>>,
-    sensors: Option<Box<RawValue>>,
-}
-
 /// Filters of the live list.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -142,6 +126,10 @@ pub async fn all_live(
     QueryParams(filter): QueryParams<LiveFilter>,
 ) -> ApiResult<impl IntoResponse> {
     principal.require(Role::Viewer)?;
+    let cache_key = (principal.tenant_id, filter.group);
+    if let Some(body) = state.live_cache.get(&cache_key) {
+        return Ok(([(CONTENT_TYPE, "application/json")], body));
+    }
     let devices = state.device_cache.get(&state, principal.tenant_id).await?;
     let selected: Vec<&DeviceMeta> =
         devices.devices.iter().filter(|d| filter.group.is_none_or(|g| d.group_id == Some(g))).collect();
@@ -157,22 +145,66 @@ pub async fn all_live(
     let mut redis = state.redis.clone();
     let values: Vec<(Option<String>, Option<String>, Option<String>)> =
         if selected.is_empty() { Vec::new() } else { pipe.query_async(&mut redis).await? };
-    let vehicles: Vec<Vehicle> = selected
-        .iter()
-        .zip(values)
-        .map(|(device, (position, sensors, online))| Vehicle {
-            device_id: device.id,
-            identifier: &device.identifier,
-            name: &device.name,
-            group_id: device.group_id,
-            online: online.map(|o| o == "1"),
-            position: raw(position),
-            sensors: raw(sensors),
-        })
-        .collect();
-    let body = serde_json::to_vec(&serde_json::json!({ "vehicles": vehicles }))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    // Written by hand: the stored JSON is the processor's own, embedded as is.
+    let mut body =
+        String::with_capacity(64 + values.iter().map(|v| 160 + v.0.as_ref().map_or(0, String::len)).sum::<usize>());
+    body.push_str(r#"{"vehicles":["#);
+    for (i, (device, (position, sensors, online))) in selected.iter().zip(values).enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        let _ = write!(
+            body,
+            r#"{{"device_id":{},"identifier":{},"name":{},"group_id":{},"online":{},"position":{},"sensors":{}}}"#,
+            device.id,
+            serde_json::Value::from(device.identifier.as_str()),
+            serde_json::Value::from(device.name.as_str()),
+            device.group_id.map_or_else(|| "null".to_owned(), |g| g.to_string()),
+            online.map_or("null", |o| if o == "1" { "true" } else { "false" }),
+            position.as_deref().unwrap_or("null"),
+            sensors.as_deref().unwrap_or("null"),
+        );
+    }
+    body.push_str("]}");
+    let body = Bytes::from(body);
+    state.live_cache.put(cache_key, body.clone());
     Ok(([(CONTENT_TYPE, "application/json")], body))
+}
+
+/// Tenant and group filter of a composed answer.
+type LiveKey = (i64, Option<i64>);
+
+/// The composed `/v1/live` answer per tenant and group, reused for a fraction of a second:
+/// a dashboard polling every second from many screens costs one Redis round trip per
+/// tenant per period instead of one per request.
+#[derive(Debug)]
+pub struct LiveCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<LiveKey, (Bytes, Instant)>>,
+}
+
+impl LiveCache {
+    /// Answers live `ttl` (zero disables the cache).
+    pub fn new(ttl: Duration) -> Self {
+        LiveCache { ttl, entries: Mutex::new(HashMap::new()) }
+    }
+
+    fn get(&self, key: &LiveKey) -> Option<Bytes> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(key).filter(|(_, at)| at.elapsed() < self.ttl).map(|(body, _)| body.clone())
+    }
+
+    fn put(&self, key: LiveKey, body: Bytes) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() > 10_000 {
+            let ttl = self.ttl;
+            entries.retain(|_, (_, at)| at.elapsed() < ttl);
+        }
+        entries.insert(key, (body, Instant::now()));
+    }
 }
 
 /// The device's newest position (contract 1, with `received`); 404 when there is none

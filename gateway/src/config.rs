@@ -45,6 +45,9 @@ pub struct ApiConfig {
     /// before being read again (seconds); changes made through any API process
     /// invalidate them at once.
     pub cache_ttl_s: u64,
+    /// How long a composed `GET /v1/live` answer is reused (milliseconds; 0 disables):
+    /// the staleness it adds is at most this.
+    pub live_cache_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -56,6 +59,7 @@ impl Default for ApiConfig {
             login_window_s: 300,
             max_body_bytes: 64 * 1024,
             cache_ttl_s: 60,
+            live_cache_ms: 200,
         }
     }
 }
