@@ -203,10 +203,10 @@ pub struct History {
 
 /// Binary COPY of a batch into the staging table.
 pub const COPY_STAGING: &str = "COPY positions_staging (device_id, fix_time, tenant_id, received, lat, lon, altitude, \
-     speed, course, satellites, valid, attrs, io) FROM STDIN BINARY";
+     speed, course, satellites, valid, attrs, io, distance_m, moving) FROM STDIN BINARY";
 
 /// Column types of [`COPY_STAGING`], in order.
-pub const COPY_TYPES: [Type; 13] = [
+pub const COPY_TYPES: [Type; 15] = [
     Type::INT8,
     Type::TIMESTAMPTZ,
     Type::INT8,
@@ -220,6 +220,8 @@ pub const COPY_TYPES: [Type; 13] = [
     Type::BOOL,
     Type::JSONB,
     Type::JSONB,
+    Type::FLOAT8,
+    Type::BOOL,
 ];
 
 /// New rows per device: the span whose events must be re-derived.
@@ -285,19 +287,60 @@ const DERIVE_EVENTS: &str = "WITH bounds AS MATERIALIZED (
     RETURNING tenant_id, device_id, json_build_object('device_id', device_id, 'time', rfc3339(time), 'kind', kind,
         'lat', lat, 'lon', lon, 'details', details)::text";
 
+/// Derives `distance_m` and `moving` for the rows of each span that gained rows. The
+/// span is widened to the stored valid fixes on both sides: the one before gives the
+/// first new fix its distance, the one after needs its own recomputed when late data
+/// landed in between. Only rows whose values change are written.
+const DERIVE_DISTANCES: &str = "WITH bounds AS MATERIALIZED (
+        SELECT s.device_id,
+            coalesce((SELECT p.fix_time FROM positions p
+                      WHERE p.device_id = s.device_id AND p.fix_time < s.lo AND p.valid AND p.lat IS NOT NULL
+                      ORDER BY p.fix_time DESC LIMIT 1), '-infinity') AS lo,
+            coalesce((SELECT p.fix_time FROM positions p
+                      WHERE p.device_id = s.device_id AND p.fix_time > s.hi AND p.valid AND p.lat IS NOT NULL
+                      ORDER BY p.fix_time LIMIT 1), s.hi) AS hi
+        FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[]) AS s(device_id, lo, hi)
+    ), fixes AS MATERIALIZED (
+        SELECT p.device_id, p.fix_time,
+            coalesce(haversine_m(lag(p.lat) OVER w, lag(p.lon) OVER w, p.lat, p.lon), 0) AS distance_m
+        FROM bounds b
+        CROSS JOIN LATERAL (
+            SELECT p.device_id, p.fix_time, p.lat, p.lon FROM positions p
+            WHERE p.device_id = b.device_id AND p.fix_time >= b.lo AND p.fix_time <= b.hi
+              AND p.valid AND p.lat IS NOT NULL AND p.lon IS NOT NULL
+            OFFSET 0
+        ) p
+        WINDOW w AS (PARTITION BY p.device_id ORDER BY p.fix_time)
+    ), rows AS MATERIALIZED (
+        SELECT p.device_id, p.fix_time, f.distance_m,
+            coalesce((p.attrs->>'motion')::boolean, p.speed > 3) AS moving,
+            p.distance_m AS old_distance, p.moving AS old_moving
+        FROM bounds b
+        CROSS JOIN LATERAL (
+            SELECT * FROM positions p WHERE p.device_id = b.device_id AND p.fix_time > b.lo AND p.fix_time <= b.hi
+            OFFSET 0
+        ) p
+        LEFT JOIN fixes f ON f.device_id = p.device_id AND f.fix_time = p.fix_time
+    )
+    UPDATE positions p SET distance_m = r.distance_m, moving = r.moving
+    FROM rows r
+    WHERE p.device_id = r.device_id AND p.fix_time = r.fix_time
+      AND (r.distance_m IS DISTINCT FROM r.old_distance OR r.moving IS DISTINCT FROM r.old_moving)";
+
 /// Binary COPY straight into `positions`: the fast path when no row is stored yet.
 const COPY_DIRECT: &str = "COPY positions (device_id, fix_time, tenant_id, received, lat, lon, altitude, \
-     speed, course, satellites, valid, attrs, io) FROM STDIN BINARY";
+     speed, course, satellites, valid, attrs, io, distance_m, moving) FROM STDIN BINARY";
 
 async fn copy_rows(
     transaction: &tokio_postgres::Transaction<'_>,
     statement: &str,
     positions: &[&Position],
+    derived: &[Derived],
 ) -> Result<(), tokio_postgres::Error> {
     let sink = transaction.copy_in(statement).await?;
     let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
     pin_mut!(writer);
-    for p in positions {
+    for (p, d) in positions.iter().zip(derived) {
         let (lat, lon) = p.coordinates.unzip();
         writer
             .as_mut()
@@ -315,11 +358,90 @@ async fn copy_rows(
                 &p.valid,
                 &Jsonb(&p.attrs),
                 &Jsonb(&p.io),
+                &d.distance_m,
+                &d.moving,
             ])
             .await?;
     }
     writer.finish().await?;
     Ok(())
+}
+
+/// A position's derived values.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Derived {
+    /// Metres from the device's previous valid fix (valid fixes only).
+    pub distance_m: Option<f64>,
+    /// Moving, by the device's flag or its speed.
+    pub moving: Option<bool>,
+}
+
+/// Great-circle distance in metres (haversine, mean Earth radius), as `haversine_m` in SQL.
+pub fn haversine_m((lat1, lon1): (f64, f64), (lat2, lon2): (f64, f64)) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let (dp, dl) = ((lat2 - lat1).to_radians(), (lon2 - lon1).to_radians());
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * 6_371_008.8 * a.sqrt().min(1.0).asin()
+}
+
+/// The device's own motion flag from `attrs` as the gateway writes it, else speed above
+/// 3 km/h.
+fn moving(p: &Position) -> Option<bool> {
+    let flag = p.attrs.find("\"motion\":").map(|at| p.attrs[at + 9..].trim_start().starts_with("true"));
+    flag.or(p.speed.map(|speed| speed > 3.0))
+}
+
+/// Per-batch previous fixes: for each device, its last stored valid fix before the
+/// batch's first, and whether anything is stored at or after that first (late data).
+const PREVIOUS_FIXES: &str = "SELECT s.device_id, prev.lat, prev.lon,
+        EXISTS (SELECT 1 FROM positions p WHERE p.device_id = s.device_id AND p.fix_time >= s.lo) AS late
+    FROM unnest($1::bigint[], $2::timestamptz[]) AS s(device_id, lo)
+    LEFT JOIN LATERAL (
+        SELECT p.lat, p.lon FROM positions p
+        WHERE p.device_id = s.device_id AND p.fix_time < s.lo AND p.valid AND p.lat IS NOT NULL AND p.lon IS NOT NULL
+        ORDER BY p.fix_time DESC LIMIT 1
+    ) prev ON true";
+
+/// Derives distance and motion for the batch in memory, chaining each device's fixes in
+/// time order from its last stored fix. Exact when the batch only appends; the devices
+/// returned as late (something already stored at or after their first new fix) are
+/// re-derived in SQL after the insert.
+async fn derive_in_batch(
+    transaction: &tokio_postgres::Transaction<'_>,
+    unique: &[&Position],
+) -> Result<(Vec<Derived>, BTreeSet<i64>), tokio_postgres::Error> {
+    let mut first: BTreeMap<i64, UtcMillis> = BTreeMap::new();
+    for p in unique {
+        let at = first.entry(p.device_id).or_insert(p.fix_time);
+        *at = (*at).min(p.fix_time);
+    }
+    let ids: Vec<i64> = first.keys().copied().collect();
+    let lows: Vec<Timestamp> = first.values().map(|t| Timestamp(*t)).collect();
+    let rows = transaction.query(PREVIOUS_FIXES, &[&ids, &lows]).await?;
+    let mut previous: BTreeMap<i64, Option<(f64, f64)>> = BTreeMap::new();
+    let mut late = BTreeSet::new();
+    for row in rows {
+        let device: i64 = row.get(0);
+        previous.insert(device, row.get::<_, Option<f64>>(1).zip(row.get::<_, Option<f64>>(2)));
+        if row.get::<_, bool>(3) {
+            late.insert(device);
+        }
+    }
+    let mut order: Vec<usize> = (0..unique.len()).collect();
+    order.sort_by_key(|&i| (unique[i].device_id, unique[i].fix_time));
+    let mut derived = vec![Derived::default(); unique.len()];
+    for i in order {
+        let p = unique[i];
+        derived[i].moving = moving(p);
+        if p.valid
+            && let Some(here) = p.coordinates
+        {
+            let last = previous.entry(p.device_id).or_insert(None);
+            derived[i].distance_m = Some(last.map_or(0.0, |there| haversine_m(there, here)));
+            *last = Some(here);
+        }
+    }
+    Ok((derived, late))
 }
 
 impl History {
@@ -378,7 +500,8 @@ impl History {
             let mut seen = HashSet::with_capacity(positions.len());
             let unique: Vec<&Position> =
                 positions.iter().filter(|p| seen.insert((p.device_id, p.fix_time.0))).collect();
-            let spans = insert_positions(&transaction, &unique).await?;
+            let (derived, late) = derive_in_batch(&transaction, &unique).await?;
+            let spans = insert_positions(&transaction, &unique, &derived).await?;
             written.inserted = spans.values().map(|s| s.2).sum();
             written.duplicates = positions.len() as u64 - written.inserted;
             if !spans.is_empty() {
@@ -393,6 +516,19 @@ impl History {
                     )
                     .await?;
                 written.events = rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+                // Late data: stored rows after a new one need their distances redone in SQL.
+                let late_spans: Vec<(i64, Timestamp, Timestamp)> = ids
+                    .iter()
+                    .zip(lows.iter().zip(&highs))
+                    .filter(|(id, _)| late.contains(id))
+                    .map(|(id, (lo, hi))| (*id, *lo, *hi))
+                    .collect();
+                if !late_spans.is_empty() {
+                    let ids: Vec<i64> = late_spans.iter().map(|s| s.0).collect();
+                    let lows: Vec<Timestamp> = late_spans.iter().map(|s| s.1).collect();
+                    let highs: Vec<Timestamp> = late_spans.iter().map(|s| s.2).collect();
+                    transaction.execute(DERIVE_DISTANCES, &[&ids, &lows, &highs]).await?;
+                }
             }
         }
 
@@ -431,9 +567,10 @@ impl History {
 async fn insert_positions(
     transaction: &tokio_postgres::Transaction<'_>,
     unique: &[&Position],
+    derived: &[Derived],
 ) -> Result<BTreeMap<i64, (UtcMillis, UtcMillis, u64)>, tokio_postgres::Error> {
     transaction.batch_execute("SAVEPOINT direct_copy").await?;
-    match copy_rows(transaction, COPY_DIRECT, unique).await {
+    match copy_rows(transaction, COPY_DIRECT, unique, derived).await {
         Ok(()) => {
             transaction.batch_execute("RELEASE SAVEPOINT direct_copy").await?;
             let mut spans: BTreeMap<i64, (UtcMillis, UtcMillis, u64)> = BTreeMap::new();
@@ -447,7 +584,7 @@ async fn insert_positions(
         }
         Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
             transaction.batch_execute("ROLLBACK TO SAVEPOINT direct_copy").await?;
-            copy_rows(transaction, COPY_STAGING, unique).await?;
+            copy_rows(transaction, COPY_STAGING, unique, derived).await?;
             let rows = transaction.query(INSERT_FROM_STAGING, &[]).await?;
             Ok(rows
                 .iter()
@@ -477,6 +614,32 @@ fn digest(payload: &[u8], command_id: Option<&str>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn motion_comes_from_the_device_flag_else_the_speed() {
+        let position = |attrs: &str, speed: Option<f64>| Position {
+            tenant_id: 1,
+            device_id: 1,
+            fix_time: UtcMillis(0),
+            received: UtcMillis(0),
+            coordinates: None,
+            altitude: None,
+            speed,
+            course: None,
+            satellites: None,
+            valid: true,
+            attrs: attrs.to_owned(),
+            io: "{}".to_owned(),
+            json: String::new(),
+        };
+        assert_eq!(moving(&position(r#"{"ignition":true,"motion":false}"#, Some(50.0))), Some(false));
+        assert_eq!(moving(&position(r#"{"motion":true}"#, Some(0.0))), Some(true));
+        assert_eq!(moving(&position("{}", Some(3.5))), Some(true));
+        assert_eq!(moving(&position("{}", Some(2.0))), Some(false));
+        assert_eq!(moving(&position("{}", None)), None);
+        let one_degree = haversine_m((0.0, 0.0), (1.0, 0.0));
+        assert!((one_degree - 111_195.08).abs() < 0.1, "{one_degree}");
+    }
 
     #[test]
     fn partitions_are_named_and_bounded_by_month() {

@@ -6,6 +6,14 @@ use common::{Harness, PrivatePostgres, PrivateRedis, eventually, position, redis
 use futures_util::StreamExt;
 use serde_json::json;
 
+/// Great-circle distance in metres (mean Earth radius), the reference for `distance_m`.
+fn haversine(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let (dp, dl) = ((lat2 - lat1).to_radians(), (lon2 - lon1).to_radians());
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * 6_371_008.8 * a.sqrt().min(1.0).asin()
+}
+
 fn future_time(seconds: i64) -> String {
     fleetgate_codecs::time::UtcMillis(fleetgate_processor::processor::now().0 + seconds * 1000).to_string()
 }
@@ -147,7 +155,7 @@ async fn events_are_the_same_whatever_order_the_positions_arrive_in() {
         let mut h = Harness::start(None, redis_url(), Some(90.0)).await;
         for index in order {
             let (time, speed, attrs) = &track[index];
-            h.publish_positions(&[position(time, 54.0, *speed, true, attrs.clone())]).await;
+            h.publish_positions(&[position(time, 54.0 + index as f64 * 0.01, *speed, true, attrs.clone())]).await;
             // One batch per message, so derivation really sees them out of order.
             tokio::time::sleep(std::time::Duration::from_millis(60)).await;
         }
@@ -157,6 +165,23 @@ async fn events_are_the_same_whatever_order_the_positions_arrive_in() {
             h.postgres.query("SELECT rfc3339(time), kind FROM events ORDER BY time, kind", &[]).await.expect("events");
         let events: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         assert_eq!(events, expected);
+        // Distances chain each fix to the one before it in time, whatever the order they
+        // came in: five steps of 0.01 degrees of latitude.
+        let row = h
+            .postgres
+            .query_one(
+                "SELECT sum(distance_m), count(*) FILTER (WHERE distance_m IS NULL), count(*) FILTER (WHERE moving),
+                        (SELECT distance_m FROM positions ORDER BY fix_time LIMIT 1)
+                 FROM positions",
+                &[],
+            )
+            .await
+            .expect("distances");
+        let (total, missing, moving, first): (f64, i64, i64, f64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+        let step = haversine(54.0, 25.0, 54.01, 25.0);
+        assert!((total - 5.0 * step).abs() < 0.01, "total {total} m, expected {}", 5.0 * step);
+        assert_eq!((missing, first), (0, 0.0), "every fix has a distance, the first 0");
+        assert_eq!(moving, 4, "speed above 3 km/h at :00, :01, :02, :03");
         h.stop_processor().await;
     }
 }

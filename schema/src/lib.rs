@@ -24,6 +24,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "tenants_devices", sql: include_str!("../migrations/0001_tenants_devices.sql") },
     Migration { version: 2, name: "history", sql: include_str!("../migrations/0002_history.sql") },
     Migration { version: 3, name: "access", sql: include_str!("../migrations/0003_access.sql") },
+    Migration { version: 4, name: "distance_motion", sql: include_str!("../migrations/0004_distance_motion.sql") },
 ];
 
 /// Why the schema could not be reached or brought up to date.

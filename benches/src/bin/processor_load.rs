@@ -274,7 +274,7 @@ async fn ratios(args: &Args) -> Result<serde_json::Value, Error> {
     let sink = transaction
         .copy_in(
             "COPY positions (device_id, fix_time, tenant_id, received, lat, lon, altitude, speed, course, satellites, \
-             valid, attrs, io) FROM STDIN BINARY",
+             valid, attrs, io, distance_m, moving) FROM STDIN BINARY",
         )
         .await?;
     let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &COPY_TYPES);
@@ -296,6 +296,8 @@ async fn ratios(args: &Args) -> Result<serde_json::Value, Error> {
                 &true,
                 &Jsonb(row.attrs),
                 &Jsonb(row.io),
+                &Some(10.0f64),
+                &Some(true),
             ])
             .await?;
     }
