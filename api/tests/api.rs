@@ -382,3 +382,22 @@ async fn the_live_stream_pushes_positions_of_the_callers_tenant() {
     assert!(text.contains("text/event-stream"), "{text}");
     assert!(text.contains("2026-11-25T11:00:00Z"), "{text}");
 }
+
+#[tokio::test]
+async fn an_expired_session_is_refused() {
+    let api = Api::start(|config| config.api.session_ttl_s = 1).await;
+    let (_, key) = api.tenant("Expiry").await;
+    let user = r#"{"email":"short@expiry.example","password":"long enough","role":"viewer"}"#;
+    assert_eq!(api.call("POST", "/v1/users", Some(&key), Some(user)).await.status, 201);
+    let login = api
+        .call("POST", "/v1/auth/login", None, Some(r#"{"email":"short@expiry.example","password":"long enough"}"#))
+        .await;
+    let token = login.json()["token"].as_str().expect("token").to_owned();
+    assert_eq!(api.call("GET", "/v1/devices", Some(&token), None).await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        api.call("GET", "/v1/devices", Some(&token), None).await.status,
+        401,
+        "expired, even though it was cached"
+    );
+}

@@ -267,3 +267,48 @@ async fn with_redis_down_history_continues_and_live_state_catches_up() {
     assert_eq!(h.live_field("sensors").await.as_deref(), Some(r#"{"fuel_level": 42}"#), "sensors rebuilt from jsonb");
     h.stop_processor().await;
 }
+
+#[tokio::test]
+async fn partitions_are_created_ahead_and_dropped_past_the_retention() {
+    let (_, url) = fleetgate_schema::testing::isolated_schema(&fleetgate_schema::testing::base_url(), "retention")
+        .await
+        .expect("postgres reachable");
+    let mut client = fleetgate_schema::connect(&url).await.expect("connect");
+    fleetgate_schema::migrate(&mut client).await.expect("migrate");
+    let partitions = fleetgate_processor::history::Partitions::default();
+    let now = fleetgate_codecs::time::UtcMillis::parse_rfc3339("2026-11-25T12:00:00Z").expect("time");
+    // A black-box upload from last year made its month; this month and two ahead exist.
+    let old = fleetgate_codecs::time::UtcMillis::parse_rfc3339("2025-10-03T00:00:00Z").expect("time");
+    let (year, month) = old.year_month();
+    partitions.ensure(&mut client, [year * 12 + i64::from(month) - 1]).await.expect("old month");
+    partitions.ensure_ahead(&mut client, now, 2).await.expect("ahead");
+    let names = |client: &tokio_postgres::Client| {
+        let client = client;
+        async move {
+            let rows = client
+                .query(
+                    "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                     WHERE i.inhparent = 'positions'::regclass ORDER BY 1",
+                    &[],
+                )
+                .await
+                .expect("partitions");
+            rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        names(&client).await,
+        [
+            "positions_before_2000",
+            "positions_y2025m10",
+            "positions_y2026m11",
+            "positions_y2026m12",
+            "positions_y2027m01"
+        ]
+    );
+    // Twelve months of retention: October 2025 goes, November 2025 onwards would stay.
+    let dropped = partitions.drop_expired(&mut client, now, 12).await.expect("retention");
+    assert_eq!(dropped, ["positions_y2025m10"]);
+    assert_eq!(names(&client).await.len(), 4);
+    assert!(partitions.drop_expired(&mut client, now, 0).await.expect("keep forever").is_empty());
+}
