@@ -268,6 +268,18 @@ async fn with_redis_down_history_continues_and_live_state_catches_up() {
     h.stop_processor().await;
 }
 
+async fn partition_names(client: &tokio_postgres::Client) -> Vec<String> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'positions'::regclass ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("partitions");
+    rows.iter().map(|r| r.get::<_, String>(0)).collect()
+}
+
 #[tokio::test]
 async fn partitions_are_created_ahead_and_dropped_past_the_retention() {
     let (_, url) = fleetgate_schema::testing::isolated_schema(&fleetgate_schema::testing::base_url(), "retention")
@@ -282,22 +294,8 @@ async fn partitions_are_created_ahead_and_dropped_past_the_retention() {
     let (year, month) = old.year_month();
     partitions.ensure(&mut client, [year * 12 + i64::from(month) - 1]).await.expect("old month");
     partitions.ensure_ahead(&mut client, now, 2).await.expect("ahead");
-    let names = |client: &tokio_postgres::Client| {
-        let client = client;
-        async move {
-            let rows = client
-                .query(
-                    "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-                     WHERE i.inhparent = 'positions'::regclass ORDER BY 1",
-                    &[],
-                )
-                .await
-                .expect("partitions");
-            rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>()
-        }
-    };
     assert_eq!(
-        names(&client).await,
+        partition_names(&client).await,
         [
             "positions_before_2000",
             "positions_y2025m10",
@@ -309,6 +307,6 @@ async fn partitions_are_created_ahead_and_dropped_past_the_retention() {
     // Twelve months of retention: October 2025 goes, November 2025 onwards would stay.
     let dropped = partitions.drop_expired(&mut client, now, 12).await.expect("retention");
     assert_eq!(dropped, ["positions_y2025m10"]);
-    assert_eq!(names(&client).await.len(), 4);
+    assert_eq!(partition_names(&client).await.len(), 4);
     assert!(partitions.drop_expired(&mut client, now, 0).await.expect("keep forever").is_empty());
 }
