@@ -7,6 +7,7 @@
 
 mod decode;
 mod roles;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,8 @@ enum Command {
     Api(ServerArgs),
     /// Run every role in one process.
     Serve(ServerArgs),
+    /// Simulate tracker devices driving routes against a gateway.
+    Simulate(simulate::SimulateArgs),
     /// Platform operator tasks.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Processor(args) => roles::run(roles::Role::Processor, args.config),
         Command::Api(args) => roles::run(roles::Role::Api, args.config),
         Command::Serve(args) => roles::run(roles::Role::Serve, args.config),
+        Command::Simulate(args) => simulate::run(args),
         Command::Admin(AdminCommand::CreateTenant { name, server }) => {
             roles::run(roles::Role::CreateTenant { name }, server.config)
         }

@@ -1,0 +1,830 @@
+//! `fleetgate simulate`: N tracker devices over TCP, a protocol mix of Teltonika codec
+//! 8E and Wialon IPS 2.0, each driving its own route: following a closed polyline at
+//! plausible speeds, stopping with the ignition off, idling, burning fuel and refuelling,
+//! some going offline and coming back with a black-box burst, some sending corrupted
+//! frames (and then the correct one, as a real device resends). Every frame waits for
+//! its acknowledgement, which is timed; acknowledged positions can be written to a file
+//! so a test can check that each one is stored exactly once.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use fleetgate_codecs::teltonika::CODEC_8E;
+use fleetgate_codecs::teltonika::encode::{IoElement, Record as AvlRecord, avl_packet, handshake};
+use fleetgate_codecs::wialon::Version;
+use fleetgate_codecs::wialon::encode::{self as wialon, Param, Record as WialonRecord};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// Options of `fleetgate simulate`.
+#[derive(clap::Args, Clone)]
+pub struct SimulateArgs {
+    /// Gateway host.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Teltonika TCP port.
+    #[arg(long, default_value_t = 5027)]
+    teltonika_port: u16,
+    /// Wialon IPS TCP port.
+    #[arg(long, default_value_t = 5039)]
+    wialon_port: u16,
+    /// Number of devices (ignored with --devices-file).
+    #[arg(long, default_value_t = 10)]
+    devices: usize,
+    /// Share of the devices that speak Wialon IPS 2.0 (the rest Teltonika 8E).
+    #[arg(long, default_value_t = 0.5)]
+    wialon_share: f64,
+    /// Seconds between two reports of a device.
+    #[arg(long, default_value_t = 5.0)]
+    interval_s: f64,
+    /// Records per report (Teltonika packs them in one frame, Wialon in one #B# line).
+    #[arg(long, default_value_t = 1)]
+    records: usize,
+    /// How long to run (seconds).
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// First identifier (IMEI) when generating devices; the rest count up.
+    #[arg(long, default_value_t = 359_000_000_000_000)]
+    imei_base: u64,
+    /// Devices from a file instead: one `IDENTIFIER PROTOCOL` per line.
+    #[arg(long)]
+    devices_file: Option<PathBuf>,
+    /// Register the devices through the API at this base URL (http://host:port) first.
+    #[arg(long)]
+    register: Option<String>,
+    /// API key for --register (admin role).
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Share of the devices that go offline once and come back with a black-box burst.
+    #[arg(long, default_value_t = 0.1)]
+    offline_share: f64,
+    /// Share of the devices that corrupt one frame in ten (then resend it intact).
+    #[arg(long, default_value_t = 0.05)]
+    corrupt_share: f64,
+    /// Write every acknowledged position here as JSON Lines: {"device", "time"}.
+    #[arg(long)]
+    acked: Option<PathBuf>,
+    /// Print the final summary as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Seed of the routes and behaviours.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// A small deterministic generator (SplitMix64): routes repeat for a seed.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn between(&mut self, low: f64, high: f64) -> f64 {
+        low + (high - low) * self.unit()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Protocol {
+    Teltonika,
+    Wialon,
+}
+
+struct DeviceSpec {
+    identifier: String,
+    protocol: Protocol,
+    goes_offline: bool,
+    corrupts: bool,
+    seed: u64,
+}
+
+/// What the vehicle is doing.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Phase {
+    Driving,
+    Idling,
+    Parked,
+    Refuelling,
+}
+
+/// The vehicle: position on its route, speed, ignition, fuel, odometer.
+struct Vehicle {
+    route: Vec<(f64, f64)>,
+    leg: usize,
+    along_m: f64,
+    speed_kmh: f64,
+    cruise_kmh: f64,
+    phase: Phase,
+    phase_left_s: f64,
+    fuel_l: f64,
+    odometer_m: f64,
+    random: Random,
+}
+
+const TANK_L: f64 = 400.0;
+const LITRES_PER_KM: f64 = 0.32;
+
+fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (p1, p2) = (a.0.to_radians(), b.0.to_radians());
+    let (dp, dl) = ((b.0 - a.0).to_radians(), (b.1 - a.1).to_radians());
+    let h = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * 6_371_008.8 * h.sqrt().min(1.0).asin()
+}
+
+impl Vehicle {
+    fn new(seed: u64) -> Self {
+        let mut random = Random(seed);
+        // A closed road loop of 6-10 waypoints 2-8 km around a depot near Vilnius.
+        let depot = (54.6872 + random.between(-0.2, 0.2), 25.2797 + random.between(-0.3, 0.3));
+        let points = 6 + (random.next() % 5) as usize;
+        let route = (0..points)
+            .map(|i| {
+                let angle = i as f64 / points as f64 * std::f64::consts::TAU + random.between(-0.2, 0.2);
+                let radius_km = random.between(2.0, 8.0);
+                (
+                    depot.0 + radius_km / 111.0 * angle.sin(),
+                    depot.1 + radius_km / (111.0 * depot.0.to_radians().cos()) * angle.cos(),
+                )
+            })
+            .collect();
+        let cruise_kmh = random.between(40.0, 85.0);
+        let fuel_l = random.between(0.3, 0.9) * TANK_L;
+        Vehicle {
+            route,
+            leg: 0,
+            along_m: 0.0,
+            speed_kmh: 0.0,
+            cruise_kmh,
+            phase: Phase::Parked,
+            phase_left_s: random.between(0.0, 30.0),
+            fuel_l,
+            odometer_m: random.between(50_000.0, 400_000.0) * 1000.0,
+            random,
+        }
+    }
+
+    fn position(&self) -> (f64, f64) {
+        let a = self.route[self.leg];
+        let b = self.route[(self.leg + 1) % self.route.len()];
+        let t = (self.along_m / distance_m(a, b).max(1.0)).min(1.0);
+        (a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t)
+    }
+
+    fn course(&self) -> f64 {
+        let a = self.route[self.leg];
+        let b = self.route[(self.leg + 1) % self.route.len()];
+        let (dy, dx) = (b.0 - a.0, (b.1 - a.1) * a.0.to_radians().cos());
+        (dx.atan2(dy).to_degrees() + 360.0) % 360.0
+    }
+
+    fn ignition(&self) -> bool {
+        matches!(self.phase, Phase::Driving | Phase::Idling)
+    }
+
+    /// Advances the vehicle by `seconds`.
+    fn step(&mut self, seconds: f64) {
+        self.phase_left_s -= seconds;
+        if self.phase_left_s <= 0.0 {
+            self.phase = match self.phase {
+                _ if self.fuel_l < 0.15 * TANK_L => Phase::Refuelling,
+                Phase::Driving if self.random.unit() < 0.3 => Phase::Idling,
+                Phase::Driving => Phase::Parked,
+                Phase::Idling | Phase::Parked | Phase::Refuelling => Phase::Driving,
+            };
+            self.phase_left_s = match self.phase {
+                Phase::Driving => self.random.between(120.0, 900.0),
+                Phase::Idling => self.random.between(30.0, 180.0),
+                Phase::Parked => self.random.between(60.0, 600.0),
+                Phase::Refuelling => 180.0,
+            };
+        }
+        match self.phase {
+            Phase::Driving => {
+                // Speed wanders around the cruise speed; accelerations stay plausible.
+                let target = (self.cruise_kmh + self.random.between(-15.0, 15.0)).clamp(10.0, 110.0);
+                let change = (target - self.speed_kmh).clamp(-10.0 * seconds, 8.0 * seconds);
+                self.speed_kmh = (self.speed_kmh + change).max(0.0);
+                let mut metres = self.speed_kmh / 3.6 * seconds;
+                self.odometer_m += metres;
+                self.fuel_l = (self.fuel_l - metres / 1000.0 * LITRES_PER_KM).max(0.0);
+                while metres > 0.0 {
+                    let a = self.route[self.leg];
+                    let b = self.route[(self.leg + 1) % self.route.len()];
+                    let left = distance_m(a, b) - self.along_m;
+                    if metres < left {
+                        self.along_m += metres;
+                        metres = 0.0;
+                    } else {
+                        metres -= left.max(0.0);
+                        self.leg = (self.leg + 1) % self.route.len();
+                        self.along_m = 0.0;
+                    }
+                }
+            }
+            Phase::Idling => {
+                self.speed_kmh = 0.0;
+                self.fuel_l = (self.fuel_l - 1.5 / 3600.0 * seconds).max(0.0);
+            }
+            Phase::Parked => self.speed_kmh = 0.0,
+            Phase::Refuelling => {
+                self.speed_kmh = 0.0;
+                self.fuel_l = (self.fuel_l + 2.0 * seconds).min(0.95 * TANK_L);
+            }
+        }
+    }
+}
+
+/// One report: what the vehicle was at `time_ms`.
+#[derive(Clone)]
+struct Report {
+    time_ms: i64,
+    lat: f64,
+    lon: f64,
+    speed: f64,
+    course: f64,
+    ignition: bool,
+    fuel_percent: f64,
+    odometer_m: f64,
+    power_v: f64,
+}
+
+fn teltonika_record(r: &Report) -> AvlRecord {
+    AvlRecord {
+        time_ms: r.time_ms as u64,
+        priority: 0,
+        lon: (r.lon * 1e7).round() as i32,
+        lat: (r.lat * 1e7).round() as i32,
+        altitude: 120,
+        course: r.course.round() as u16 % 360,
+        satellites: 11,
+        speed: r.speed.round() as u16,
+        event_io: 0,
+        generation: 0,
+        io: vec![
+            (239, IoElement::U8(u8::from(r.ignition))),
+            (240, IoElement::U8(u8::from(r.speed > 3.0))),
+            (21, IoElement::U8(4)),
+            (69, IoElement::U8(1)),
+            (66, IoElement::U16((r.power_v * 1000.0) as u16)),
+            (67, IoElement::U16(4100)),
+            (24, IoElement::U16(r.speed.round() as u16)),
+            (89, IoElement::U8(r.fuel_percent.round() as u8)),
+            (16, IoElement::U32(r.odometer_m as u32)),
+        ],
+    }
+}
+
+fn wialon_record(r: &Report) -> WialonRecord {
+    WialonRecord {
+        time_s: Some(r.time_ms / 1000),
+        lat: Some(r.lat),
+        lon: Some(r.lon),
+        speed: Some((r.speed * 10.0).round() / 10.0),
+        course: Some(r.course.round()),
+        altitude: Some(120.0),
+        satellites: Some(11),
+        hdop: Some(0.8),
+        inputs: Some(u32::from(r.ignition)),
+        outputs: Some(0),
+        adc: vec![r.power_v],
+        ibutton: None,
+        params: vec![
+            ("ign".into(), Param::Int(i64::from(r.ignition))),
+            ("fuel".into(), Param::Double((r.fuel_percent * 10.0).round() / 10.0)),
+            ("odo".into(), Param::Double((r.odometer_m / 100.0).round() / 10.0)),
+        ],
+    }
+}
+
+/// Counters shared by every device.
+#[derive(Default)]
+struct Stats {
+    connections: AtomicI64,
+    connects: AtomicU64,
+    frames: AtomicU64,
+    sent: AtomicU64,
+    acked: AtomicU64,
+    corrupted: AtomicU64,
+    corrupted_refused: AtomicU64,
+    bursts: AtomicU64,
+    errors: AtomicU64,
+    latencies_us: Mutex<Vec<u32>>,
+}
+
+impl Stats {
+    fn percentile_ms(samples: &mut [u32], p: f64) -> f64 {
+        if samples.is_empty() {
+            return 0.0;
+        }
+        samples.sort_unstable();
+        let index = ((samples.len() as f64 * p) as usize).min(samples.len() - 1);
+        f64::from(samples[index]) / 1000.0
+    }
+}
+
+/// A device's connection: frames out, replies in.
+struct Link {
+    reader: BufReader<TcpStream>,
+}
+
+impl Link {
+    async fn open(spec: &DeviceSpec, args: &SimulateArgs) -> anyhow::Result<Self> {
+        let port = if spec.protocol == Protocol::Teltonika { args.teltonika_port } else { args.wialon_port };
+        let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect((args.host.as_str(), port)))
+            .await
+            .context("connect timed out")??;
+        stream.set_nodelay(true)?;
+        let mut link = Link { reader: BufReader::new(stream) };
+        match spec.protocol {
+            Protocol::Teltonika => {
+                link.reader.get_mut().write_all(&handshake(&spec.identifier)).await?;
+                let mut answer = [0u8; 1];
+                link.read_exact(&mut answer).await?;
+                if answer[0] != 1 {
+                    bail!("{} refused at login", spec.identifier);
+                }
+            }
+            Protocol::Wialon => {
+                link.reader
+                    .get_mut()
+                    .write_all(wialon::login(&spec.identifier, None, Version::V2_0).as_bytes())
+                    .await?;
+                let answer = link.read_line().await?;
+                if answer.trim_end() != "#AL#1" {
+                    bail!("{} refused at login: {}", spec.identifier, answer.trim_end());
+                }
+            }
+        }
+        Ok(link)
+    }
+
+    async fn read_exact(&mut self, buffer: &mut [u8]) -> anyhow::Result<()> {
+        tokio::time::timeout(Duration::from_secs(30), self.reader.read_exact(buffer)).await.context("no reply")??;
+        Ok(())
+    }
+
+    async fn read_line(&mut self) -> anyhow::Result<String> {
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(30), self.reader.read_line(&mut line)).await.context("no reply")??;
+        if line.is_empty() {
+            bail!("connection closed");
+        }
+        Ok(line)
+    }
+
+    /// Sends reports (as one frame) and returns how many the gateway acknowledged.
+    async fn send(&mut self, protocol: Protocol, reports: &[Report], corrupt: bool) -> anyhow::Result<usize> {
+        match protocol {
+            Protocol::Teltonika => {
+                let records: Vec<AvlRecord> = reports.iter().map(teltonika_record).collect();
+                let mut frame = avl_packet(CODEC_8E, &records).to_vec();
+                if corrupt && let Some(last) = frame.last_mut() {
+                    *last ^= 0xFF;
+                }
+                self.reader.get_mut().write_all(&frame).await?;
+                let mut answer = [0u8; 4];
+                self.read_exact(&mut answer).await?;
+                Ok(u32::from_be_bytes(answer) as usize)
+            }
+            Protocol::Wialon => {
+                let records: Vec<WialonRecord> = reports.iter().map(wialon_record).collect();
+                let mut line = if records.len() == 1 {
+                    wialon::extended_data(&records[0], Version::V2_0)
+                } else {
+                    wialon::black_box(&records, Version::V2_0)
+                };
+                if corrupt {
+                    // Change the checksum's first hex digit.
+                    let at = line.trim_end().rfind(';').map_or(0, |i| i + 1);
+                    let digit = if line.as_bytes().get(at) == Some(&b'0') { "1" } else { "0" };
+                    line.replace_range(at..at + 1, digit);
+                }
+                self.reader.get_mut().write_all(line.as_bytes()).await?;
+                let answer = self.read_line().await?;
+                let answer = answer.trim_end();
+                Ok(match answer.strip_prefix("#AB#") {
+                    Some(count) => count.parse().unwrap_or(0),
+                    None => usize::from(answer == "#AD#1"),
+                })
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn time_text(ms: i64) -> String {
+    fleetgate_codecs::time::UtcMillis(ms).to_string()
+}
+
+/// Runs one device until `deadline`.
+async fn run_device(
+    spec: DeviceSpec,
+    args: Arc<SimulateArgs>,
+    stats: Arc<Stats>,
+    acked: Option<mpsc::UnboundedSender<String>>,
+    deadline: Instant,
+) {
+    let mut vehicle = Vehicle::new(spec.seed);
+    let mut random = Random(spec.seed ^ 0xA5A5);
+    let interval = Duration::from_secs_f64(args.interval_s);
+    // Spread the first reports over one interval so the load is even.
+    tokio::time::sleep(interval.mul_f64(random.unit())).await;
+    // A device that goes offline does so once, for 3 to 8 reports, somewhere in the run.
+    let total_ticks = (args.seconds as f64 / args.interval_s) as u64;
+    let offline_at =
+        if spec.goes_offline { Some(total_ticks / 4 + random.next() % (total_ticks / 2).max(1)) } else { None };
+    let offline_for = 3 + random.next() % 6;
+    let mut link: Option<Link> = None;
+    let mut backlog: Vec<Report> = Vec::new();
+    let mut tick: u64 = 0;
+    let mut frames_sent: u64 = 0;
+    let mut last_time_ms = 0;
+    let mut next = tokio::time::Instant::now();
+    while Instant::now() < deadline {
+        next += interval;
+        // The reports of this interval, each at its own time (Wialon: whole seconds).
+        let now = now_ms();
+        for k in 0..args.records {
+            let step_s = args.interval_s / args.records as f64;
+            vehicle.step(step_s);
+            let offset = ((args.records - 1 - k) as f64 * step_s * 1000.0) as i64;
+            let mut time_ms = now - offset;
+            if spec.protocol == Protocol::Wialon {
+                time_ms -= time_ms % 1000;
+            }
+            // Never two reports with one time: the second would be the same position.
+            if time_ms <= last_time_ms {
+                continue;
+            }
+            last_time_ms = time_ms;
+            let (lat, lon) = vehicle.position();
+            backlog.push(Report {
+                time_ms,
+                lat,
+                lon,
+                speed: vehicle.speed_kmh,
+                course: vehicle.course(),
+                ignition: vehicle.ignition(),
+                fuel_percent: vehicle.fuel_l / TANK_L * 100.0,
+                odometer_m: vehicle.odometer_m,
+                power_v: if vehicle.ignition() { 14.1 } else { 12.6 },
+            });
+        }
+        let offline = offline_at.is_some_and(|at| tick >= at && tick < at + offline_for);
+        tick += 1;
+        if offline {
+            if let Some(dropped) = link.take() {
+                drop(dropped);
+                stats.connections.fetch_sub(1, Relaxed);
+            }
+        } else if !backlog.is_empty() {
+            let burst = backlog.len() > args.records;
+            if burst {
+                stats.bursts.fetch_add(1, Relaxed);
+            }
+            // Send what is due, in frames of at most 10 records, oldest first.
+            while !backlog.is_empty() && Instant::now() < deadline {
+                if link.is_none() {
+                    match Link::open(&spec, &args).await {
+                        Ok(opened) => {
+                            stats.connections.fetch_add(1, Relaxed);
+                            stats.connects.fetch_add(1, Relaxed);
+                            link = Some(opened);
+                        }
+                        Err(_) => {
+                            stats.errors.fetch_add(1, Relaxed);
+                            break;
+                        }
+                    }
+                }
+                let Some(open) = link.as_mut() else { break };
+                let take = backlog.len().min(10);
+                let frame: Vec<Report> = backlog[..take].to_vec();
+                frames_sent += 1;
+                if spec.corrupts && frames_sent % 10 == 5 {
+                    stats.corrupted.fetch_add(1, Relaxed);
+                    match open.send(spec.protocol, &frame, true).await {
+                        Ok(0) => {
+                            stats.corrupted_refused.fetch_add(1, Relaxed);
+                        }
+                        Ok(_) => {
+                            stats.errors.fetch_add(1, Relaxed);
+                        }
+                        Err(_) => {
+                            link = None;
+                            stats.connections.fetch_sub(1, Relaxed);
+                            continue;
+                        }
+                    }
+                }
+                let started = Instant::now();
+                stats.frames.fetch_add(1, Relaxed);
+                stats.sent.fetch_add(take as u64, Relaxed);
+                let Some(open) = link.as_mut() else { break };
+                let result = open.send(spec.protocol, &frame, false).await;
+                {
+                    match result {
+                        Ok(count) if count == take => {
+                            let elapsed = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                            stats.latencies_us.lock().unwrap_or_else(|e| e.into_inner()).push(elapsed);
+                            stats.acked.fetch_add(take as u64, Relaxed);
+                            if let Some(acked) = &acked {
+                                for report in &frame {
+                                    let _ = acked.send(format!(
+                                        "{{\"device\":\"{}\",\"time\":\"{}\"}}",
+                                        spec.identifier,
+                                        time_text(report.time_ms)
+                                    ));
+                                }
+                            }
+                            backlog.drain(..take);
+                        }
+                        Ok(_) | Err(_) => {
+                            // Not acknowledged: keep the records and resend on a new connection.
+                            stats.errors.fetch_add(1, Relaxed);
+                            link = None;
+                            stats.connections.fetch_sub(1, Relaxed);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        tokio::time::sleep_until(next).await;
+    }
+    if link.is_some() {
+        stats.connections.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Registers the devices through the API (201 or 409 both mean registered).
+async fn register(base: &str, key: &str, devices: &[DeviceSpec]) -> anyhow::Result<()> {
+    let address = base.strip_prefix("http://").context("--register takes an http:// URL")?.trim_end_matches('/');
+    for device in devices {
+        let protocol = if device.protocol == Protocol::Teltonika { "teltonika" } else { "wialon" };
+        let body = serde_json::json!({"identifier": device.identifier, "name": format!("Simulated {}", device.identifier), "protocol": protocol})
+            .to_string();
+        let request = format!(
+            "POST /v1/devices HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut stream =
+            TcpStream::connect(address).await.with_context(|| format!("cannot reach the API at {base}"))?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        let status = String::from_utf8_lossy(&response).split(' ').nth(1).unwrap_or("").to_owned();
+        if status != "201" && status != "409" {
+            bail!("registering {} answered {status}: {}", device.identifier, String::from_utf8_lossy(&response));
+        }
+    }
+    Ok(())
+}
+
+fn device_specs(args: &SimulateArgs) -> anyhow::Result<Vec<DeviceSpec>> {
+    let mut random = Random(args.seed);
+    let mut specs = Vec::new();
+    let mut push = |identifier: String, protocol: Protocol, random: &mut Random| {
+        specs.push(DeviceSpec {
+            identifier,
+            protocol,
+            goes_offline: random.unit() < args.offline_share,
+            corrupts: random.unit() < args.corrupt_share,
+            seed: random.next(),
+        });
+    };
+    match &args.devices_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let mut fields = line.split_whitespace();
+                let (Some(identifier), Some(protocol)) = (fields.next(), fields.next()) else {
+                    bail!("{}:{}: expected IDENTIFIER PROTOCOL", path.display(), number + 1);
+                };
+                let protocol = match protocol {
+                    "teltonika" => Protocol::Teltonika,
+                    "wialon" => Protocol::Wialon,
+                    other => bail!("{}:{}: unknown protocol {other}", path.display(), number + 1),
+                };
+                push(identifier.to_owned(), protocol, &mut random);
+            }
+        }
+        None => {
+            for i in 0..args.devices {
+                // Wialon devices are spread evenly through the list by share.
+                let wialon = ((i + 1) as f64 * args.wialon_share).floor() > (i as f64 * args.wialon_share).floor();
+                push(
+                    (args.imei_base + i as u64).to_string(),
+                    if wialon { Protocol::Wialon } else { Protocol::Teltonika },
+                    &mut random,
+                );
+            }
+        }
+    }
+    Ok(specs)
+}
+
+/// Runs the simulation; prints progress to standard error and the summary to standard output.
+pub fn run(args: SimulateArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("simulate: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(simulate(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("simulate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    if args.interval_s < 0.05 || args.records == 0 || !(0.0..=1.0).contains(&args.wialon_share) {
+        bail!("--interval-s must be at least 0.05, --records at least 1, --wialon-share within 0..1");
+    }
+    let specs = device_specs(&args)?;
+    if let Some(base) = &args.register {
+        let key = args.api_key.as_deref().context("--register needs --api-key")?;
+        register(base, key, &specs).await?;
+    }
+    let (acked_sender, writer) = match &args.acked {
+        Some(path) => {
+            let mut file = std::io::BufWriter::new(
+                std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
+            );
+            let (sender, mut receiver) = mpsc::unbounded_channel::<String>();
+            let writer = tokio::task::spawn_blocking(move || {
+                while let Some(line) = receiver.blocking_recv() {
+                    let _ = writeln!(file, "{line}");
+                }
+                file.flush()
+            });
+            (Some(sender), Some(writer))
+        }
+        None => (None, None),
+    };
+    let stats = Arc::new(Stats::default());
+    let args = Arc::new(args);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds);
+    let devices = specs.len();
+    let mut tasks = Vec::with_capacity(devices);
+    for spec in specs {
+        tasks.push(tokio::spawn(run_device(spec, args.clone(), stats.clone(), acked_sender.clone(), deadline)));
+    }
+    drop(acked_sender);
+    let progress = {
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let mut last = (Instant::now(), 0u64);
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let acked = stats.acked.load(Relaxed);
+                let rate = (acked - last.1) as f64 / last.0.elapsed().as_secs_f64();
+                last = (Instant::now(), acked);
+                let mut samples = stats.latencies_us.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                eprintln!(
+                    "simulate: {:>4.0}s  connections {}  sent {}  acked {}  rate {:.0}/s  ack p50 {:.1} ms p99 {:.1} ms  errors {}",
+                    started.elapsed().as_secs_f64(),
+                    stats.connections.load(Relaxed),
+                    stats.sent.load(Relaxed),
+                    acked,
+                    rate,
+                    Stats::percentile_ms(&mut samples, 0.5),
+                    Stats::percentile_ms(&mut samples, 0.99),
+                    stats.errors.load(Relaxed),
+                );
+            }
+        })
+    };
+    for task in tasks {
+        let _ = task.await;
+    }
+    progress.abort();
+    if let Some(writer) = writer {
+        writer.await??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut samples = std::mem::take(&mut *stats.latencies_us.lock().unwrap_or_else(|e| e.into_inner()));
+    let summary = serde_json::json!({
+        "devices": devices,
+        "seconds": (elapsed * 10.0).round() / 10.0,
+        "connects": stats.connects.load(Relaxed),
+        "frames": stats.frames.load(Relaxed),
+        "sent": stats.sent.load(Relaxed),
+        "acked": stats.acked.load(Relaxed),
+        "rate_per_second": (stats.acked.load(Relaxed) as f64 / elapsed).round(),
+        "ack_ms": {"p50": Stats::percentile_ms(&mut samples, 0.5), "p99": Stats::percentile_ms(&mut samples, 0.99)},
+        "black_box_bursts": stats.bursts.load(Relaxed),
+        "corrupted_sent": stats.corrupted.load(Relaxed),
+        "corrupted_refused": stats.corrupted_refused.load(Relaxed),
+        "errors": stats.errors.load(Relaxed),
+    });
+    if args.json {
+        println!("{summary}");
+    } else {
+        println!(
+            "{} devices, {:.0} s: {} positions sent, {} acknowledged ({:.0}/s), ack p50 {} ms p99 {} ms; \
+             {} black-box bursts; {} corrupted frames, {} refused; {} errors",
+            devices,
+            elapsed,
+            summary["sent"],
+            summary["acked"],
+            summary["rate_per_second"].as_f64().unwrap_or(0.0),
+            summary["ack_ms"]["p50"],
+            summary["ack_ms"]["p99"],
+            summary["black_box_bursts"],
+            summary["corrupted_sent"],
+            summary["corrupted_refused"],
+            summary["errors"],
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vehicles_drive_stop_and_refuel_plausibly() {
+        let mut vehicle = Vehicle::new(7);
+        vehicle.fuel_l = 0.2 * TANK_L;
+        let mut phases = std::collections::BTreeSet::new();
+        let mut last = vehicle.position();
+        for _ in 0..20_000 {
+            vehicle.step(5.0);
+            let here = vehicle.position();
+            // Never faster than the speed allows (5 s at up to 110 km/h, plus rounding).
+            assert!(distance_m(last, here) <= 160.0, "jumped {} m", distance_m(last, here));
+            assert!((0.0..=110.0).contains(&vehicle.speed_kmh));
+            assert!((0.0..=TANK_L).contains(&vehicle.fuel_l));
+            assert_eq!(vehicle.ignition(), matches!(vehicle.phase, Phase::Driving | Phase::Idling));
+            phases.insert(format!("{:?}", vehicle.phase));
+            last = here;
+        }
+        assert_eq!(phases.len(), 4, "drives, idles, parks and refuels: {phases:?}");
+    }
+
+    #[test]
+    fn corrupted_frames_do_not_pass_their_checksums() {
+        let report = Report {
+            time_ms: 1_700_000_000_000,
+            lat: 54.7,
+            lon: 25.3,
+            speed: 50.0,
+            course: 90.0,
+            ignition: true,
+            fuel_percent: 50.0,
+            odometer_m: 1000.0,
+            power_v: 14.1,
+        };
+        let line = wialon::extended_data(&wialon_record(&report), Version::V2_0);
+        let at = line.trim_end().rfind(';').map_or(0, |i| i + 1);
+        assert!(line.len() - at >= 4, "a checksum ends the line: {line}");
+        let specs = device_specs(&SimulateArgs {
+            host: String::new(),
+            teltonika_port: 0,
+            wialon_port: 0,
+            devices: 10,
+            wialon_share: 0.3,
+            interval_s: 1.0,
+            records: 1,
+            seconds: 1,
+            imei_base: 1,
+            devices_file: None,
+            register: None,
+            api_key: None,
+            offline_share: 0.0,
+            corrupt_share: 0.0,
+            acked: None,
+            json: false,
+            seed: 1,
+        })
+        .unwrap_or_default();
+        assert_eq!(specs.iter().filter(|s| s.protocol == Protocol::Wialon).count(), 3);
+    }
+}

@@ -1,0 +1,192 @@
+//! The whole system, end to end: `fleetgate serve` (gateway, processor and API) on free
+//! ports in an isolated schema, stream, subject and key prefix; a tenant from
+//! `fleetgate admin create-tenant`; `fleetgate simulate` registering its devices through
+//! the API and driving them (Teltonika 8E and Wialon IPS 2.0, a black-box burst, corrupted
+//! frames). Afterwards every acknowledged position is in history exactly once and the
+//! live position of each device is its newest acknowledged one.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http_get(port: u16, path: &str, key: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: e2e\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n");
+    let _ = stream.write_all(request.as_bytes());
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn simulated_devices_end_to_end_every_acknowledged_position_stored_once() {
+    let (schema, url) = fleetgate_schema::testing::isolated_schema(&fleetgate_schema::testing::base_url(), "e2e")
+        .await
+        .expect("postgres reachable");
+    let mut client = fleetgate_schema::connect(&url).await.expect("connect");
+    fleetgate_schema::migrate(&mut client).await.expect("migrate");
+    let dir = std::env::temp_dir().join(format!("fleetgate-e2e-{schema}"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (teltonika, wialon, api) = (free_port(), free_port(), free_port());
+    let nats = std::env::var("FLEETGATE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let redis = std::env::var("FLEETGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let tag = schema.replace('_', "");
+    let config = format!(
+        r#"
+[postgres]
+url = "{url}"
+[nats]
+url = "{nats}"
+stream = "E2E{tag}"
+command_stream = "E2E{tag}_CMD"
+subject_prefix = "e2e{tag}"
+[redis]
+url = "{redis}"
+key_prefix = "e2e{tag}"
+[gateway]
+bind = "127.0.0.1"
+metrics_addr = ""
+[[gateway.listeners]]
+protocol = "teltonika"
+tcp_port = {teltonika}
+[[gateway.listeners]]
+protocol = "wialon"
+tcp_port = {wialon}
+[processor]
+metrics_addr = ""
+batch_wait_ms = 20
+[api]
+bind = "127.0.0.1:{api}"
+"#
+    );
+    let config_path = dir.join("fleetgate.toml");
+    std::fs::write(&config_path, config).expect("config");
+    let binary = env!("CARGO_BIN_EXE_fleetgate");
+
+    let created = Command::new(binary)
+        .args(["admin", "create-tenant", "--name", "E2E", "--config"])
+        .arg(&config_path)
+        .output()
+        .expect("create-tenant runs");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let tenant: serde_json::Value = serde_json::from_slice(&created.stdout).expect("tenant JSON");
+    let key = tenant["api_key"].as_str().expect("key").to_owned();
+
+    let _serve = Serve(
+        Command::new(binary)
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("FLEETGATE_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("serve starts"),
+    );
+    let started = Instant::now();
+    while http_get(api, "/health", "").0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(60), "fleetgate serve did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let acked_path = dir.join("acked.jsonl");
+    let simulated = Command::new(binary)
+        .args(["simulate", "--host", "127.0.0.1", "--json", "--seed", "3"])
+        .args(["--teltonika-port", &teltonika.to_string(), "--wialon-port", &wialon.to_string()])
+        .args([
+            "--devices",
+            "6",
+            "--interval-s",
+            "1",
+            "--records",
+            "2",
+            "--seconds",
+            "12",
+            "--imei-base",
+            "358000000000000",
+        ])
+        .args(["--offline-share", "0.5", "--corrupt-share", "0.5"])
+        .args(["--register", &format!("http://127.0.0.1:{api}"), "--api-key", &key])
+        .arg("--acked")
+        .arg(&acked_path)
+        .output()
+        .expect("simulate runs");
+    assert!(simulated.status.success(), "{}", String::from_utf8_lossy(&simulated.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&simulated.stdout).expect("summary JSON");
+    let acked_count = summary["acked"].as_u64().expect("acked");
+    assert!(acked_count > 50, "{summary}");
+    assert!(summary["corrupted_sent"].as_u64() > Some(0), "{summary}");
+    assert_eq!(summary["corrupted_sent"], summary["corrupted_refused"], "every corrupted frame refused: {summary}");
+    assert!(summary["black_box_bursts"].as_u64() > Some(0), "{summary}");
+
+    // What the devices saw acknowledged.
+    let mut newest: BTreeMap<String, String> = BTreeMap::new();
+    let mut acked: Vec<(String, String)> = Vec::new();
+    for line in std::fs::read_to_string(&acked_path).expect("acked file").lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).expect("acked line");
+        let (device, time) = (entry["device"].as_str().unwrap_or_default(), entry["time"].as_str().unwrap_or_default());
+        let best = newest.entry(device.to_owned()).or_default();
+        if fleetgate_codecs::time::UtcMillis::parse_rfc3339(time)
+            > fleetgate_codecs::time::UtcMillis::parse_rfc3339(best)
+        {
+            *best = time.to_owned();
+        }
+        acked.push((device.to_owned(), time.to_owned()));
+    }
+    assert_eq!(acked.len() as u64, acked_count);
+
+    // Every acknowledged position is in history exactly once (the processor may still be
+    // finishing the last batch).
+    let devices: Vec<String> = acked.iter().map(|a| a.0.clone()).collect();
+    let times: Vec<String> = acked.iter().map(|a| a.1.clone()).collect();
+    let check = "SELECT count(*) FILTER (WHERE n = 0), count(*) FILTER (WHERE n > 1) FROM (
+        SELECT (SELECT count(*) FROM positions p JOIN devices d ON d.id = p.device_id
+                WHERE d.identifier = a.device AND p.fix_time = a.time::timestamptz) AS n
+        FROM unnest($1::text[], $2::text[]) AS a(device, time)) counts";
+    let started = Instant::now();
+    let (missing, duplicated) = loop {
+        let row = client.query_one(check, &[&devices, &times]).await.expect("check");
+        let (missing, duplicated): (i64, i64) = (row.get(0), row.get(1));
+        if missing == 0 || started.elapsed() > Duration::from_secs(30) {
+            break (missing, duplicated);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!((missing, duplicated), (0, 0), "acknowledged positions lost or duplicated");
+    let stored: i64 = client.query_one("SELECT count(*) FROM positions", &[]).await.expect("count").get(0);
+    assert_eq!(stored as usize, acked.len(), "nothing stored that was not acknowledged once");
+
+    // Live state: each device's newest acknowledged fix.
+    let rows = client.query("SELECT id, identifier FROM devices", &[]).await.expect("devices");
+    assert_eq!(rows.len(), 6, "the simulator registered its devices through the API");
+    for row in rows {
+        let (id, identifier): (i64, String) = (row.get(0), row.get(1));
+        let Some(expected) = newest.get(&identifier) else { continue };
+        let started = Instant::now();
+        loop {
+            let (status, body) = http_get(api, &format!("/v1/devices/{id}/live"), &key);
+            let live: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if status == 200 && live["time"].as_str() == Some(expected) {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "{identifier}: live {body}, expected {expected}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
