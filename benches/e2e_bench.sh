@@ -8,13 +8,16 @@
 #
 #   benches/e2e_bench.sh [RATES]
 #   benches/e2e_bench.sh "10000 20000 30000 40000 50000"
-# Environment: DEVICES (5000), SECONDS_PER_STEP (20), FRESHNESS_RATE (20000).
+# Environment: DEVICES (5000), SECONDS_PER_STEP (20), FRESHNESS_RATE (20000),
+# WIALON_SHARE (0: Wialon IPS carries whole-second times, so a device sending several
+# records a second would repeat a time, and a repeated time is the same position).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATES=${1:-"10000 20000 30000 40000 50000"}
 DEVICES=${DEVICES:-5000}
 SECONDS_PER_STEP=${SECONDS_PER_STEP:-20}
 FRESHNESS_RATE=${FRESHNESS_RATE:-20000}
+WIALON_SHARE=${WIALON_SHARE:-0}
 SCHEMA=fg_e2e_bench
 PG="postgres://postgres@127.0.0.1:5432/test"
 PG_SCHEMA="$PG?options=-csearch_path%3D$SCHEMA"
@@ -64,7 +67,7 @@ for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$API) 2>/dev/null && break
 
 # Register the devices once (the first run of the simulator does it through the API).
 target/release/fleetgate simulate --teltonika-port $TELTONIKA --wialon-port $WIALON --devices "$DEVICES" \
-  --seconds 1 --interval-s 1 --register "http://127.0.0.1:$API" --api-key "$KEY" --json > /dev/null
+  --wialon-share "$WIALON_SHARE" --seconds 1 --interval-s 1 --register "http://127.0.0.1:$API" --api-key "$KEY" --json > /dev/null
 
 step() { # RATE SECONDS EXTRA...: runs the simulator at RATE positions/s
   local rate=$1 seconds=$2; shift 2
@@ -73,7 +76,7 @@ step() { # RATE SECONDS EXTRA...: runs the simulator at RATE positions/s
   interval=$(awk -v d="$DEVICES" -v r="$records" -v rate="$rate" 'BEGIN { printf "%.3f", d * r / rate }')
   target/release/fleetgate simulate --teltonika-port $TELTONIKA --wialon-port $WIALON --devices "$DEVICES" \
     --records "$records" --interval-s "$interval" --seconds "$seconds" --offline-share 0 --corrupt-share 0 \
-    --json "$@"
+    --wialon-share "$WIALON_SHARE" --json "$@"
 }
 
 echo "| target positions/s | devices | records/frame | acknowledged/s | ack p50 ms | ack p99 ms | acknowledged | stored once | lost | duplicated |"
@@ -105,7 +108,7 @@ done
 
 echo
 echo "Freshness at $FRESHNESS_RATE positions/s (Teltonika devices, device send -> pushed by GET /v1/stream):"
-step "$FRESHNESS_RATE" $((SECONDS_PER_STEP + 5)) --wialon-share 0 > "$OUT/freshness-sim.json" &
+step "$FRESHNESS_RATE" $((SECONDS_PER_STEP + 5)) > "$OUT/freshness-sim.json" &
 SIM=$!
 sleep 3
 target/release/sse_freshness --address "127.0.0.1:$API" --key "$KEY" --seconds "$SECONDS_PER_STEP"

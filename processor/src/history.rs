@@ -391,25 +391,130 @@ fn moving(p: &Position) -> Option<bool> {
     flag.or(p.speed.map(|speed| speed > 3.0))
 }
 
-/// Per-batch previous fixes: for each device, its last stored valid fix before the
-/// batch's first, and whether anything is stored at or after that first (late data).
-const PREVIOUS_FIXES: &str = "SELECT s.device_id, prev.lat, prev.lon,
-        EXISTS (SELECT 1 FROM positions p WHERE p.device_id = s.device_id AND p.fix_time >= s.lo) AS late
+/// Per batch and device: its last stored valid fix before the batch's first new one (for
+/// distances), its last stored row of any kind before it (for transitions), its speed
+/// limit, and whether anything is stored at or after that first new fix (late data).
+const PREVIOUS_ROWS: &str = "SELECT s.device_id, fix.lat, fix.lon,
+        EXISTS (SELECT 1 FROM positions p WHERE p.device_id = s.device_id AND p.fix_time >= s.lo) AS late,
+        prev.fix_time IS NOT NULL, prev.ignition, prev.speed, prev.power, prev.battery, prev.alarm, d.speed_limit::float8
     FROM unnest($1::bigint[], $2::timestamptz[]) AS s(device_id, lo)
+    LEFT JOIN devices d ON d.id = s.device_id
     LEFT JOIN LATERAL (
         SELECT p.lat, p.lon FROM positions p
         WHERE p.device_id = s.device_id AND p.fix_time < s.lo AND p.valid AND p.lat IS NOT NULL AND p.lon IS NOT NULL
         ORDER BY p.fix_time DESC LIMIT 1
+    ) fix ON true
+    LEFT JOIN LATERAL (
+        SELECT p.fix_time, (p.attrs->>'ignition')::boolean AS ignition, p.speed,
+               (p.attrs->>'power_voltage')::float8 AS power, (p.attrs->>'battery_voltage')::float8 AS battery,
+               p.attrs->>'alarm' AS alarm
+        FROM positions p WHERE p.device_id = s.device_id AND p.fix_time < s.lo
+        ORDER BY p.fix_time DESC LIMIT 1
     ) prev ON true";
 
-/// Derives distance and motion for the batch in memory, chaining each device's fixes in
-/// time order from its last stored fix. Exact when the batch only appends; the devices
-/// returned as late (something already stored at or after their first new fix) are
-/// re-derived in SQL after the insert.
+/// What the event rules read of a row.
+#[derive(Debug, Clone, Default)]
+struct EventState {
+    ignition: Option<bool>,
+    speed: Option<f64>,
+    power: Option<f64>,
+    battery: Option<f64>,
+    alarm: Option<String>,
+}
+
+impl EventState {
+    fn of(p: &Position) -> Self {
+        #[derive(serde::Deserialize)]
+        struct Attrs {
+            ignition: Option<serde_json::Value>,
+            power_voltage: Option<serde_json::Value>,
+            battery_voltage: Option<serde_json::Value>,
+            alarm: Option<serde_json::Value>,
+        }
+        let attrs: Option<Attrs> = serde_json::from_str(&p.attrs).ok();
+        let attrs = attrs.as_ref();
+        EventState {
+            ignition: attrs.and_then(|a| a.ignition.as_ref()?.as_bool()),
+            speed: p.speed,
+            power: attrs.and_then(|a| a.power_voltage.as_ref()?.as_f64()),
+            battery: attrs.and_then(|a| a.battery_voltage.as_ref()?.as_f64()),
+            alarm: attrs.and_then(|a| Some(a.alarm.as_ref()?.as_str()?.to_owned())),
+        }
+    }
+}
+
+/// The event rules (the same as `DERIVE_EVENTS`): what fires at `row` after `previous`
+/// (`None` for a device's first row), as kind and details.
+fn fired(
+    row: &EventState,
+    previous: Option<&EventState>,
+    speed_limit: Option<f64>,
+    thresholds: Thresholds,
+) -> Vec<(&'static str, String)> {
+    let mut events = Vec::new();
+    let before = previous.cloned().unwrap_or_default();
+    match (row.ignition, before.ignition) {
+        (Some(true), Some(false)) => events.push(("ignition_on", "{}".to_owned())),
+        (Some(false), Some(true)) => events.push(("ignition_off", "{}".to_owned())),
+        _ => {}
+    }
+    if let (Some(speed), Some(limit)) = (row.speed, speed_limit)
+        && speed > limit
+        && !before.speed.is_some_and(|s| s > limit)
+    {
+        events.push(("overspeed", serde_json::json!({"speed": speed, "limit": limit}).to_string()));
+    }
+    if let (Some(v), Some(b)) = (row.power, before.power)
+        && v < thresholds.power_cut_voltage
+        && b >= thresholds.power_cut_voltage
+    {
+        events.push(("power_cut", serde_json::json!({"voltage": v}).to_string()));
+    }
+    if let (Some(v), Some(b)) = (row.battery, before.battery)
+        && v < thresholds.low_battery_voltage
+        && b >= thresholds.low_battery_voltage
+    {
+        events.push(("low_battery", serde_json::json!({"voltage": v}).to_string()));
+    }
+    match row.alarm.as_deref() {
+        Some("sos") if before.alarm.as_deref() != Some("sos") => events.push(("sos", "{}".to_owned())),
+        Some(alarm) if alarm != "sos" && before.alarm.as_deref() != Some(alarm) => {
+            events.push(("alarm", serde_json::json!({"alarm": alarm}).to_string()));
+        }
+        _ => {}
+    }
+    events
+}
+
+/// An event derived in memory, to insert.
+struct NewEvent {
+    device_id: i64,
+    time: UtcMillis,
+    kind: &'static str,
+    tenant_id: i64,
+    coordinates: Option<(f64, f64)>,
+    details: String,
+}
+
+/// What the batch derivation found.
+struct BatchDerivation {
+    /// Distance and motion, per row of the batch.
+    derived: Vec<Derived>,
+    /// Devices with rows stored at or after their first new one: derived again in SQL.
+    late: BTreeSet<i64>,
+    /// Events of the devices that only appended.
+    events: Vec<NewEvent>,
+}
+
+/// Derives distance, motion and events for the batch in memory, chaining each device's
+/// rows in time order from its last stored row: one indexed read per device instead of a
+/// statement over every span. Exact when a device's batch only appends; the devices
+/// returned as late are re-derived in SQL after the insert.
 async fn derive_in_batch(
     transaction: &tokio_postgres::Transaction<'_>,
     unique: &[&Position],
-) -> Result<(Vec<Derived>, BTreeSet<i64>), tokio_postgres::Error> {
+    thresholds: Thresholds,
+) -> Result<BatchDerivation, tokio_postgres::Error> {
     let mut first: BTreeMap<i64, UtcMillis> = BTreeMap::new();
     for p in unique {
         let at = first.entry(p.device_id).or_insert(p.fix_time);
@@ -417,31 +522,88 @@ async fn derive_in_batch(
     }
     let ids: Vec<i64> = first.keys().copied().collect();
     let lows: Vec<Timestamp> = first.values().map(|t| Timestamp(*t)).collect();
-    let rows = transaction.query(PREVIOUS_FIXES, &[&ids, &lows]).await?;
-    let mut previous: BTreeMap<i64, Option<(f64, f64)>> = BTreeMap::new();
+    let rows = transaction.query(PREVIOUS_ROWS, &[&ids, &lows]).await?;
+    let mut previous_fix: BTreeMap<i64, Option<(f64, f64)>> = BTreeMap::new();
+    let mut previous_row: BTreeMap<i64, Option<EventState>> = BTreeMap::new();
+    let mut limits: BTreeMap<i64, Option<f64>> = BTreeMap::new();
     let mut late = BTreeSet::new();
     for row in rows {
         let device: i64 = row.get(0);
-        previous.insert(device, row.get::<_, Option<f64>>(1).zip(row.get::<_, Option<f64>>(2)));
+        previous_fix.insert(device, row.get::<_, Option<f64>>(1).zip(row.get::<_, Option<f64>>(2)));
         if row.get::<_, bool>(3) {
             late.insert(device);
         }
+        let state = row.get::<_, bool>(4).then(|| EventState {
+            ignition: row.get(5),
+            speed: row.get(6),
+            power: row.get(7),
+            battery: row.get(8),
+            alarm: row.get(9),
+        });
+        previous_row.insert(device, state);
+        limits.insert(device, row.get(10));
     }
     let mut order: Vec<usize> = (0..unique.len()).collect();
     order.sort_by_key(|&i| (unique[i].device_id, unique[i].fix_time));
     let mut derived = vec![Derived::default(); unique.len()];
+    let mut events = Vec::new();
     for i in order {
         let p = unique[i];
         derived[i].moving = moving(p);
         if p.valid
             && let Some(here) = p.coordinates
         {
-            let last = previous.entry(p.device_id).or_insert(None);
+            let last = previous_fix.entry(p.device_id).or_insert(None);
             derived[i].distance_m = Some(last.map_or(0.0, |there| haversine_m(there, here)));
             *last = Some(here);
         }
+        if !late.contains(&p.device_id) {
+            let state = EventState::of(p);
+            let before = previous_row.entry(p.device_id).or_insert(None);
+            let limit = limits.get(&p.device_id).copied().flatten();
+            for (kind, details) in fired(&state, before.as_ref(), limit, thresholds) {
+                events.push(NewEvent {
+                    device_id: p.device_id,
+                    time: p.fix_time,
+                    kind,
+                    tenant_id: p.tenant_id,
+                    coordinates: p.coordinates,
+                    details,
+                });
+            }
+            *before = Some(state);
+        }
     }
-    Ok((derived, late))
+    Ok(BatchDerivation { derived, late, events })
+}
+
+/// Inserts events derived in memory; returns the new ones for the live stream.
+async fn insert_events(
+    transaction: &tokio_postgres::Transaction<'_>,
+    events: &[NewEvent],
+) -> Result<Vec<(i64, i64, String)>, tokio_postgres::Error> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let devices: Vec<i64> = events.iter().map(|e| e.device_id).collect();
+    let times: Vec<Timestamp> = events.iter().map(|e| Timestamp(e.time)).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+    let tenants: Vec<i64> = events.iter().map(|e| e.tenant_id).collect();
+    let lats: Vec<Option<f64>> = events.iter().map(|e| e.coordinates.map(|c| c.0)).collect();
+    let lons: Vec<Option<f64>> = events.iter().map(|e| e.coordinates.map(|c| c.1)).collect();
+    let details: Vec<Jsonb> = events.iter().map(|e| Jsonb(&e.details)).collect();
+    let rows = transaction
+        .query(
+            "INSERT INTO events (device_id, time, kind, tenant_id, lat, lon, details)
+             SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::bigint[], $5::float8[],
+                                  $6::float8[], $7::jsonb[])
+             ON CONFLICT DO NOTHING
+             RETURNING tenant_id, device_id, json_build_object('device_id', device_id, 'time', rfc3339(time),
+                 'kind', kind, 'lat', lat, 'lon', lon, 'details', details)::text",
+            &[&devices, &times, &kinds, &tenants, &lats, &lons, &details],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
 }
 
 impl History {
@@ -500,14 +662,22 @@ impl History {
             let mut seen = HashSet::with_capacity(positions.len());
             let unique: Vec<&Position> =
                 positions.iter().filter(|p| seen.insert((p.device_id, p.fix_time.0))).collect();
-            let (derived, late) = derive_in_batch(&transaction, &unique).await?;
-            let spans = insert_positions(&transaction, &unique, &derived).await?;
+            let batch = derive_in_batch(&transaction, &unique, thresholds).await?;
+            let spans = insert_positions(&transaction, &unique, &batch.derived).await?;
             written.inserted = spans.values().map(|s| s.2).sum();
             written.duplicates = positions.len() as u64 - written.inserted;
-            if !spans.is_empty() {
-                let ids: Vec<i64> = spans.keys().copied().collect();
-                let lows: Vec<Timestamp> = spans.values().map(|s| Timestamp(s.0)).collect();
-                let highs: Vec<Timestamp> = spans.values().map(|s| Timestamp(s.1)).collect();
+            // Devices that only appended have their events from memory; late data (and a
+            // redelivery, which meets its own rows) is derived again over its spans in SQL.
+            written.events = insert_events(&transaction, &batch.events).await?;
+            let late_spans: Vec<(i64, Timestamp, Timestamp)> = spans
+                .iter()
+                .filter(|(id, _)| batch.late.contains(id))
+                .map(|(id, span)| (*id, Timestamp(span.0), Timestamp(span.1)))
+                .collect();
+            if !late_spans.is_empty() {
+                let ids: Vec<i64> = late_spans.iter().map(|s| s.0).collect();
+                let lows: Vec<Timestamp> = late_spans.iter().map(|s| s.1).collect();
+                let highs: Vec<Timestamp> = late_spans.iter().map(|s| s.2).collect();
                 let kinds: Vec<&str> = DERIVED_EVENTS.to_vec();
                 let rows = transaction
                     .query(
@@ -515,20 +685,8 @@ impl History {
                         &[&ids, &lows, &highs, &thresholds.power_cut_voltage, &thresholds.low_battery_voltage, &kinds],
                     )
                     .await?;
-                written.events = rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
-                // Late data: stored rows after a new one need their distances redone in SQL.
-                let late_spans: Vec<(i64, Timestamp, Timestamp)> = ids
-                    .iter()
-                    .zip(lows.iter().zip(&highs))
-                    .filter(|(id, _)| late.contains(id))
-                    .map(|(id, (lo, hi))| (*id, *lo, *hi))
-                    .collect();
-                if !late_spans.is_empty() {
-                    let ids: Vec<i64> = late_spans.iter().map(|s| s.0).collect();
-                    let lows: Vec<Timestamp> = late_spans.iter().map(|s| s.1).collect();
-                    let highs: Vec<Timestamp> = late_spans.iter().map(|s| s.2).collect();
-                    transaction.execute(DERIVE_DISTANCES, &[&ids, &lows, &highs]).await?;
-                }
+                written.events.extend(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))));
+                transaction.execute(DERIVE_DISTANCES, &[&ids, &lows, &highs]).await?;
             }
         }
 

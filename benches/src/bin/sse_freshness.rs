@@ -60,7 +60,8 @@ async fn main() -> std::process::ExitCode {
         latencies.push(now - time.0);
     }
     latencies.sort_unstable();
-    let at = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied();
+    let at =
+        |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied();
     println!(
         "{}",
         serde_json::json!({"positions": latencies.len(), "freshness_ms": {"p50": at(0.5), "p99": at(0.99), "max": latencies.last()}})
