@@ -124,6 +124,36 @@ async fn another_tenants_objects_are_404_and_never_listed() {
         let response = api.call(method, &path, Some(&bob), body).await;
         assert_eq!(response.status, 404, "{method} {path}: {}", response.text());
     }
+    // Alice's group, driver, user and key are not Bob's to delete.
+    let group = api.call("POST", "/v1/groups", Some(&alice), Some(r#"{"name":"North"}"#)).await.json()["id"].clone();
+    let driver = api.call("POST", "/v1/drivers", Some(&alice), Some(r#"{"name":"Ann"}"#)).await.json()["id"].clone();
+    let user = api
+        .call(
+            "POST",
+            "/v1/users",
+            Some(&alice),
+            Some(r#"{"email":"a@alice.example","password":"long enough","role":"viewer"}"#),
+        )
+        .await
+        .json()["id"]
+        .clone();
+    let key_id =
+        api.call("POST", "/v1/api-keys", Some(&alice), Some(r#"{"role":"viewer"}"#)).await.json()["id"].clone();
+    for path in [
+        format!("/v1/groups/{group}"),
+        format!("/v1/drivers/{driver}"),
+        format!("/v1/users/{user}"),
+        format!("/v1/api-keys/{key_id}"),
+    ] {
+        let response = api.call("DELETE", &path, Some(&bob), None).await;
+        assert_eq!(response.status, 404, "DELETE {path}: {}", response.text());
+    }
+    for (path, field) in [("/v1/groups", "groups"), ("/v1/drivers", "drivers"), ("/v1/users", "users")] {
+        let listed = api.call("GET", path, Some(&bob), None).await.json();
+        assert_eq!(listed[field].as_array().map(Vec::len), Some(0), "{path}: {listed}");
+    }
+    let alice_groups = api.call("GET", "/v1/groups", Some(&alice), None).await.json();
+    assert_eq!(alice_groups["groups"].as_array().map(Vec::len), Some(1), "Alice's group is still there");
     let listed = api.call("GET", "/v1/devices", Some(&bob), None).await.json();
     let identifiers: Vec<&str> =
         listed["devices"].as_array().expect("array").iter().filter_map(|d| d["identifier"].as_str()).collect();
