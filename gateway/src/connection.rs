@@ -199,7 +199,7 @@ async fn run(
         counters.frames.fetch_add(1, Relaxed);
         match event {
             Event::Login { device: identifier, password, accept, reject } => {
-                match gateway.login(protocol, &identifier, password.as_deref()) {
+                match gateway.login(protocol, &identifier, password.as_deref()).await {
                     Login::Accepted(record) => {
                         tracing::Span::current().record("device", identifier.as_str());
                         if !send(&mut writer, &accept).await {

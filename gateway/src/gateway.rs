@@ -53,7 +53,15 @@ pub struct Gateway {
     pub publish_log: LogLimiter,
     /// The devices connected here, for command wake-ups.
     pub connected: Arc<Connected>,
+    /// Postgres, opened on the first auto-registration.
+    postgres: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    /// Auto-registrations in the current minute: (minute start, count).
+    auto_registrations: std::sync::Mutex<(Instant, u32)>,
 }
+
+/// Unknown devices registered per minute at most, so a flood of made-up identifiers
+/// cannot fill the tenant's device list.
+const AUTO_REGISTRATIONS_PER_MINUTE: u32 = 600;
 
 impl Gateway {
     /// A gateway over an already connected JetStream context.
@@ -71,13 +79,67 @@ impl Gateway {
             cap_log: LogLimiter::new(every),
             publish_log: LogLimiter::new(every),
             connected: Arc::new(Connected::default()),
+            postgres: tokio::sync::Mutex::new(None),
+            auto_registrations: std::sync::Mutex::new((Instant::now(), 0)),
         }
     }
 
-    /// Decides a login: the identifier must be registered, for this protocol, and a
+    /// Registers an unknown identifier into the auto-registration tenant; the record
+    /// when it worked (or another gateway just did it).
+    async fn auto_register(&self, tenant_id: i64, protocol: Protocol, identifier: &str) -> Option<DeviceRecord> {
+        let plausible = (1..=64).contains(&identifier.len())
+            && identifier.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !plausible {
+            return None;
+        }
+        {
+            let mut window = self.auto_registrations.lock().unwrap_or_else(|e| e.into_inner());
+            if window.0.elapsed() >= Duration::from_secs(60) {
+                *window = (Instant::now(), 0);
+            }
+            if window.1 >= AUTO_REGISTRATIONS_PER_MINUTE {
+                return None;
+            }
+            window.1 += 1;
+        }
+        let mut postgres = self.postgres.lock().await;
+        if postgres.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+            *postgres = fleetgate_schema::connect(&self.config.postgres.url).await.ok();
+        }
+        let client = postgres.as_ref()?;
+        let inserted = client
+            .execute(
+                "INSERT INTO devices (tenant_id, identifier, protocol, name) VALUES ($1, $2, $3, $2)
+                 ON CONFLICT (identifier) DO NOTHING",
+                &[&tenant_id, &identifier, &protocol.name()],
+            )
+            .await;
+        match inserted {
+            Ok(n) => {
+                if n == 1 {
+                    tracing::info!(identifier, tenant_id, protocol = protocol.name(), "unknown device auto-registered");
+                }
+                self.registry.reload_one(client, identifier).await.ok()?;
+                self.registry.lookup(identifier)
+            }
+            Err(error) => {
+                tracing::warn!(%error, identifier, "auto-registration failed");
+                None
+            }
+        }
+    }
+
+    /// Decides a login: the identifier must be registered (or is registered now, when
+    /// the operator enabled auto-registration for a tenant), for this protocol, and a
     /// Wialon device whose registration holds a password must present it.
-    pub fn login(&self, protocol: Protocol, identifier: &str, password: Option<&str>) -> Login {
-        let Some(record) = self.registry.lookup(identifier) else {
+    pub async fn login(&self, protocol: Protocol, identifier: &str, password: Option<&str>) -> Login {
+        let mut found = self.registry.lookup(identifier);
+        if found.is_none()
+            && let Some(tenant_id) = self.registry.auto_register_tenant()
+        {
+            found = self.auto_register(tenant_id, protocol, identifier).await;
+        }
+        let Some(record) = found else {
             self.metrics.refused(Refusal::UnknownDevice);
             if let Some(suppressed) = self.unknown_log.allow() {
                 tracing::warn!(identifier, suppressed, "unknown device refused");

@@ -3,6 +3,7 @@
 //! and reloaded whole every `registry_refresh_s` as a safety net for a missed message.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub struct DeviceRecord {
 #[derive(Debug, Default)]
 pub struct Registry {
     devices: RwLock<HashMap<String, DeviceRecord>>,
+    /// The tenant that unknown devices are registered into (0: none).
+    auto_register_tenant: AtomicI64,
 }
 
 const SELECT: &str = "SELECT identifier, id, tenant_id, protocol, password FROM devices";
@@ -56,8 +59,17 @@ impl Registry {
         self.len() == 0
     }
 
-    /// Replaces the view with the whole table.
+    /// The tenant unknown devices are registered into, when the operator enabled
+    /// auto-registration for one (`tenants.auto_register`; with several, the oldest).
+    pub fn auto_register_tenant(&self) -> Option<i64> {
+        Some(self.auto_register_tenant.load(Relaxed)).filter(|id| *id > 0)
+    }
+
+    /// Replaces the view with the whole table (and re-reads which tenant, if any,
+    /// takes unknown devices).
     pub async fn reload(&self, client: &Client) -> Result<usize, tokio_postgres::Error> {
+        let auto = client.query_opt("SELECT id FROM tenants WHERE auto_register ORDER BY id LIMIT 1", &[]).await?;
+        self.auto_register_tenant.store(auto.map_or(0, |row| row.get(0)), Relaxed);
         let rows = client.query(SELECT, &[]).await?;
         let devices: HashMap<String, DeviceRecord> = rows.iter().map(record).collect();
         let n = devices.len();

@@ -84,7 +84,7 @@ pub async fn serve(
         for event in events {
             let reply = match event {
                 Event::Login { device, password, .. } => {
-                    peer.device = match gateway.login(protocol, &device, password.as_deref()) {
+                    peer.device = match gateway.login(protocol, &device, password.as_deref()).await {
                         Login::Accepted(record) => Some((device, record)),
                         Login::Refused { .. } => None,
                     };
@@ -95,7 +95,7 @@ pub async fn serve(
                     // then is looked up again here, at every datagram until it is known.
                     if peer.device.is_none() {
                         if let Some(identifier) = batch.device.as_deref() {
-                            if let Login::Accepted(record) = gateway.login(protocol, identifier, None) {
+                            if let Login::Accepted(record) = gateway.login(protocol, identifier, None).await {
                                 peer.device = Some((identifier.to_owned(), record));
                             }
                         }

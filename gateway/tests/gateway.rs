@@ -86,6 +86,34 @@ async fn an_unknown_device_is_refused_and_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_device_is_registered_when_its_tenant_enabled_auto_registration() {
+    let harness = Harness::start(&nats_url(), |config| config.gateway.registry_refresh_s = 1).await;
+    harness
+        .postgres
+        .execute("UPDATE tenants SET auto_register = true WHERE id = $1", &[&harness.tenant_id])
+        .await
+        .expect("enable");
+    // The gateway learns it at its next registry reload.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut device = TcpStream::connect(harness.tcp(Protocol::Teltonika)).await.expect("connect");
+    device.write_all(&handshake("352093081452251")).await.expect("write");
+    assert_eq!(read_n(&mut device, 1, WAIT).await, [1], "accepted");
+    device.write_all(&teltonika_packet(1_700_000_000_000)).await.expect("write");
+    assert_eq!(read_n(&mut device, 4, WAIT).await, [0, 0, 0, 1], "its data stored and acknowledged");
+    let row = harness
+        .postgres
+        .query_one("SELECT tenant_id, protocol FROM devices WHERE identifier = '352093081452251'", &[])
+        .await
+        .expect("registered");
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, String>(1)), (harness.tenant_id, "teltonika".to_owned()));
+    // An identifier no device could have is still refused.
+    let mut wialon = TcpStream::connect(harness.tcp(Protocol::Wialon)).await.expect("connect");
+    wialon.write_all(b"#L#bad identifier;NA\r\n").await.expect("write");
+    assert_eq!(read_n(&mut wialon, 7, WAIT).await, b"#AL#0\r\n");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_handshake_times_out() {
     let harness = Harness::start(&nats_url(), |_| {}).await;
     let mut device = TcpStream::connect(harness.tcp(Protocol::Teltonika)).await.expect("connect");
