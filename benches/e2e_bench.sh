@@ -9,6 +9,7 @@
 #   benches/e2e_bench.sh [RATES]
 #   benches/e2e_bench.sh "10000 20000 30000 40000 50000"
 # Environment: DEVICES (5000), SECONDS_PER_STEP (20), FRESHNESS_RATE (20000),
+# PROCESSOR_WORKERS (2), PROCESSOR_BATCH (5000),
 # WIALON_SHARE (0: Wialon IPS carries whole-second times, so a device sending several
 # records a second would repeat a time, and a repeated time is the same position).
 set -euo pipefail
@@ -55,6 +56,8 @@ protocol = "wialon"
 tcp_port = $WIALON
 [processor]
 metrics_addr = ""
+workers = ${PROCESSOR_WORKERS:-2}
+batch_max_positions = ${PROCESSOR_BATCH:-5000}
 [api]
 bind = "127.0.0.1:$API"
 TOML
