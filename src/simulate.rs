@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use fleetgate_codecs::teltonika::CODEC_8E;
@@ -140,12 +140,7 @@ struct Vehicle {
 const TANK_L: f64 = 400.0;
 const LITRES_PER_KM: f64 = 0.32;
 
-fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
-    let (p1, p2) = (a.0.to_radians(), b.0.to_radians());
-    let (dp, dl) = ((b.0 - a.0).to_radians(), (b.1 - a.1).to_radians());
-    let h = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * 6_371_008.8 * h.sqrt().min(1.0).asin()
-}
+use fleetgate_processor::history::haversine_m as distance_m;
 
 impl Vehicle {
     fn new(seed: u64) -> Self {
@@ -428,7 +423,7 @@ impl Link {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    fleetgate_gateway::connection::now().0
 }
 
 fn time_text(ms: i64) -> String {

@@ -42,8 +42,49 @@ const REFUSALS: [(Refusal, &str); 8] = [
 /// A per-protocol series: name, type, help and how to read it.
 type PerProtocol = (&'static str, &'static str, &'static str, fn(&ProtocolMetrics) -> i64);
 
-/// Upper bounds (seconds) of the publish latency histogram.
-const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
+/// Upper bounds (seconds) of latency histograms.
+pub const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
+
+/// A Prometheus histogram with fixed bucket bounds, of atomics.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    /// Sum in millionths of the unit.
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// An empty histogram with these upper bounds (ascending).
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, value: f64) {
+        let bucket = self.bounds.iter().position(|b| value <= *b).unwrap_or(self.bounds.len());
+        self.counts[bucket].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add((value * 1e6) as u64, Relaxed);
+    }
+
+    /// Appends the histogram in the Prometheus text format.
+    pub fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, count) in self.bounds.iter().zip(&self.counts) {
+            cumulative += count.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += self.counts[self.bounds.len()].load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
 
 /// Per-protocol counters.
 #[derive(Debug, Default)]
@@ -65,9 +106,7 @@ pub struct ProtocolMetrics {
 pub struct Metrics {
     protocols: Vec<(Protocol, ProtocolMetrics)>,
     refusals: [AtomicU64; REFUSALS.len()],
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_us: AtomicU64,
+    publish_seconds: Histogram,
     /// Publishes waiting for their JetStream ack.
     pub publishes_in_flight: AtomicI64,
     /// 1 while the last publish succeeded, 0 after a failure.
@@ -81,9 +120,7 @@ impl Default for Metrics {
         Metrics {
             protocols: Protocol::ALL.iter().map(|p| (*p, ProtocolMetrics::default())).collect(),
             refusals: Default::default(),
-            latency_buckets: Default::default(),
-            latency_count: AtomicU64::new(0),
-            latency_sum_us: AtomicU64::new(0),
+            publish_seconds: Histogram::new(&LATENCY_BUCKETS),
             publishes_in_flight: AtomicI64::new(0),
             nats_healthy: AtomicI64::new(1),
             registry_devices: AtomicI64::new(0),
@@ -113,14 +150,7 @@ impl Metrics {
 
     /// Records how long one publish took to be acknowledged.
     pub fn observe_publish(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        for (bucket, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
-            if seconds <= bound {
-                bucket.fetch_add(1, Relaxed);
-            }
-        }
-        self.latency_count.fetch_add(1, Relaxed);
-        self.latency_sum_us.fetch_add(elapsed.as_micros() as u64, Relaxed);
+        self.publish_seconds.observe(elapsed.as_secs_f64());
     }
 
     /// The Prometheus text exposition.
@@ -153,15 +183,11 @@ impl Metrics {
         for ((_, reason), count) in REFUSALS.iter().zip(&self.refusals) {
             let _ = writeln!(out, "fleetgate_gateway_refusals_total{{reason=\"{reason}\"}} {}", count.load(Relaxed));
         }
-        let name = "fleetgate_gateway_publish_seconds";
-        let _ = writeln!(out, "# HELP {name} Time from publish to JetStream ack.\n# TYPE {name} histogram");
-        for (bucket, bound) in self.latency_buckets.iter().zip(LATENCY_BUCKETS) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", bucket.load(Relaxed));
-        }
-        let count = self.latency_count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.latency_sum_us.load(Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {count}");
+        self.publish_seconds.render(
+            &mut out,
+            "fleetgate_gateway_publish_seconds",
+            "Time from publish to JetStream ack.",
+        );
         let gauges = [
             ("fleetgate_gateway_publishes_in_flight", "Publishes waiting for their ack.", &self.publishes_in_flight),
             ("fleetgate_gateway_nats_healthy", "1 while publishing works, 0 after a failure.", &self.nats_healthy),

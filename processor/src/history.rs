@@ -384,13 +384,6 @@ pub fn haversine_m((lat1, lon1): (f64, f64), (lat2, lon2): (f64, f64)) -> f64 {
     2.0 * 6_371_008.8 * a.sqrt().min(1.0).asin()
 }
 
-/// The device's own motion flag from `attrs` as the gateway writes it, else speed above
-/// 3 km/h.
-fn moving(p: &Position) -> Option<bool> {
-    let flag = p.attrs.find("\"motion\":").map(|at| p.attrs[at + 9..].trim_start().starts_with("true"));
-    flag.or(p.speed.map(|speed| speed > 3.0))
-}
-
 /// Per batch and device: its last stored valid fix before the batch's first new one (for
 /// distances), its last stored row of any kind before it (for transitions), its speed
 /// limit, and whether anything is stored at or after that first new fix (late data).
@@ -412,9 +405,10 @@ const PREVIOUS_ROWS: &str = "SELECT s.device_id, fix.lat, fix.lon,
         ORDER BY p.fix_time DESC LIMIT 1
     ) prev ON true";
 
-/// What the event rules read of a row.
+/// What the derivation reads of a row (its `attrs` parsed once).
 #[derive(Debug, Clone, Default)]
 struct EventState {
+    motion: Option<bool>,
     ignition: Option<bool>,
     speed: Option<f64>,
     power: Option<f64>,
@@ -426,6 +420,7 @@ impl EventState {
     fn of(p: &Position) -> Self {
         #[derive(serde::Deserialize)]
         struct Attrs {
+            motion: Option<serde_json::Value>,
             ignition: Option<serde_json::Value>,
             power_voltage: Option<serde_json::Value>,
             battery_voltage: Option<serde_json::Value>,
@@ -434,12 +429,18 @@ impl EventState {
         let attrs: Option<Attrs> = serde_json::from_str(&p.attrs).ok();
         let attrs = attrs.as_ref();
         EventState {
+            motion: attrs.and_then(|a| a.motion.as_ref()?.as_bool()),
             ignition: attrs.and_then(|a| a.ignition.as_ref()?.as_bool()),
             speed: p.speed,
             power: attrs.and_then(|a| a.power_voltage.as_ref()?.as_f64()),
             battery: attrs.and_then(|a| a.battery_voltage.as_ref()?.as_f64()),
             alarm: attrs.and_then(|a| Some(a.alarm.as_ref()?.as_str()?.to_owned())),
         }
+    }
+
+    /// The device's own motion flag, else speed above 3 km/h.
+    fn moving(&self) -> Option<bool> {
+        self.motion.or(self.speed.map(|speed| speed > 3.0))
     }
 }
 
@@ -534,6 +535,7 @@ async fn derive_in_batch(
             late.insert(device);
         }
         let state = row.get::<_, bool>(4).then(|| EventState {
+            motion: None,
             ignition: row.get(5),
             speed: row.get(6),
             power: row.get(7),
@@ -549,7 +551,8 @@ async fn derive_in_batch(
     let mut events = Vec::new();
     for i in order {
         let p = unique[i];
-        derived[i].moving = moving(p);
+        let state = EventState::of(p);
+        derived[i].moving = state.moving();
         if p.valid
             && let Some(here) = p.coordinates
         {
@@ -558,7 +561,6 @@ async fn derive_in_batch(
             *last = Some(here);
         }
         if !late.contains(&p.device_id) {
-            let state = EventState::of(p);
             let before = previous_row.entry(p.device_id).or_insert(None);
             let limit = limits.get(&p.device_id).copied().flatten();
             for (kind, details) in fired(&state, before.as_ref(), limit, thresholds) {
@@ -790,11 +792,11 @@ mod tests {
             io: "{}".to_owned(),
             json: String::new(),
         };
-        assert_eq!(moving(&position(r#"{"ignition":true,"motion":false}"#, Some(50.0))), Some(false));
-        assert_eq!(moving(&position(r#"{"motion":true}"#, Some(0.0))), Some(true));
-        assert_eq!(moving(&position("{}", Some(3.5))), Some(true));
-        assert_eq!(moving(&position("{}", Some(2.0))), Some(false));
-        assert_eq!(moving(&position("{}", None)), None);
+        assert_eq!(EventState::of(&position(r#"{"ignition":true,"motion":false}"#, Some(50.0))).moving(), Some(false));
+        assert_eq!(EventState::of(&position(r#"{"motion":true}"#, Some(0.0))).moving(), Some(true));
+        assert_eq!(EventState::of(&position("{}", Some(3.5))).moving(), Some(true));
+        assert_eq!(EventState::of(&position("{}", Some(2.0))).moving(), Some(false));
+        assert_eq!(EventState::of(&position("{}", None)).moving(), None);
         let one_degree = haversine_m((0.0, 0.0), (1.0, 0.0));
         assert!((one_degree - 111_195.08).abs() < 0.1, "{one_degree}");
     }

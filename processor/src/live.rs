@@ -10,6 +10,7 @@
 //!   `received` (ms), `online` (`1`/`0`), `status_time`.
 //! - `K:{t<tenant>}:devices`: set of device ids with live state.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use fleetgate_codecs::time::UtcMillis;
@@ -54,15 +55,16 @@ end
 return moved
 ";
 
-/// One device's update, reduced from everything a batch holds for it.
+/// One device's update, reduced from everything a batch holds for it; it borrows the
+/// batch's JSON rather than copying it for every newer position.
 #[derive(Debug, Default, Clone)]
-pub struct LiveUpdate {
+pub struct LiveUpdate<'a> {
     /// Owner.
     pub tenant_id: i64,
     /// Newest fix that may be live: time and JSON.
-    pub fix: Option<(UtcMillis, String)>,
+    pub fix: Option<(UtcMillis, Cow<'a, str>)>,
     /// Newest record's sensors (not in the future): time and `attrs` JSON.
-    pub sensors: Option<(UtcMillis, String)>,
+    pub sensors: Option<(UtcMillis, Cow<'a, str>)>,
     /// Newest receive time.
     pub received: Option<UtcMillis>,
     /// Newest status.
@@ -71,16 +73,20 @@ pub struct LiveUpdate {
 
 /// Reduces a batch to one update per device. `latest_allowed` is now plus the future
 /// tolerance: later fixes and sensors are stored but never live.
-pub fn reduce(positions: &[Position], statuses: &[Status], latest_allowed: UtcMillis) -> BTreeMap<i64, LiveUpdate> {
-    let mut updates: BTreeMap<i64, LiveUpdate> = BTreeMap::new();
+pub fn reduce<'a>(
+    positions: &'a [Position],
+    statuses: &[Status],
+    latest_allowed: UtcMillis,
+) -> BTreeMap<i64, LiveUpdate<'a>> {
+    let mut updates: BTreeMap<i64, LiveUpdate<'a>> = BTreeMap::new();
     for p in positions {
         let update = updates.entry(p.device_id).or_default();
         update.tenant_id = p.tenant_id;
         if p.is_live_fix(latest_allowed) && update.fix.as_ref().is_none_or(|(t, _)| p.fix_time > *t) {
-            update.fix = Some((p.fix_time, p.json.clone()));
+            update.fix = Some((p.fix_time, Cow::Borrowed(&p.json)));
         }
         if p.fix_time <= latest_allowed && update.sensors.as_ref().is_none_or(|(t, _)| p.fix_time >= *t) {
-            update.sensors = Some((p.fix_time, p.attrs.clone()));
+            update.sensors = Some((p.fix_time, Cow::Borrowed(&p.attrs)));
         }
         update.received = update.received.max(Some(p.received));
     }
@@ -116,7 +122,7 @@ impl Live {
 
     /// Applies the updates in one pipelined round trip; returns the devices whose live
     /// position moved.
-    pub async fn apply(&mut self, updates: &BTreeMap<i64, LiveUpdate>) -> Result<Vec<i64>, redis::RedisError> {
+    pub async fn apply(&mut self, updates: &BTreeMap<i64, LiveUpdate<'_>>) -> Result<Vec<i64>, redis::RedisError> {
         if updates.is_empty() {
             return Ok(Vec::new());
         }
@@ -132,9 +138,9 @@ impl Live {
                     .arg(devices_key(&self.prefix, u.tenant_id))
                     .arg(device_id)
                     .arg(text(u.fix.as_ref().map(|f| f.0)))
-                    .arg(u.fix.as_ref().map(|f| f.1.as_str()).unwrap_or_default())
+                    .arg(u.fix.as_ref().map(|f| f.1.as_ref()).unwrap_or_default())
                     .arg(text(u.sensors.as_ref().map(|s| s.0)))
-                    .arg(u.sensors.as_ref().map(|s| s.1.as_str()).unwrap_or_default())
+                    .arg(u.sensors.as_ref().map(|s| s.1.as_ref()).unwrap_or_default())
                     .arg(text(u.received))
                     .arg(u.status.map(|s| if s.1 { "1" } else { "0" }).unwrap_or_default())
                     .arg(text(u.status.map(|s| s.0)));

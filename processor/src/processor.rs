@@ -9,13 +9,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind, Message};
 use fleetgate_codecs::time::UtcMillis;
 use fleetgate_gateway::Config;
+use fleetgate_gateway::connection::now;
 use fleetgate_gateway::stream;
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
@@ -47,11 +48,6 @@ pub enum StartError {
         /// The reason.
         source: std::io::Error,
     },
-}
-
-/// The current time.
-pub fn now() -> UtcMillis {
-    UtcMillis(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
 }
 
 /// What the workers and tasks share.
@@ -379,7 +375,7 @@ async fn process(
 /// a client that misses one reads the live state).
 async fn publish_live(
     shared: &Shared,
-    updates: &std::collections::BTreeMap<i64, LiveUpdate>,
+    updates: &std::collections::BTreeMap<i64, LiveUpdate<'_>>,
     moved: &[i64],
     events: &[(i64, i64, String)],
 ) {
@@ -389,19 +385,19 @@ async fn publish_live(
             && let Some((_, json)) = &update.fix
         {
             let subject = stream::live_subject(prefix, update.tenant_id, *device_id);
-            let _ = shared.nats.publish(subject, json.clone().into()).await;
+            let _ = shared.nats.publish(subject, bytes::Bytes::copy_from_slice(json.as_bytes())).await;
         }
     }
     for (tenant_id, device_id, json) in events {
         let subject = stream::event_subject(prefix, *tenant_id, *device_id);
-        let _ = shared.nats.publish(subject, json.clone().into()).await;
+        let _ = shared.nats.publish(subject, bytes::Bytes::copy_from_slice(json.as_bytes())).await;
     }
 }
 
 /// Records devices whose live state Redis did not get.
 async fn record_pending(
     history: &mut History,
-    updates: &std::collections::BTreeMap<i64, LiveUpdate>,
+    updates: &std::collections::BTreeMap<i64, LiveUpdate<'_>>,
 ) -> Result<(), tokio_postgres::Error> {
     let devices: Vec<i64> = updates.keys().copied().collect();
     let tenants: Vec<i64> = updates.values().map(|u| u.tenant_id).collect();
@@ -548,7 +544,7 @@ async fn repair_live(
             )
             .await?
         {
-            update.fix = Some((UtcMillis(row.get(0)), row.get(1)));
+            update.fix = Some((UtcMillis(row.get(0)), row.get::<_, String>(1).into()));
         }
         if let Some(row) = client
             .query_opt(
@@ -560,7 +556,7 @@ async fn repair_live(
             )
             .await?
         {
-            update.sensors = Some((UtcMillis(row.get(0)), row.get(1)));
+            update.sensors = Some((UtcMillis(row.get(0)), row.get::<_, String>(1).into()));
             update.received = row.get::<_, Option<i64>>(2).map(UtcMillis);
         }
         if let Some(row) = client

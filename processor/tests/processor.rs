@@ -15,7 +15,7 @@ fn haversine(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
 }
 
 fn future_time(seconds: i64) -> String {
-    fleetgate_codecs::time::UtcMillis(fleetgate_processor::processor::now().0 + seconds * 1000).to_string()
+    fleetgate_codecs::time::UtcMillis(fleetgate_gateway::connection::now().0 + seconds * 1000).to_string()
 }
 
 #[tokio::test]

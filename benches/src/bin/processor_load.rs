@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream;
 use fleetgate_codecs::time::UtcMillis;
 use fleetgate_gateway::Config;
+use fleetgate_gateway::connection::now;
 use fleetgate_processor::history::{COPY_TYPES, Jsonb, Timestamp};
-use fleetgate_processor::processor::now;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 

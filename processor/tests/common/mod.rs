@@ -175,7 +175,7 @@ pub fn position(time: &str, lat: f64, speed: f64, valid: bool, attrs: serde_json
 }
 
 pub fn now_text() -> String {
-    fleetgate_processor::processor::now().to_string()
+    fleetgate_gateway::connection::now().to_string()
 }
 
 /// Waits (polling) until `check` holds; panics after a generous deadline. Correctness
