@@ -10,7 +10,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use fleetgate_codecs::time::UtcMillis;
-use fleetgate_processor::history::Timestamp;
+use fleetgate_processor::history::{POSITION_COLUMNS, Timestamp, position_identity, write_position};
 use futures_util::TryStreamExt;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -67,56 +67,6 @@ fn page(from: &str, to: &str, limit: Option<i64>, cursor: Option<&str>) -> ApiRe
     Ok((start, to, limit))
 }
 
-/// `jsonb` read in binary as its text (a version byte, then the JSON).
-struct JsonbText<'a>(&'a str);
-
-impl<'a> tokio_postgres::types::FromSql<'a> for JsonbText<'a> {
-    fn from_sql(
-        _: &tokio_postgres::types::Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        match raw.split_first() {
-            Some((1, text)) => Ok(JsonbText(std::str::from_utf8(text)?)),
-            _ => Err("unknown jsonb version".into()),
-        }
-    }
-    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
-        *ty == tokio_postgres::types::Type::JSONB
-    }
-}
-
-/// A number as contract 1 writes it: integral values (from integer protocol fields) as
-/// integers.
-fn write_number(out: &mut String, value: f64) {
-    if value.fract() == 0.0 && value.abs() < 9.0e15 {
-        let _ = write!(out, "{}", value as i64);
-    } else {
-        let _ = write!(out, "{value}");
-    }
-}
-
-/// A stored row as contract 1 with `received` (the same fields, order and number forms
-/// as the gateway writes), appended to `out`. `identity` is `{"device":..,"protocol":..,"time":"`.
-fn write_position(out: &mut String, identity: &str, row: &tokio_postgres::Row) {
-    let (time, received): (Timestamp, Timestamp) = (row.get(0), row.get(1));
-    out.push_str(identity);
-    let _ = write!(out, "{}\",\"received\":\"{}\"", time.0, received.0);
-    if let (Some(lat), Some(lon)) = (row.get::<_, Option<f64>>(2), row.get::<_, Option<f64>>(3)) {
-        let _ = write!(out, ",\"lat\":{lat},\"lon\":{lon}");
-    }
-    for (index, name) in [(4, "altitude"), (5, "speed"), (6, "course")] {
-        if let Some(value) = row.get::<_, Option<f64>>(index) {
-            let _ = write!(out, ",\"{name}\":");
-            write_number(out, value);
-        }
-    }
-    if let Some(satellites) = row.get::<_, Option<i32>>(7) {
-        let _ = write!(out, ",\"satellites\":{satellites}");
-    }
-    let _ = write!(out, ",\"valid\":{}", row.get::<_, bool>(8));
-    let _ = write!(out, ",\"attrs\":{},\"io\":{}}}", row.get::<_, JsonbText>(9).0, row.get::<_, JsonbText>(10).0);
-}
-
 /// A body streamed from what a task sends; an error mid-stream aborts the response, so a
 /// client never mistakes a cut-off page for a complete one.
 fn streamed(content_type: &'static str, receiver: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Response {
@@ -151,23 +101,21 @@ pub async fn positions(
     let db = state.db().await?;
     let fetch = limit + 1;
     let (start, end) = (Timestamp(start), Timestamp(end));
+    let all_columns = format!(
+        "SELECT {POSITION_COLUMNS} FROM positions WHERE device_id = $1 AND fix_time >= $2 AND fix_time <= $3
+         ORDER BY fix_time LIMIT $4"
+    );
     let sql = if geojson {
         "SELECT fix_time, NULL::timestamptz, lat, lon
          FROM positions WHERE device_id = $1 AND fix_time >= $2 AND fix_time <= $3
            AND valid AND lat IS NOT NULL AND lon IS NOT NULL
          ORDER BY fix_time LIMIT $4"
     } else {
-        "SELECT fix_time, received, lat, lon, altitude, speed, course, satellites, valid, attrs, io
-         FROM positions WHERE device_id = $1 AND fix_time >= $2 AND fix_time <= $3
-         ORDER BY fix_time LIMIT $4"
+        &all_columns
     };
     let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&id, &start, &end, &fetch];
     // Written once per request: the identity every position repeats.
-    let identity = format!(
-        r#"{{"device":{},"protocol":{},"time":""#,
-        serde_json::Value::from(device.identifier.as_str()),
-        serde_json::Value::from(device.protocol.as_str())
-    );
+    let identity = position_identity(&device.identifier, &device.protocol);
     let rows = db.query_raw(sql, params).await?;
     let open = if geojson {
         r#"{"type":"Feature","geometry":{"type":"LineString","coordinates":["#

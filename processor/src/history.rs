@@ -8,6 +8,7 @@
 //! other committed and no two deadlock.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, BytesMut};
@@ -62,6 +63,71 @@ impl ToSql for Jsonb<'_> {
         *ty == Type::JSONB
     }
     to_sql_checked!();
+}
+
+/// `jsonb` read in binary as its text (a version byte, then the JSON).
+struct JsonbText<'a>(&'a str);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for JsonbText<'a> {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        match raw.split_first() {
+            Some((1, text)) => Ok(JsonbText(std::str::from_utf8(text)?)),
+            _ => Err("unknown jsonb version".into()),
+        }
+    }
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        *ty == tokio_postgres::types::Type::JSONB
+    }
+}
+
+/// A number as contract 1 writes it: integral values (from integer protocol fields) as
+/// integers.
+fn write_number(out: &mut String, value: f64) {
+    if value.fract() == 0.0 && value.abs() < 9.0e15 {
+        let _ = write!(out, "{}", value as i64);
+    } else {
+        let _ = write!(out, "{value}");
+    }
+}
+
+/// The `positions` columns [`write_position`] reads, in its order.
+pub const POSITION_COLUMNS: &str =
+    "fix_time, received, lat, lon, altitude, speed, course, satellites, valid, attrs, io";
+
+/// The start every position of one device repeats: `{"device":..,"protocol":..,"time":"`.
+pub fn position_identity(identifier: &str, protocol: &str) -> String {
+    format!(
+        r#"{{"device":{},"protocol":{},"time":""#,
+        serde_json::Value::from(identifier),
+        serde_json::Value::from(protocol)
+    )
+}
+
+/// A stored row (selected as [`POSITION_COLUMNS`]) as contract 1 with `received`: the
+/// same fields, order and number forms as the gateway writes; appended to `out` after
+/// `identity` ([`position_identity`]). The one way history becomes JSON again: the API's
+/// history and the rebuild of live state both use it.
+pub fn write_position(out: &mut String, identity: &str, row: &tokio_postgres::Row) {
+    let (time, received): (Timestamp, Timestamp) = (row.get(0), row.get(1));
+    out.push_str(identity);
+    let _ = write!(out, "{}\",\"received\":\"{}\"", time.0, received.0);
+    if let (Some(lat), Some(lon)) = (row.get::<_, Option<f64>>(2), row.get::<_, Option<f64>>(3)) {
+        let _ = write!(out, ",\"lat\":{lat},\"lon\":{lon}");
+    }
+    for (index, name) in [(4, "altitude"), (5, "speed"), (6, "course")] {
+        if let Some(value) = row.get::<_, Option<f64>>(index) {
+            let _ = write!(out, ",\"{name}\":");
+            write_number(out, value);
+        }
+    }
+    if let Some(satellites) = row.get::<_, Option<i32>>(7) {
+        let _ = write!(out, ",\"satellites\":{satellites}");
+    }
+    let _ = write!(out, ",\"valid\":{}", row.get::<_, bool>(8));
+    let _ = write!(out, ",\"attrs\":{},\"io\":{}}}", row.get::<_, JsonbText>(9).0, row.get::<_, JsonbText>(10).0);
 }
 
 /// The event kinds derived from positions; re-deriving a span replaces exactly these.

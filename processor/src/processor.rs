@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::history::{History, Partitions, Thresholds};
+use crate::history::{History, POSITION_COLUMNS, Partitions, Thresholds, Timestamp, position_identity, write_position};
 use crate::live::{Live, LiveUpdate, reduce};
 use crate::message::{self, DeviceMessage, Incoming, Position, Status};
 use crate::metrics::Metrics;
@@ -535,16 +535,21 @@ async fn repair_live(
         let mut update = LiveUpdate { tenant_id, ..Default::default() };
         if let Some(row) = client
             .query_opt(
-                "SELECT (extract(epoch FROM p.fix_time) * 1000)::bigint, position_json(p, d.identifier, d.protocol)::text
-                 FROM positions p JOIN devices d ON d.id = p.device_id
-                 WHERE p.device_id = $1 AND p.valid AND p.lat BETWEEN -90 AND 90 AND p.lon BETWEEN -180 AND 180
-                   AND NOT (p.lat = 0 AND p.lon = 0) AND p.fix_time <= now() + make_interval(secs => $2)
-                 ORDER BY p.fix_time DESC LIMIT 1",
+                &format!(
+                    "SELECT {POSITION_COLUMNS}, d.identifier, d.protocol
+                     FROM positions p JOIN devices d ON d.id = p.device_id
+                     WHERE p.device_id = $1 AND p.valid AND p.lat BETWEEN -90 AND 90 AND p.lon BETWEEN -180 AND 180
+                       AND NOT (p.lat = 0 AND p.lon = 0) AND p.fix_time <= now() + make_interval(secs => $2)
+                     ORDER BY p.fix_time DESC LIMIT 1"
+                ),
                 &[&device_id, &tolerance],
             )
             .await?
         {
-            update.fix = Some((UtcMillis(row.get(0)), row.get::<_, String>(1).into()));
+            let mut json = String::new();
+            write_position(&mut json, &position_identity(row.get(11), row.get(12)), &row);
+            let time: Timestamp = row.get(0);
+            update.fix = Some((time.0, json.into()));
         }
         if let Some(row) = client
             .query_opt(

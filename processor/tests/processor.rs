@@ -42,16 +42,15 @@ async fn redelivered_positions_are_stored_once_and_become_live() {
     assert_eq!(live["lat"], 54.2);
     assert!(live["received"].is_string(), "live position carries received: {live}");
     // The row reads back as contract 1.
+    use fleetgate_processor::history::{POSITION_COLUMNS, position_identity, write_position};
     let row = h
         .postgres
-        .query_one(
-            "SELECT position_json(p, d.identifier, d.protocol)::text FROM positions p JOIN devices d ON d.id = p.device_id \
-             ORDER BY fix_time LIMIT 1",
-            &[],
-        )
+        .query_one(&format!("SELECT {POSITION_COLUMNS} FROM positions ORDER BY fix_time LIMIT 1"), &[])
         .await
         .expect("row");
-    let stored: serde_json::Value = serde_json::from_str(row.get(0)).expect("json");
+    let mut json = String::new();
+    write_position(&mut json, &position_identity(common::IMEI, "teltonika"), &row);
+    let stored: serde_json::Value = serde_json::from_str(&json).expect("json");
     assert_eq!(stored["time"], "2026-01-10T10:00:00Z");
     assert_eq!(stored["speed"], 40);
     assert_eq!(stored["io"]["239"], 1);

@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "history", sql: include_str!("../migrations/0002_history.sql") },
     Migration { version: 3, name: "access", sql: include_str!("../migrations/0003_access.sql") },
     Migration { version: 4, name: "distance_motion", sql: include_str!("../migrations/0004_distance_motion.sql") },
+    Migration {
+        version: 5,
+        name: "drop_position_json",
+        sql: include_str!("../migrations/0005_drop_position_json.sql"),
+    },
 ];
 
 /// Why the schema could not be reached or brought up to date.
