@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 use crate::AppState;
+use crate::cache::TtlCache;
 use crate::error::ApiError;
 
 /// What a caller may do. Ordered: each role may do everything the roles below it may.
@@ -116,41 +117,24 @@ pub fn verify_password(password: &str, stored: &str) -> bool {
 
 /// Authenticated tokens, kept for a short time.
 #[derive(Debug)]
-pub struct AuthCache {
-    ttl: Duration,
-    entries: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
-}
+pub struct AuthCache(TtlCache<[u8; 32], Principal>);
 
 impl AuthCache {
     /// A cache whose entries live `ttl`.
     pub fn new(ttl: Duration) -> Self {
-        AuthCache { ttl, entries: Mutex::new(HashMap::new()) }
-    }
-
-    fn get(&self, hash: &[u8; 32]) -> Option<Principal> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(hash).filter(|(_, until)| *until > Instant::now()).map(|(p, _)| *p)
-    }
-
-    fn put(&self, principal: Principal, until: Instant) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() > 100_000 {
-            let now = Instant::now();
-            entries.retain(|_, (_, until)| *until > now);
-        }
-        entries.insert(principal.token_hash, (principal, until.min(Instant::now() + self.ttl)));
+        AuthCache(TtlCache::new(ttl))
     }
 
     /// Forgets every token of a tenant (after any change to its keys or users).
     pub fn invalidate_tenant(&self, tenant_id: i64) {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, (p, _)| p.tenant_id != tenant_id);
+        self.0.retain(|_, principal| principal.tenant_id != tenant_id);
     }
 }
 
 /// Finds who holds `token`: from the cache, else from Postgres.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiError> {
     let hash = token_hash(token);
-    if let Some(principal) = state.auth_cache.get(&hash) {
+    if let Some(principal) = state.auth_cache.0.get(&hash) {
         state.metrics.count_cache_hit();
         return Ok(principal);
     }
@@ -181,7 +165,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Ap
     let role = Role::parse(&role).ok_or_else(|| ApiError::Internal(format!("stored role {role:?}")))?;
     let principal = Principal { tenant_id, role, credential, token_hash: hash };
     let until = Instant::now() + remaining.map_or(Duration::MAX / 4, |s| Duration::from_secs_f64(s.max(0.0)));
-    state.auth_cache.put(principal, until);
+    state.auth_cache.0.put_until(principal.token_hash, principal, until);
     Ok(principal)
 }
 

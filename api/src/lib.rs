@@ -11,6 +11,7 @@
 //! handlers' annotations by the same router that serves them.
 
 pub mod auth;
+pub mod cache;
 pub mod commands;
 pub mod error;
 pub mod history;

@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Write;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -23,6 +23,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::auth::{Principal, Role};
+use crate::cache::TtlCache;
 use crate::error::{ApiError, ApiResult};
 use crate::{AppState, PathId, QueryParams};
 use fleetgate_processor::live::live_key;
@@ -59,29 +60,24 @@ impl TenantDevices {
 
 /// Device metadata per tenant, read once per `ttl` or after a change.
 #[derive(Debug)]
-pub struct DeviceCache {
-    ttl: Duration,
-    tenants: Mutex<HashMap<i64, (Arc<TenantDevices>, Instant)>>,
-}
+pub struct DeviceCache(TtlCache<i64, Arc<TenantDevices>>);
 
 impl DeviceCache {
     /// A cache whose entries live `ttl`.
     pub fn new(ttl: Duration) -> Self {
-        DeviceCache { ttl, tenants: Mutex::new(HashMap::new()) }
+        DeviceCache(TtlCache::new(ttl))
     }
 
     /// Forgets a tenant's devices.
     pub fn invalidate(&self, tenant_id: i64) {
-        self.tenants.lock().unwrap_or_else(|e| e.into_inner()).remove(&tenant_id);
+        self.0.retain(|tenant, _| *tenant != tenant_id);
     }
 
     /// The tenant's devices.
     pub async fn get(&self, state: &AppState, tenant_id: i64) -> ApiResult<Arc<TenantDevices>> {
-        if let Some((devices, at)) = self.tenants.lock().unwrap_or_else(|e| e.into_inner()).get(&tenant_id)
-            && at.elapsed() < self.ttl
-        {
+        if let Some(devices) = self.0.get(&tenant_id) {
             state.metrics.count_cache_hit();
-            return Ok(devices.clone());
+            return Ok(devices);
         }
         state.metrics.count_db_read();
         let db = state.db().await?;
@@ -103,7 +99,7 @@ impl DeviceCache {
             .collect();
         let by_id = devices.iter().enumerate().map(|(i, d)| (d.id, i)).collect();
         let devices = Arc::new(TenantDevices { devices, by_id });
-        self.tenants.lock().unwrap_or_else(|e| e.into_inner()).insert(tenant_id, (devices.clone(), Instant::now()));
+        self.0.put(tenant_id, devices.clone());
         Ok(devices)
     }
 }
@@ -172,40 +168,12 @@ pub async fn all_live(
 }
 
 /// Tenant and group filter of a composed answer.
-type LiveKey = (i64, Option<i64>);
+pub type LiveKey = (i64, Option<i64>);
 
-/// The composed `/v1/live` answer per tenant and group, reused for a fraction of a second:
-/// a dashboard polling every second from many screens costs one Redis round trip per
-/// tenant per period instead of one per request.
-#[derive(Debug)]
-pub struct LiveCache {
-    ttl: Duration,
-    entries: Mutex<HashMap<LiveKey, (Bytes, Instant)>>,
-}
-
-impl LiveCache {
-    /// Answers live `ttl` (zero disables the cache).
-    pub fn new(ttl: Duration) -> Self {
-        LiveCache { ttl, entries: Mutex::new(HashMap::new()) }
-    }
-
-    fn get(&self, key: &LiveKey) -> Option<Bytes> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(key).filter(|(_, at)| at.elapsed() < self.ttl).map(|(body, _)| body.clone())
-    }
-
-    fn put(&self, key: LiveKey, body: Bytes) {
-        if self.ttl.is_zero() {
-            return;
-        }
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() > 10_000 {
-            let ttl = self.ttl;
-            entries.retain(|_, (_, at)| at.elapsed() < ttl);
-        }
-        entries.insert(key, (body, Instant::now()));
-    }
-}
+/// The composed `/v1/live` answer per tenant and group, reused for a fraction of a second
+/// (`api.live_cache_ms`): a dashboard polling every second from many screens costs one
+/// Redis round trip per tenant per period instead of one per request.
+pub type LiveCache = TtlCache<LiveKey, Bytes>;
 
 /// The device's newest position (contract 1, with `received`); 404 when there is none
 /// yet or the device is not the caller's.
