@@ -30,8 +30,33 @@ fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Opti
     Option::<T>::deserialize(d).map(Some)
 }
 
-fn is_unique_violation(error: &tokio_postgres::Error) -> bool {
-    error.code() == Some(&SqlState::UNIQUE_VIOLATION)
+/// A 409 with `message` when the statement broke a unique key, else the error as is.
+fn conflict(message: impl FnOnce() -> String) -> impl FnOnce(tokio_postgres::Error) -> ApiError {
+    move |error| {
+        if error.code() == Some(&SqlState::UNIQUE_VIOLATION) { ApiError::Conflict(message()) } else { error.into() }
+    }
+}
+
+/// A trimmed, non-empty name of at most 200 characters.
+fn required_name(name: &str) -> ApiResult<&str> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(ApiError::BadRequest("name must not be empty".into()));
+    }
+    check_text("name", name, 200)?;
+    Ok(name)
+}
+
+/// Deletes the caller's row `id` of `table` (a table with `id` and `tenant_id`); 404 as
+/// `what` when the tenant has no such row.
+async fn delete_owned(state: &AppState, table: &str, id: i64, tenant_id: i64, what: &'static str) -> ApiResult<()> {
+    let db = state.db().await?;
+    let deleted =
+        db.execute(&format!("DELETE FROM {table} WHERE id = $1 AND tenant_id = $2"), &[&id, &tenant_id]).await?;
+    if deleted == 0 {
+        return Err(ApiError::NotFound(what));
+    }
+    Ok(())
 }
 
 fn check_text(field: &str, value: &str, max_chars: usize) -> ApiResult<()> {
@@ -232,13 +257,7 @@ pub async fn create_device(
             ],
         )
         .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                ApiError::Conflict(format!("identifier {} is already registered", new.identifier))
-            } else {
-                e.into()
-            }
-        })?;
+        .map_err(conflict(|| format!("identifier {} is already registered", new.identifier)))?;
     state.device_cache.invalidate(principal.tenant_id);
     notify_registry(&state, &new.identifier).await;
     Ok((StatusCode::CREATED, axum::Json(device_from(&row))))
@@ -389,11 +408,7 @@ pub async fn create_group(
     JsonBody(new): JsonBody<NewGroup>,
 ) -> ApiResult<impl IntoResponse> {
     principal.require(Role::Admin)?;
-    let name = new.name.trim();
-    if name.is_empty() {
-        return Err(ApiError::BadRequest("name must not be empty".into()));
-    }
-    check_text("name", name, 200)?;
+    let name = required_name(&new.name)?;
     let db = state.db().await?;
     let row = db
         .query_one(
@@ -401,9 +416,7 @@ pub async fn create_group(
             &[&principal.tenant_id, &name],
         )
         .await
-        .map_err(|e| {
-            if is_unique_violation(&e) { ApiError::Conflict(format!("group {name:?} exists")) } else { e.into() }
-        })?;
+        .map_err(conflict(|| format!("group {name:?} exists")))?;
     Ok((StatusCode::CREATED, axum::Json(Group { id: row.get(0), name: name.to_owned() })))
 }
 
@@ -416,12 +429,7 @@ pub async fn delete_group(
     PathId(id): PathId,
 ) -> ApiResult<impl IntoResponse> {
     principal.require(Role::Admin)?;
-    let db = state.db().await?;
-    let deleted =
-        db.execute("DELETE FROM device_groups WHERE id = $1 AND tenant_id = $2", &[&id, &principal.tenant_id]).await?;
-    if deleted == 0 {
-        return Err(ApiError::NotFound("group"));
-    }
+    delete_owned(&state, "device_groups", id, principal.tenant_id, "group").await?;
     state.device_cache.invalidate(principal.tenant_id);
     Ok(no_content())
 }
@@ -472,11 +480,7 @@ pub async fn create_driver(
     JsonBody(new): JsonBody<NewDriver>,
 ) -> ApiResult<impl IntoResponse> {
     principal.require(Role::Dispatcher)?;
-    let name = new.name.trim();
-    if name.is_empty() {
-        return Err(ApiError::BadRequest("name must not be empty".into()));
-    }
-    check_text("name", name, 200)?;
+    let name = required_name(&new.name)?;
     check_text("key_id", new.key_id.as_deref().unwrap_or_default(), 64)?;
     let db = state.db().await?;
     let row = db
@@ -485,9 +489,7 @@ pub async fn create_driver(
             &[&principal.tenant_id, &name, &new.key_id],
         )
         .await
-        .map_err(|e| {
-            if is_unique_violation(&e) { ApiError::Conflict("key_id is already assigned".into()) } else { e.into() }
-        })?;
+        .map_err(conflict(|| "key_id is already assigned".into()))?;
     Ok((StatusCode::CREATED, axum::Json(Driver { id: row.get(0), name: name.to_owned(), key_id: new.key_id })))
 }
 
@@ -500,12 +502,7 @@ pub async fn delete_driver(
     PathId(id): PathId,
 ) -> ApiResult<impl IntoResponse> {
     principal.require(Role::Dispatcher)?;
-    let db = state.db().await?;
-    let deleted =
-        db.execute("DELETE FROM drivers WHERE id = $1 AND tenant_id = $2", &[&id, &principal.tenant_id]).await?;
-    if deleted == 0 {
-        return Err(ApiError::NotFound("driver"));
-    }
+    delete_owned(&state, "drivers", id, principal.tenant_id, "driver").await?;
     Ok(no_content())
 }
 
@@ -599,9 +596,7 @@ pub async fn create_user(
             &[&principal.tenant_id, &email, &name, &hash, &new.role.as_str()],
         )
         .await
-        .map_err(|e| {
-            if is_unique_violation(&e) { ApiError::Conflict(format!("{email} is already a user")) } else { e.into() }
-        })?;
+        .map_err(conflict(|| format!("{email} is already a user")))?;
     Ok((StatusCode::CREATED, axum::Json(user_from(&row))))
 }
 
@@ -614,12 +609,7 @@ pub async fn delete_user(
     PathId(id): PathId,
 ) -> ApiResult<impl IntoResponse> {
     principal.require(Role::Admin)?;
-    let db = state.db().await?;
-    let deleted =
-        db.execute("DELETE FROM users WHERE id = $1 AND tenant_id = $2", &[&id, &principal.tenant_id]).await?;
-    if deleted == 0 {
-        return Err(ApiError::NotFound("user"));
-    }
+    delete_owned(&state, "users", id, principal.tenant_id, "user").await?;
     state.invalidate(principal.tenant_id).await;
     Ok(no_content())
 }
