@@ -213,8 +213,39 @@ async fn throughput(args: &Args) -> Result<serde_json::Value, Error> {
 struct Row {
     device_id: i64,
     time: Timestamp,
-    attrs: &'static str,
-    io: &'static str,
+    tenant_id: i64,
+    received: Timestamp,
+    /// lat, lon, altitude, speed, course, distance_m
+    numbers: [Option<f64>; 6],
+    satellites: Option<i32>,
+    attrs: Jsonb<'static>,
+    io: Jsonb<'static>,
+}
+
+/// The columns both ways of writing rows use, in `COPY_TYPES` order.
+const COLUMNS: &str = "device_id, fix_time, tenant_id, received, lat, lon, altitude, speed, course, satellites, valid, attrs, io, distance_m, moving";
+
+impl Row {
+    fn values(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 15] {
+        let [lat, lon, altitude, speed, course, distance] = &self.numbers;
+        [
+            &self.device_id,
+            &self.time,
+            &self.tenant_id,
+            &self.received,
+            lat,
+            lon,
+            altitude,
+            speed,
+            course,
+            &self.satellites,
+            &true,
+            &self.attrs,
+            &self.io,
+            distance,
+            &Some(true),
+        ]
+    }
 }
 
 const ATTRS: &str = r#"{"ignition":true,"motion":true,"power_voltage":12.6,"battery_voltage":4.1,"odometer":1000,"gsm_signal":4,"fuel_level":63}"#;
@@ -224,12 +255,17 @@ const IO: &str =
 async fn ratios(args: &Args) -> Result<serde_json::Value, Error> {
     let mut setup = setup(args.devices, 1).await?;
     let base = now().0 - 86_400_000;
+    let received = Timestamp(now());
     let rows: Vec<Row> = (0..args.rows)
         .map(|i| Row {
             device_id: setup.first_device + (i as i64 % args.devices),
             time: Timestamp(UtcMillis(base + (i as i64 / args.devices) * 1000)),
-            attrs: ATTRS,
-            io: IO,
+            tenant_id: setup.tenant_id,
+            received,
+            numbers: [Some(54.0), Some(25.0), Some(110.0), Some(52.0), Some(90.0), Some(10.0)],
+            satellites: Some(9),
+            attrs: Jsonb(ATTRS),
+            io: Jsonb(IO),
         })
         .collect();
     let months = [now(), UtcMillis(base)].map(|t| {
@@ -237,69 +273,25 @@ async fn ratios(args: &Args) -> Result<serde_json::Value, Error> {
         y * 12 + i64::from(m) - 1
     });
     fleetgate_processor::history::Partitions::default().ensure(&mut setup.postgres, months).await?;
-    let tenant = setup.tenant_id;
-    let received = Timestamp(now());
-
+    let placeholders: Vec<String> = (1..=15).map(|i| format!("${i}")).collect();
     let insert = setup
         .postgres
-        .prepare(
-            "INSERT INTO positions (device_id, fix_time, tenant_id, received, lat, lon, altitude, speed, course, satellites, \
-             valid, attrs, io) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
+        .prepare(&format!("INSERT INTO positions ({COLUMNS}) VALUES ({})", placeholders.join(", ")))
         .await?;
     let started = Instant::now();
     for row in &rows {
-        let values: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
-            &row.device_id,
-            &row.time,
-            &tenant,
-            &received,
-            &Some(54.0f64),
-            &Some(25.0f64),
-            &Some(110.0f64),
-            &Some(52.0f64),
-            &Some(90.0f64),
-            &Some(9i32),
-            &true,
-            &Jsonb(row.attrs),
-            &Jsonb(row.io),
-        ];
-        setup.postgres.execute(&insert, &values).await?;
+        setup.postgres.execute(&insert, &row.values()).await?;
     }
     let insert_rate = rows.len() as f64 / started.elapsed().as_secs_f64();
     setup.postgres.batch_execute("TRUNCATE positions").await?;
 
     let started = Instant::now();
     let transaction = setup.postgres.transaction().await?;
-    let sink = transaction
-        .copy_in(
-            "COPY positions (device_id, fix_time, tenant_id, received, lat, lon, altitude, speed, course, satellites, \
-             valid, attrs, io, distance_m, moving) FROM STDIN BINARY",
-        )
-        .await?;
+    let sink = transaction.copy_in(&format!("COPY positions ({COLUMNS}) FROM STDIN BINARY")).await?;
     let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &COPY_TYPES);
     futures_util::pin_mut!(writer);
     for row in &rows {
-        writer
-            .as_mut()
-            .write(&[
-                &row.device_id,
-                &row.time,
-                &tenant,
-                &received,
-                &Some(54.0f64),
-                &Some(25.0f64),
-                &Some(110.0f64),
-                &Some(52.0f64),
-                &Some(90.0f64),
-                &Some(9i32),
-                &true,
-                &Jsonb(row.attrs),
-                &Jsonb(row.io),
-                &Some(10.0f64),
-                &Some(true),
-            ])
-            .await?;
+        writer.as_mut().write(&row.values()).await?;
     }
     writer.finish().await?;
     transaction.commit().await?;
