@@ -132,17 +132,42 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, SchemaError> {
 /// Isolation for tests that use the shared Postgres server: each test gets a schema of
 /// its own, and a URL whose connections use it.
 pub mod testing {
+    use std::time::Duration;
+
     use super::{SchemaError, connect, query_error};
+
+    /// `label` made unique to this process and moment, for the names a test gives its
+    /// schema, streams, subjects and keys.
+    pub fn unique(label: &str) -> String {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        format!("{label}{:x}{:x}", std::process::id(), nanos % 0xFFFF_FFFF_FFFF)
+    }
+
+    /// A TCP port free on the loopback right now.
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_or(0, |a| a.port())
+    }
+
+    /// Polls `check` until it holds; panics with `what` after a minute. For correctness
+    /// only: nothing here measures speed.
+    pub async fn eventually<F, Fut>(what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        for _ in 0..600 {
+            if check().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("timed out waiting for: {what}");
+    }
 
     /// A fresh, empty schema; returns its name and a URL that uses it.
     pub async fn isolated_schema(base_url: &str, label: &str) -> Result<(String, String), SchemaError> {
         let client = connect(base_url).await?;
-        let unique = format!(
-            "{:x}{:x}",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
-        );
-        let schema = format!("fg_{label}_{unique}");
+        let schema = unique(&format!("fg_{label}_"));
         client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.map_err(query_error("create test schema"))?;
         let separator = if base_url.contains('?') { '&' } else { '?' };
         Ok((schema.clone(), format!("{base_url}{separator}options=-csearch_path%3D{schema}")))

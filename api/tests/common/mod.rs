@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub use fleetgate_schema::testing::{eventually, unique};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -10,11 +11,6 @@ use fleetgate_gateway::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-
-pub fn unique(label: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("{label}{:x}{:x}", std::process::id(), nanos % 0xFFFF_FFFF_FFFF)
-}
 
 pub struct Api {
     pub address: SocketAddr,
@@ -168,18 +164,4 @@ pub fn parse_response(raw: &[u8]) -> Response {
         body = decoded;
     }
     Response { status, headers, body }
-}
-
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }

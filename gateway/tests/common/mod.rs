@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub use fleetgate_schema::testing::{free_port, unique};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -19,11 +20,6 @@ use tokio_util::sync::CancellationToken;
 
 pub const TELTONIKA_IMEI: &str = "356307042441013";
 pub const WIALON_IMEI: &str = "355217044956192";
-
-pub fn unique(label: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("{label}{:x}{:x}", std::process::id(), nanos % 0xFFFF_FFFF_FFFF)
-}
 
 pub fn nats_url() -> String {
     std::env::var("FLEETGATE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
@@ -251,7 +247,7 @@ pub struct PrivateNats {
 
 impl PrivateNats {
     pub fn start() -> PrivateNats {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let port = free_port();
         let dir = std::env::temp_dir().join(unique("fleetgate-nats-"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut nats = PrivateNats { port, dir, child: None };

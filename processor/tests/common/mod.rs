@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub use fleetgate_schema::testing::{eventually, free_port, unique};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -16,21 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 pub const IMEI: &str = "356307042441013";
 
-pub fn unique(label: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("{label}{:x}{:x}", std::process::id(), nanos % 0xFFFF_FFFF_FFFF)
-}
-
 pub fn nats_url() -> String {
     std::env::var("FLEETGATE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
 pub fn redis_url() -> String {
     std::env::var("FLEETGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
 
 /// Creates the tenant and device rows; returns their ids.
@@ -176,22 +168,6 @@ pub fn position(time: &str, lat: f64, speed: f64, valid: bool, attrs: serde_json
 
 pub fn now_text() -> String {
     fleetgate_gateway::connection::now().to_string()
-}
-
-/// Waits (polling) until `check` holds; panics after a generous deadline. Correctness
-/// only: nothing here measures speed.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..600 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 /// Runs a command as the `postgres` user when we are root (Postgres refuses root).
