@@ -81,6 +81,19 @@ fn position_json(device: i64, time: UtcMillis, received: UtcMillis, step: u64) -
     )
 }
 
+/// Publishes one positions message as the gateway would; returns the ack to await.
+async fn publish(
+    js: &jetstream::Context,
+    setup: &Setup,
+    device: i64,
+    positions: &[String],
+) -> Result<async_nats::jetstream::context::PublishAckFuture, Error> {
+    let payload =
+        format!(r#"{{"tenant_id":{},"device_id":{device},"positions":[{}]}}"#, setup.tenant_id, positions.join(","));
+    let subject = format!("{}.pos.{}.{device}", setup.config.nats.subject_prefix, setup.tenant_id);
+    Ok(js.publish(subject, payload.into()).await?)
+}
+
 struct Setup {
     config: Config,
     postgres: tokio_postgres::Client,
@@ -155,13 +168,7 @@ async fn throughput(args: &Args) -> Result<serde_json::Value, Error> {
                 position_json(device, UtcMillis(base.0 + step as i64 * 1000), now(), step)
             })
             .collect();
-        let payload = format!(
-            r#"{{"tenant_id":{},"device_id":{device},"positions":[{}]}}"#,
-            setup.tenant_id,
-            positions.join(",")
-        );
-        let subject = format!("{}.pos.{}.{device}", setup.config.nats.subject_prefix, setup.tenant_id);
-        pending.push(js.publish(subject, payload.into()).await?);
+        pending.push(publish(&js, &setup, device, &positions).await?);
         if pending.len() == 2000 {
             for ack in pending.drain(..) {
                 ack.await?;
@@ -351,13 +358,7 @@ async fn freshness(args: &Args) -> Result<serde_json::Value, Error> {
             let positions: Vec<String> = (0..args.per_message as u64)
                 .map(|k| position_json(device, UtcMillis(at.0 - 1000 + k as i64), at, sent))
                 .collect();
-            let payload = format!(
-                r#"{{"tenant_id":{},"device_id":{device},"positions":[{}]}}"#,
-                setup.tenant_id,
-                positions.join(",")
-            );
-            let subject = format!("{}.pos.{}.{device}", setup.config.nats.subject_prefix, setup.tenant_id);
-            pending.push(js.publish(subject, payload.into()).await?);
+            pending.push(publish(&js, &setup, device, &positions).await?);
             sent += 1;
         }
         if pending.len() > 1000 {
