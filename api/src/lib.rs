@@ -17,6 +17,7 @@ pub mod error;
 pub mod history;
 pub mod live;
 pub mod resources;
+pub mod traffic;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -224,6 +225,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .routes(routes!(live::stream))
         .routes(routes!(history::positions))
         .routes(routes!(history::events))
+        .routes(routes!(traffic::traffic))
         .routes(routes!(commands::queue_command, commands::list_commands))
         .with_state(state.clone())
         .split_for_parts();

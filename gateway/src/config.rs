@@ -107,6 +107,9 @@ pub struct ProcessorConfig {
     /// Partitions whose whole month is older than this many months are detached and
     /// dropped; 0 keeps history forever.
     pub retention_months: u32,
+    /// Days of the raw frame archive kept in Postgres (`device_frames`, for the traffic
+    /// view and `fleetgate reprocess`); 0 keeps everything.
+    pub archive_retention_days: u32,
     /// External power below this voltage (after being above it) is a `power_cut` event.
     pub power_cut_voltage: f64,
     /// Backup battery below this voltage (after being above it) is a `low_battery` event.
@@ -128,6 +131,7 @@ impl Default for ProcessorConfig {
             future_tolerance_s: 300,
             partitions_ahead_months: 2,
             retention_months: 0,
+            archive_retention_days: 7,
             power_cut_voltage: 3.0,
             low_battery_voltage: 3.4,
             metrics_addr: "0.0.0.0:9103".into(),
@@ -173,6 +177,13 @@ pub struct NatsConfig {
     pub command_stream: String,
     /// Commands not taken by their device within this many days are dropped.
     pub command_max_age_days: u64,
+    /// Keep every frame as received (and every reply and command) in the raw frame
+    /// archive stream `{stream}_RAW`.
+    pub archive: bool,
+    /// Archived frames older than this are dropped from the archive stream (days).
+    pub archive_max_age_days: u64,
+    /// Size cap of the archive stream in bytes (oldest dropped first); -1 for none.
+    pub archive_max_bytes: i64,
 }
 
 impl Default for NatsConfig {
@@ -188,6 +199,9 @@ impl Default for NatsConfig {
             publish_timeout_s: 10,
             command_stream: "FLEETGATE_COMMANDS".into(),
             command_max_age_days: 7,
+            archive: true,
+            archive_max_age_days: 7,
+            archive_max_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 }

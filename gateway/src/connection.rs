@@ -18,6 +18,7 @@ use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::archive::{self, Capture, Frame, Origin, Outcome};
 use crate::commands::{Command, DeviceQueue, Registration, parse_command};
 use crate::gateway::{Gateway, Login};
 use crate::metrics::Refusal;
@@ -43,15 +44,26 @@ pub enum StreamError {
     Io(#[from] std::io::Error),
 }
 
-/// A codec session as a tokio-util decoder.
+/// A codec session as a tokio-util decoder, copying what each event consumed for the
+/// archive.
 pub struct SessionCodec {
     session: Box<dyn Session>,
+    capture: Capture,
 }
 
 impl SessionCodec {
-    /// Wraps a session.
-    pub fn new(session: Box<dyn Session>) -> Self {
-        SessionCodec { session }
+    /// Wraps a session; `archive` keeps the bytes of each event for [`Self::take_frame`].
+    pub fn new(session: Box<dyn Session>, archive: bool) -> Self {
+        SessionCodec { session, capture: Capture::new(archive) }
+    }
+
+    /// The bytes consumed since the last call (what the last event was made of) and
+    /// their full count; with `rest`, every byte still unconsumed too.
+    pub fn take_frame(&mut self, rest: bool) -> (bytes::Bytes, usize) {
+        if rest {
+            self.capture.abandon();
+        }
+        self.capture.take()
     }
 
     /// Frames a command for the device, and whether the device answers it.
@@ -70,7 +82,10 @@ impl Decoder for SessionCodec {
     type Error = StreamError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Event>, StreamError> {
-        Ok(self.session.decode(src)?)
+        self.capture.before(src);
+        let event = self.session.decode(src);
+        self.capture.after(src.len());
+        Ok(event?)
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Event>, StreamError> {
@@ -78,6 +93,7 @@ impl Decoder for SessionCodec {
         let event = self.decode(src)?;
         if event.is_none() && !src.is_empty() {
             tracing::debug!(bytes = src.len(), "connection closed inside a frame");
+            self.capture.abandon();
             src.clear();
         }
         Ok(event)
@@ -135,7 +151,9 @@ async fn run(
     let session = protocol.session(gateway.config.gateway.limits.session_options());
     // Start small: most connections sit idle between frames, and the codec reserves room
     // for a whole frame once it has read the frame's (bounded) length.
-    let mut frames = FramedRead::with_capacity(reader, SessionCodec::new(session), INITIAL_READ_BUFFER);
+    let mut frames =
+        FramedRead::with_capacity(reader, SessionCodec::new(session, gateway.config.nats.archive), INITIAL_READ_BUFFER);
+    let mut archive = ConnectionArchive::new(protocol);
     let counters = gateway.metrics.protocol(protocol);
     let mut device: Option<(String, DeviceRecord)> = None;
     let mut registration: Option<Registration> = None;
@@ -165,7 +183,14 @@ async fn run(
                     let framed = frames.decoder().command(&command.payload);
                     (command, framed)
                 });
-                match Box::pin(deliver(command, &mut writer, message)).await {
+                let sent = command.as_ref().ok().and_then(|(_, framed)| framed.as_ref()).map(|(bytes, _)| bytes.clone());
+                let delivery = Box::pin(deliver(command, &mut writer, message)).await;
+                if let (Some(bytes), false) = (sent, matches!(delivery, Delivery::SocketFailed)) {
+                    let size = bytes.len();
+                    let frame = Frame { time: now(), bytes, size, outcome: Outcome::Command, reply: None };
+                    archive.record(gateway, device.as_ref(), frame).await;
+                }
+                match delivery {
                     Delivery::Awaiting(sent) => {
                         awaiting = Some(*sent);
                         awaiting_since = std::time::Instant::now();
@@ -188,6 +213,9 @@ async fn run(
             Ok(Some(Err(StreamError::Fatal(fatal)))) => {
                 gateway.metrics.refused(Refusal::Fatal);
                 tracing::warn!(offset = fatal.offset, error = %fatal.error, "closing a stream that cannot be framed");
+                let outcome = Outcome::Fatal { offset: fatal.offset, error: fatal.error };
+                let (bytes, size) = frames.decoder_mut().take_frame(true);
+                archive.record(gateway, device.as_ref(), Frame { time: now(), bytes, size, outcome, reply: None }).await;
                 break;
             }
             Ok(Some(Err(StreamError::Io(error)))) => {
@@ -197,12 +225,18 @@ async fn run(
             Ok(Some(Ok(event))) => event,
         };
         counters.frames.fetch_add(1, Relaxed);
+        let (bytes, size) = frames.decoder_mut().take_frame(false);
+        let mut frame = Frame { time: now(), bytes, size, outcome: Outcome::KeepAlive, reply: None };
         match event {
             Event::Login { device: identifier, password, accept, reject } => {
                 match gateway.login(protocol, &identifier, password.as_deref()).await {
                     Login::Accepted(record) => {
                         tracing::Span::current().record("device", identifier.as_str());
-                        if !send(&mut writer, &accept).await {
+                        let delivered = send(&mut writer, &accept).await;
+                        frame.outcome = Outcome::Login;
+                        frame.reply = Some(accept);
+                        archive.record(gateway, Some(&(identifier.clone(), record.clone())), frame).await;
+                        if !delivered {
                             break;
                         }
                         gateway.publish_status(&identifier, &record, true).await;
@@ -218,23 +252,36 @@ async fn run(
                         device = Some((identifier, record));
                     }
                     Login::Refused { reply } => {
-                        let _ = send(&mut writer, reply.as_ref().unwrap_or(&reject)).await;
+                        let reply = reply.unwrap_or(reject);
+                        let _ = send(&mut writer, &reply).await;
+                        frame.outcome = Outcome::LoginRefused;
+                        frame.reply = Some(reply);
+                        archive.refused_login(gateway, &identifier, frame).await;
                         break;
                     }
                 }
             }
             Event::Positions { mut batch, ack, .. } => {
                 let Some((identifier, record)) = &device else { break };
-                batch.received = Some(now());
+                // The positions' `received` and the frame's archive time are one value:
+                // it is how `fleetgate reprocess` finds the rows a frame became.
+                batch.received = Some(frame.time);
+                let count = batch.len();
                 let stored = gateway.store_positions(identifier, record, &batch).await;
                 if !stored {
                     // Nothing is acknowledged; closing makes the device resend everything
                     // it holds once it reconnects, instead of waiting for an answer.
+                    frame.outcome = Outcome::NotStored(count);
+                    archive.record(gateway, device.as_ref(), frame).await;
                     break;
                 }
-                counters.positions.fetch_add(batch.len() as u64, Relaxed);
+                counters.positions.fetch_add(count as u64, Relaxed);
                 frames.decoder_mut().recycle(batch);
-                if !send(&mut writer, &ack).await {
+                let delivered = send(&mut writer, &ack).await;
+                frame.outcome = Outcome::Positions(count);
+                frame.reply = Some(ack);
+                archive.record(gateway, device.as_ref(), frame).await;
+                if !delivered {
                     break;
                 }
                 counters.acks.fetch_add(1, Relaxed);
@@ -243,7 +290,9 @@ async fn run(
                 let Some((identifier, record)) = &device else { break };
                 let answered = if message.is_command_response() { awaiting.take() } else { None };
                 let command_id = answered.as_ref().map(|(id, _)| id.as_str());
+                frame.outcome = Outcome::Message(message.kind);
                 if !gateway.store_message(identifier, record, &message, command_id).await {
+                    archive.record(gateway, device.as_ref(), frame).await;
                     break;
                 }
                 if let Some((_, command)) = answered {
@@ -253,17 +302,13 @@ async fn run(
                     }
                     gateway.connected.wake(record.device_id);
                 }
-                if let Some(reply) = reply {
-                    if !send(&mut writer, &reply).await {
-                        break;
-                    }
+                if !archive.answer(gateway, device.as_ref(), &mut writer, frame, reply).await {
+                    break;
                 }
             }
             Event::KeepAlive { reply } => {
-                if let Some(reply) = reply {
-                    if !send(&mut writer, &reply).await {
-                        break;
-                    }
+                if !archive.answer(gateway, device.as_ref(), &mut writer, frame, reply).await {
+                    break;
                 }
             }
             Event::Refused { offset, error, reply } => {
@@ -271,19 +316,114 @@ async fn run(
                 if let Some(suppressed) = gateway.refusal_log.allow() {
                     tracing::warn!(offset, %error, suppressed, "frame refused");
                 }
-                if let Some(reply) = reply {
-                    if !send(&mut writer, &reply).await {
-                        break;
-                    }
+                frame.outcome = Outcome::Refused { offset, error };
+                if !archive.answer(gateway, device.as_ref(), &mut writer, frame, reply).await {
+                    break;
                 }
             }
         }
     }
+    // Whatever was left unframed (a frame cut short, a device gone silent mid-frame).
+    let (bytes, size) = frames.decoder_mut().take_frame(true);
+    if size > 0 {
+        let frame = Frame { time: now(), bytes, size, outcome: Outcome::Incomplete, reply: None };
+        archive.record(gateway, device.as_ref(), frame).await;
+    }
+    archive.close(gateway).await;
     let _ = writer.shutdown().await;
     if let (Some(registration), Some((_, record))) = (&registration, &device) {
         gateway.connected.unregister(record.device_id, registration);
     }
     device
+}
+
+/// Frames of one connection on their way to the archive. Frames before the login wait
+/// (a few at most) until the device is known; a connection that never logs in leaves
+/// them as an unregistered device's.
+struct ConnectionArchive {
+    protocol: Protocol,
+    connection: u64,
+    early: Vec<Frame>,
+}
+
+/// Frames kept before a login; a device that sends more garbage than this first is
+/// recorded by the first ones.
+const MAX_EARLY_FRAMES: usize = 8;
+
+impl ConnectionArchive {
+    fn new(protocol: Protocol) -> Self {
+        ConnectionArchive { protocol, connection: archive::connection_id(), early: Vec::new() }
+    }
+
+    fn origin<'a>(&self, device: Option<&'a (String, DeviceRecord)>, identifier: Option<&'a str>) -> Origin<'a> {
+        Origin {
+            protocol: self.protocol,
+            transport: "tcp",
+            connection: self.connection,
+            device: device.map(|(identifier, record)| (identifier.as_str(), record.tenant_id, record.device_id)),
+            identifier,
+        }
+    }
+
+    async fn record(&mut self, gateway: &Gateway, device: Option<&(String, DeviceRecord)>, frame: Frame) {
+        if !gateway.config.nats.archive {
+            return;
+        }
+        if device.is_none() {
+            if self.early.len() < MAX_EARLY_FRAMES {
+                self.early.push(frame);
+            }
+            return;
+        }
+        let origin = self.origin(device, None);
+        for early in std::mem::take(&mut self.early) {
+            gateway.archive(origin, &early).await;
+        }
+        gateway.archive(origin, &frame).await;
+    }
+
+    /// A refused login: kept under the device when the identifier is registered (wrong
+    /// password or protocol), else as an unregistered device's.
+    async fn refused_login(&mut self, gateway: &Gateway, identifier: &str, frame: Frame) {
+        match gateway.registry.lookup(identifier) {
+            Some(record) => self.record(gateway, Some(&(identifier.to_owned(), record)), frame).await,
+            None if gateway.config.nats.archive => {
+                let origin = self.origin(None, Some(identifier));
+                for early in std::mem::take(&mut self.early) {
+                    gateway.archive(origin, &early).await;
+                }
+                gateway.archive(origin, &frame).await;
+            }
+            None => {}
+        }
+    }
+
+    /// Sends `reply` (if any), then records the frame with it; false when the device is
+    /// gone.
+    async fn answer(
+        &mut self,
+        gateway: &Gateway,
+        device: Option<&(String, DeviceRecord)>,
+        writer: &mut OwnedWriteHalf,
+        mut frame: Frame,
+        reply: Option<bytes::Bytes>,
+    ) -> bool {
+        let delivered = match &reply {
+            Some(reply) => send(writer, reply).await,
+            None => true,
+        };
+        frame.reply = reply;
+        self.record(gateway, device, frame).await;
+        delivered
+    }
+
+    /// Frames of a connection that never logged in.
+    async fn close(&mut self, gateway: &Gateway) {
+        let origin = self.origin(None, None);
+        for early in std::mem::take(&mut self.early) {
+            gateway.archive(origin, &early).await;
+        }
+    }
 }
 
 /// Waits for a command wake-up once the device is logged in; never before.

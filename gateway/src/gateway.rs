@@ -12,6 +12,7 @@ use fleetgate_codecs::hex::HexDisplay;
 use fleetgate_codecs::{Batch, DeviceMessage, Protocol};
 use tokio::sync::Semaphore;
 
+use crate::archive::{Frame, Origin, Record};
 use crate::commands::Connected;
 use crate::config::Config;
 use crate::connection::now;
@@ -232,6 +233,31 @@ impl Gateway {
             json["command_id"] = command_id.into();
         }
         self.store(subject, message_id, Bytes::from(json.to_string())).await
+    }
+
+    /// Publishes one frame's archive record. Its JetStream ack is awaited in the
+    /// background: the archive never holds up a device (failures are counted).
+    pub async fn archive(&self, origin: Origin<'_>, frame: &Frame) {
+        let record = Record::new(origin, frame);
+        let device = origin.device.map(|(_, tenant_id, device_id)| (tenant_id, device_id));
+        let subject = stream::archive_subject(&self.config.nats.subject_prefix, device);
+        // Serializing our own type into memory cannot fail.
+        let payload = Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
+        let metrics = self.metrics.clone();
+        match self.jetstream.send_publish(subject, PublishMessage::build().payload(payload)).await {
+            Ok(ack) => {
+                let timeout = Duration::from_secs(self.config.nats.publish_timeout_s);
+                tokio::spawn(async move {
+                    match tokio::time::timeout(timeout, ack).await {
+                        Ok(Ok(_)) => metrics.archived.fetch_add(1, Relaxed),
+                        _ => metrics.archive_failures.fetch_add(1, Relaxed),
+                    };
+                });
+            }
+            Err(_) => {
+                metrics.archive_failures.fetch_add(1, Relaxed);
+            }
+        }
     }
 
     /// Publishes that a device came online or went offline. Best effort: a lost status

@@ -8,6 +8,7 @@
 //! [`connection::serve`], a UDP socket [`udp::serve`]. The JetStream contract (subjects,
 //! message format, message ids) is [`stream`].
 
+pub mod archive;
 pub mod commands;
 pub mod config;
 pub mod connection;

@@ -113,6 +113,10 @@ pub struct Metrics {
     pub nats_healthy: AtomicI64,
     /// Devices in the registry.
     pub registry_devices: AtomicI64,
+    /// Frames and commands the archive stream stored.
+    pub archived: AtomicU64,
+    /// Archive records JetStream did not store (the frames themselves were handled).
+    pub archive_failures: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -124,6 +128,8 @@ impl Default for Metrics {
             publishes_in_flight: AtomicI64::new(0),
             nats_healthy: AtomicI64::new(1),
             registry_devices: AtomicI64::new(0),
+            archived: AtomicU64::new(0),
+            archive_failures: AtomicU64::new(0),
         }
     }
 }
@@ -188,6 +194,13 @@ impl Metrics {
             "fleetgate_gateway_publish_seconds",
             "Time from publish to JetStream ack.",
         );
+        let counters = [
+            ("fleetgate_gateway_archived_total", "Frames and commands stored in the raw archive.", &self.archived),
+            ("fleetgate_gateway_archive_failures_total", "Archive records JetStream did not store.", &self.archive_failures),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));
+        }
         let gauges = [
             ("fleetgate_gateway_publishes_in_flight", "Publishes waiting for their ack.", &self.publishes_in_flight),
             ("fleetgate_gateway_nats_healthy", "1 while publishing works, 0 after a failure.", &self.nats_healthy),

@@ -9,6 +9,9 @@
 //! - `P.registry` (core NATS, not stored): a device was created, changed or deleted.
 //! - `P.dead.{pos,msg,status}` (stream `{stream}_DEAD`): messages the processor could
 //!   not read, with the reason in the `Fleetgate-Reason` header.
+//! - `P.raw.{tenant_id}.{device_id}` (stream `{stream}_RAW`): the raw frame archive,
+//!   one [`crate::archive::Record`] per frame received or command sent; `P.raw.unregistered`
+//!   for connections that never became a registered device.
 //! - `P.live.{tenant_id}.{device_id}` (core NATS): the processor moved a live position.
 //! - `P.event.{tenant_id}.{device_id}` (core NATS): the processor derived an event.
 //!
@@ -54,6 +57,19 @@ pub fn dead_letter_subject(prefix: &str, kind: &str) -> String {
 /// Name of the dead-letter stream.
 pub fn dead_letter_stream(config: &NatsConfig) -> String {
     format!("{}_DEAD", config.stream)
+}
+
+/// Subject of a device's archived frames; `None` for a device that is not registered.
+pub fn archive_subject(prefix: &str, device: Option<(i64, i64)>) -> String {
+    match device {
+        Some((tenant_id, device_id)) => format!("{prefix}.raw.{tenant_id}.{device_id}"),
+        None => format!("{prefix}.raw.unregistered"),
+    }
+}
+
+/// Name of the raw frame archive stream.
+pub fn archive_stream(config: &NatsConfig) -> String {
+    format!("{}_RAW", config.stream)
 }
 
 /// Subject of live position updates for streaming clients (core NATS).
@@ -108,7 +124,17 @@ pub async fn ensure_stream(js: &jetstream::Context, config: &NatsConfig) -> Resu
         num_replicas: config.replicas,
         ..Default::default()
     };
-    for config in [stream_config, command_config, dead_letter_config] {
+    let archive_config = stream::Config {
+        name: archive_stream(config),
+        subjects: vec![format!("{prefix}.raw.>")],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        max_age: Duration::from_secs(config.archive_max_age_days * 86_400),
+        max_bytes: config.archive_max_bytes,
+        num_replicas: config.replicas,
+        ..Default::default()
+    };
+    for config in [stream_config, command_config, dead_letter_config, archive_config] {
         match js.get_stream(&config.name).await {
             Ok(_) => {
                 js.update_stream(config).await?;

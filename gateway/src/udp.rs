@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::archive::{self, Frame, Origin, Outcome};
 use crate::connection::now;
 use crate::gateway::{Gateway, Login};
 use crate::metrics::Refusal;
@@ -28,6 +29,23 @@ struct Peer {
     session: Box<dyn Session>,
     device: Option<(String, DeviceRecord)>,
     last_seen: Instant,
+    /// The peer session's id in the archive.
+    connection: u64,
+}
+
+/// Archives one datagram as the frame of the peer's device (or an unregistered one's).
+async fn archive(gateway: &Gateway, protocol: Protocol, connection: u64, device: Option<&(String, DeviceRecord)>, frame: Frame) {
+    if !gateway.config.nats.archive {
+        return;
+    }
+    let origin = Origin {
+        protocol,
+        transport: "udp",
+        connection,
+        device: device.map(|(identifier, record)| (identifier.as_str(), record.tenant_id, record.device_id)),
+        identifier: None,
+    };
+    gateway.archive(origin, &frame).await;
 }
 
 /// Serves one UDP socket until `shutdown`.
@@ -68,16 +86,24 @@ pub async fn serve(
             session: protocol.session(gateway.config.gateway.limits.session_options()),
             device: None,
             last_seen: Instant::now(),
+            connection: archive::connection_id(),
         });
         peer.last_seen = Instant::now();
         counters.frames.fetch_add(1, Relaxed);
-        let events = match peer.session.decode_datagram(Bytes::copy_from_slice(&buffer[..len])) {
+        let datagram = Bytes::copy_from_slice(&buffer[..len]);
+        // The datagram is the frame; its record is written once, by whoever knows how
+        // it ended (the publish task when it held positions or a message).
+        let mut frame = Frame { time: now(), bytes: datagram.clone(), size: len, outcome: Outcome::KeepAlive, reply: None };
+        let mut handed_over = false;
+        let events = match peer.session.decode_datagram(datagram) {
             Ok(events) => events,
             Err(error) => {
                 gateway.metrics.refused(Refusal::Frame);
                 if let Some(suppressed) = gateway.refusal_log.allow() {
                     tracing::warn!(peer = %peer_addr, protocol = protocol.name(), offset = error.offset, error = %error.error, suppressed, "datagram refused");
                 }
+                frame.outcome = Outcome::Refused { offset: error.offset as u64, error: error.error };
+                archive(&gateway, protocol, peer.connection, peer.device.as_ref(), frame).await;
                 continue;
             }
         };
@@ -88,6 +114,7 @@ pub async fn serve(
                         Login::Accepted(record) => Some((device, record)),
                         Login::Refused { .. } => None,
                     };
+                    frame.outcome = if peer.device.is_some() { Outcome::Login } else { Outcome::LoginRefused };
                     None
                 }
                 Event::Positions { mut batch, ack, .. } => {
@@ -101,34 +128,46 @@ pub async fn serve(
                         }
                     }
                     // An unknown device gets no answer at all over UDP.
+                    frame.outcome = Outcome::LoginRefused;
                     let Some((identifier, record)) = peer.device.clone() else { continue };
                     let Ok(permit) = in_flight.clone().try_acquire_owned() else {
                         gateway.metrics.refused(Refusal::PublishFailed);
                         continue;
                     };
-                    batch.received = Some(now());
+                    batch.received = Some(frame.time);
                     let (gateway, socket) = (gateway.clone(), socket.clone());
+                    let (connection, mut frame) = (peer.connection, frame.clone());
+                    handed_over = true;
                     tracker.spawn(async move {
+                        frame.outcome = Outcome::NotStored(batch.len());
                         if gateway.store_positions(&identifier, &record, &batch).await {
                             let counters = gateway.metrics.protocol(protocol);
                             counters.positions.fetch_add(batch.len() as u64, Relaxed);
                             if socket.send_to(&ack, peer_addr).await.is_ok() {
                                 counters.acks.fetch_add(1, Relaxed);
                             }
+                            frame.outcome = Outcome::Positions(batch.len());
+                            frame.reply = Some(ack);
                         }
                         drop(permit);
+                        archive(&gateway, protocol, connection, Some(&(identifier, record)), frame).await;
                     });
                     None
                 }
                 Event::Message { message, reply } => {
                     let Some((identifier, record)) = peer.device.clone() else { continue };
                     let (gateway, socket) = (gateway.clone(), socket.clone());
+                    let (connection, mut frame) = (peer.connection, frame.clone());
+                    handed_over = true;
                     tracker.spawn(async move {
+                        frame.outcome = Outcome::Message(message.kind);
                         if gateway.store_message(&identifier, &record, &message, None).await {
                             if let Some(reply) = reply {
                                 let _ = socket.send_to(&reply, peer_addr).await;
+                                frame.reply = Some(reply);
                             }
                         }
+                        archive(&gateway, protocol, connection, Some(&(identifier, record)), frame).await;
                     });
                     None
                 }
@@ -138,12 +177,17 @@ pub async fn serve(
                     if let Some(suppressed) = gateway.refusal_log.allow() {
                         tracing::warn!(peer = %peer_addr, protocol = protocol.name(), offset, %error, suppressed, "datagram refused");
                     }
+                    frame.outcome = Outcome::Refused { offset, error };
                     reply
                 }
             };
             if let Some(reply) = reply.filter(|r| !r.is_empty()) {
                 let _ = socket.send_to(&reply, peer_addr).await;
+                frame.reply = Some(reply);
             }
+        }
+        if !handed_over {
+            archive(&gateway, protocol, peer.connection, peer.device.as_ref(), frame).await;
         }
     }
 }

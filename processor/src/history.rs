@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write;
-use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, BytesMut};
 use fleetgate_codecs::time::UtcMillis;
@@ -20,6 +19,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
 use crate::message::{DeviceMessage, Position, Status};
+pub use crate::partitions::Partitions;
 
 /// Microseconds between the Unix epoch and Postgres' epoch (2000-01-01).
 const POSTGRES_EPOCH_US: i64 = 946_684_800_000_000;
@@ -153,110 +153,6 @@ pub struct Written {
     /// Events (re)derived in this batch, as JSON for the live stream, with their tenant
     /// and device.
     pub events: Vec<(i64, i64, String)>,
-}
-
-/// Monthly partitions known to exist, shared by the workers of one process.
-#[derive(Debug, Default, Clone)]
-pub struct Partitions(Arc<Mutex<BTreeSet<i64>>>);
-
-/// `year * 12 + month - 1`, the partition a time falls in.
-fn month_index(time: UtcMillis) -> i64 {
-    let (year, month) = time.year_month();
-    year * 12 + i64::from(month) - 1
-}
-
-/// Partition name and bounds of a month index.
-fn partition_of(month: i64) -> (String, String, String) {
-    let (year, month0) = (month.div_euclid(12), month.rem_euclid(12));
-    let (next_year, next_month0) = ((month + 1).div_euclid(12), (month + 1).rem_euclid(12));
-    (
-        format!("positions_y{year:04}m{:02}", month0 + 1),
-        format!("{year:04}-{:02}-01 00:00:00+00", month0 + 1),
-        format!("{next_year:04}-{:02}-01 00:00:00+00", next_month0 + 1),
-    )
-}
-
-/// First month that has monthly partitions; earlier fixes go to `positions_before_2000`.
-const FIRST_MONTH: i64 = 2000 * 12;
-
-impl Partitions {
-    /// Creates the monthly partitions of `months` that are not known to exist.
-    pub async fn ensure(
-        &self,
-        client: &mut Client,
-        months: impl IntoIterator<Item = i64>,
-    ) -> Result<(), tokio_postgres::Error> {
-        let missing: Vec<i64> = {
-            let known = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            months.into_iter().filter(|m| *m >= FIRST_MONTH && !known.contains(m)).collect()
-        };
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let transaction = client.transaction().await?;
-        // Two processes creating the same partition would collide; one lock orders them.
-        transaction.execute("SELECT pg_advisory_xact_lock(7046113001)", &[]).await?;
-        for month in &missing {
-            let (name, from, to) = partition_of(*month);
-            transaction
-                .batch_execute(&format!(
-                    "CREATE TABLE IF NOT EXISTS {name} PARTITION OF positions FOR VALUES FROM ('{from}') TO ('{to}')"
-                ))
-                .await?;
-        }
-        transaction.commit().await?;
-        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        known.extend(missing);
-        Ok(())
-    }
-
-    /// Creates this month's and the next `ahead` months' partitions.
-    pub async fn ensure_ahead(
-        &self,
-        client: &mut Client,
-        now: UtcMillis,
-        ahead: u32,
-    ) -> Result<(), tokio_postgres::Error> {
-        let current = month_index(now);
-        self.ensure(client, current..=current + i64::from(ahead)).await
-    }
-
-    /// Detaches and drops the monthly partitions that ended more than `months` months
-    /// before `now`. Returns their names.
-    pub async fn drop_expired(
-        &self,
-        client: &mut Client,
-        now: UtcMillis,
-        months: u32,
-    ) -> Result<Vec<String>, tokio_postgres::Error> {
-        if months == 0 {
-            return Ok(Vec::new());
-        }
-        let oldest_kept = month_index(now) - i64::from(months);
-        let rows = client
-            .query(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-                 WHERE i.inhparent = 'positions'::regclass AND c.relname ~ '^positions_y[0-9]{4}m[0-9]{2}$'",
-                &[],
-            )
-            .await?;
-        let mut dropped = Vec::new();
-        for row in rows {
-            let name: String = row.get(0);
-            let (Ok(year), Ok(month)) = (name[11..15].parse::<i64>(), name[16..18].parse::<i64>()) else {
-                continue;
-            };
-            let index = year * 12 + month - 1;
-            if index < oldest_kept {
-                client
-                    .batch_execute(&format!("ALTER TABLE positions DETACH PARTITION {name}; DROP TABLE {name}"))
-                    .await?;
-                self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&index);
-                dropped.push(name);
-            }
-        }
-        Ok(dropped)
-    }
 }
 
 /// A worker's Postgres connection and what it prepared on it.
@@ -698,7 +594,7 @@ impl History {
         messages: &[DeviceMessage],
         statuses: &[Status],
     ) -> Result<Written, tokio_postgres::Error> {
-        let months: BTreeSet<i64> = positions.iter().map(|p| month_index(p.fix_time)).collect();
+        let months: BTreeSet<i64> = positions.iter().map(|p| self.partitions.period_of(p.fix_time)).collect();
         self.partitions.ensure(&mut self.client, months).await?;
         if !self.staging_ready {
             self.client
@@ -865,14 +761,5 @@ mod tests {
         assert_eq!(EventState::of(&position("{}", None)).moving(), None);
         let one_degree = haversine_m((0.0, 0.0), (1.0, 0.0));
         assert!((one_degree - 111_195.08).abs() < 0.1, "{one_degree}");
-    }
-
-    #[test]
-    fn partitions_are_named_and_bounded_by_month() {
-        let time = UtcMillis::parse_rfc3339("2026-12-31T23:59:59.999Z").unwrap_or(UtcMillis(0));
-        let (name, from, to) = partition_of(month_index(time));
-        assert_eq!(name, "positions_y2026m12");
-        assert_eq!(from, "2026-12-01 00:00:00+00");
-        assert_eq!(to, "2027-01-01 00:00:00+00");
     }
 }

@@ -5,14 +5,18 @@
 //! - [`history`] writes a batch in one transaction (binary COPY, set-based insert that
 //!   skips duplicates, events re-derived over the spans that changed) and keeps the
 //!   monthly partitions.
+//! - [`archive`] indexes the gateway's raw frame archive into `device_frames`.
+//! - [`partitions`] creates and drops the time partitions of both tables.
 //! - [`live`] keeps each device's newest fix, sensors and status in Redis, newest wins.
 //! - [`processor`] pulls batches, acknowledges only after history and live state, and
 //!   runs the maintenance tasks.
 
+pub mod archive;
 pub mod history;
 pub mod live;
 pub mod message;
 pub mod metrics;
+pub mod partitions;
 pub mod processor;
 
 pub use processor::{StartError, run};

@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::archive;
 use crate::history::{History, POSITION_COLUMNS, Partitions, Thresholds, Timestamp, position_identity, write_position};
 use crate::live::{Live, LiveUpdate, reduce};
 use crate::message::{self, DeviceMessage, Incoming, Position, Status};
@@ -57,6 +58,8 @@ struct Shared {
     nats: async_nats::Client,
     jetstream: jetstream::Context,
     partitions: Partitions,
+    /// `device_frames` partitions (the raw frame archive's index).
+    archive_partitions: Partitions,
 }
 
 impl Shared {
@@ -127,6 +130,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let jetstream = jetstream::new(nats.clone());
     stream::ensure_stream(&jetstream, &config.nats).await.map_err(|e| nats_error(e.to_string()))?;
     let consumer = consumer(&jetstream, &config).await.map_err(|e| nats_error(e.to_string()))?;
+    let archive_consumer = archive::consumer(&jetstream, &config).await.map_err(|e| nats_error(e.to_string()))?;
     let metrics_listener = match config.processor.metrics_addr.as_str() {
         "" => None,
         address => Some(
@@ -138,6 +142,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let shared = Arc::new(Shared {
         metrics: Arc::new(Metrics::default()),
         partitions: Partitions::default(),
+        archive_partitions: archive::partitions(),
         config,
         nats,
         jetstream,
@@ -157,6 +162,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     }
     tracker.spawn(pull_and_route(shared.clone(), consumer.clone(), inboxes, shutdown.clone()));
     tracker.spawn(maintain(shared.clone(), consumer, shutdown.clone()));
+    tracker.spawn(archive::run(
+        Arc::new(shared.config.clone()),
+        archive_consumer,
+        shared.archive_partitions.clone(),
+        shutdown.clone(),
+    ));
     if let Some(listener) = metrics_listener {
         tracker.spawn(serve_metrics(listener, shared.metrics.clone(), shutdown.clone()));
     }
@@ -487,7 +498,10 @@ async fn maintain(shared: Arc<Shared>, mut consumer: PullConsumer, shutdown: Can
         if last_partitions.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
             let result = async {
                 shared.partitions.ensure_ahead(db.client(), now(), processor.partitions_ahead_months).await?;
-                shared.partitions.drop_expired(db.client(), now(), processor.retention_months).await
+                let mut dropped = shared.partitions.drop_expired(db.client(), now(), processor.retention_months).await?;
+                let archive_days = processor.archive_retention_days;
+                dropped.extend(archive::maintain(db.client(), &shared.archive_partitions, archive_days).await?);
+                Ok::<_, tokio_postgres::Error>(dropped)
             }
             .await;
             match result {

@@ -30,6 +30,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "drop_position_json",
         sql: include_str!("../migrations/0005_drop_position_json.sql"),
     },
+    Migration { version: 6, name: "device_frames", sql: include_str!("../migrations/0006_device_frames.sql") },
 ];
 
 /// Why the schema could not be reached or brought up to date.
