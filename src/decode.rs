@@ -1,7 +1,9 @@
 //! `fleetgate decode PROTOCOL [--hex] [--udp] [FILE]`: contract 2.
 //!
 //! Reads the capture (a file or standard input), runs the protocol's session over it
-//! with no network, and prints one JSON object per line. Exit status 0 when the input
+//! with no network, and prints one JSON object per line. A traffic export (pages of
+//! `GET /v1/devices/{id}/traffic`, recognised by its leading `{`) is decoded too: each
+//! archived connection's inbound frames in arrival order, as that connection's capture. Exit status 0 when the input
 //! was consumed, 1 when the stream had to be abandoned, 2 when the input could not be
 //! read at all.
 
@@ -10,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use fleetgate_codecs::hex;
+use fleetgate_codecs::{hex, traffic};
 use fleetgate_codecs::transcript::{Transcript, run_datagrams, run_stream};
 use fleetgate_codecs::{Protocol, SessionOptions};
 
@@ -39,8 +41,34 @@ fn read_input(args: &DecodeArgs) -> anyhow::Result<Vec<u8>> {
     Ok(input)
 }
 
+/// The transcripts of a traffic export's connections, one after another.
+fn export_transcript(protocol: Protocol, input: &[u8], options: SessionOptions) -> anyhow::Result<Transcript> {
+    let export = traffic::read_export(input).map_err(anyhow::Error::msg)?;
+    if let Some(named) = export.protocol.as_deref().filter(|named| *named != protocol.name()) {
+        bail!("the traffic export is of protocol {named}, not {}", protocol.name());
+    }
+    let mut all = Transcript { lines: Vec::new(), completed: true };
+    for connection in export.connections {
+        if let Some(frame) = connection.frames.iter().find(|f| f.truncated) {
+            bail!("frame {} of connection {} was archived truncated and cannot be decoded", frame.id, connection.id);
+        }
+        let frames = connection.frames.into_iter().map(|f| f.bytes);
+        let transcript = if connection.udp {
+            run_datagrams(protocol, &frames.collect::<Vec<_>>(), options.clone())
+        } else {
+            run_stream(protocol, &frames.flatten().collect::<Vec<_>>(), options.clone())
+        };
+        all.lines.extend(transcript.lines);
+        all.completed &= transcript.completed;
+    }
+    Ok(all)
+}
+
 fn transcript(protocol: Protocol, args: &DecodeArgs, input: &[u8]) -> anyhow::Result<Transcript> {
     let options = SessionOptions { allow_anonymous: true, ..SessionOptions::default() };
+    if !args.hex && traffic::is_export(input) {
+        return export_transcript(protocol, input, options);
+    }
     if args.udp {
         if !args.hex && !protocol.is_text() {
             bail!("--udp with the binary protocol {} needs --hex (one datagram per line)", protocol.name());

@@ -1,11 +1,13 @@
 //! The `fleetgate` command: one binary whose subcommands run each role.
 //!
-//! `decode` works offline on captures; `migrate` prepares Postgres and the JetStream
-//! stream; `gateway` runs the device-facing role, `processor` the writer of history and
-//! live state, `api` the REST API; `serve` runs every role in one process; `admin` holds
-//! the platform operator's tasks.
+//! `decode` works offline on captures (and traffic exports); `migrate` prepares Postgres
+//! and the JetStream streams; `gateway` runs the device-facing role, `processor` the
+//! writer of history and live state, `api` the REST API; `serve` runs every role in one
+//! process; `reprocess` decodes a device's archived frames again; `admin` holds the
+//! platform operator's tasks.
 
 mod decode;
+mod reprocess;
 mod roles;
 mod simulate;
 
@@ -43,6 +45,14 @@ enum Command {
     Api(ServerArgs),
     /// Run every role in one process.
     Serve(ServerArgs),
+    /// Decode a device's archived frames again with this build's codecs and replace the
+    /// history rows that changed.
+    Reprocess {
+        #[command(flatten)]
+        args: reprocess::ReprocessArgs,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Simulate tracker devices driving routes against a gateway.
     Simulate(simulate::SimulateArgs),
     /// Platform operator tasks.
@@ -71,6 +81,7 @@ fn main() -> ExitCode {
         Command::Processor(args) => roles::run(roles::Role::Processor, args.config),
         Command::Api(args) => roles::run(roles::Role::Api, args.config),
         Command::Serve(args) => roles::run(roles::Role::Serve, args.config),
+        Command::Reprocess { args, server } => roles::run(roles::Role::Reprocess(args), server.config),
         Command::Simulate(args) => simulate::run(args),
         Command::Admin(AdminCommand::CreateTenant { name, server }) => {
             roles::run(roles::Role::CreateTenant { name }, server.config)

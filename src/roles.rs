@@ -16,6 +16,7 @@ pub enum Role {
     Api,
     Serve,
     CreateTenant { name: String },
+    Reprocess(crate::reprocess::ReprocessArgs),
 }
 
 fn init_logging() {
@@ -43,6 +44,7 @@ pub fn run(role: Role, config_path: Option<PathBuf>) -> ExitCode {
             Role::Api => api(config).await,
             Role::Serve => serve(config).await,
             Role::CreateTenant { name } => create_tenant(&config, &name).await,
+            Role::Reprocess(args) => crate::reprocess::run(&config, &args).await,
         }
     });
     match result {

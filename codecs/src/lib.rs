@@ -14,6 +14,7 @@ pub mod position;
 pub mod protocol;
 pub mod teltonika;
 pub mod time;
+pub mod traffic;
 pub mod transcript;
 pub mod wialon;
 

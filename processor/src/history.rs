@@ -586,14 +586,8 @@ impl History {
         &mut self.client
     }
 
-    /// Writes one batch in one transaction: positions, derived events, messages and
-    /// status events. Nothing is visible (or acknowledged) unless all of it commits.
-    pub async fn write(
-        &mut self,
-        positions: &[Position],
-        messages: &[DeviceMessage],
-        statuses: &[Status],
-    ) -> Result<Written, tokio_postgres::Error> {
+    /// Creates the partitions `positions` need and, once per connection, the staging table.
+    async fn prepare(&mut self, positions: &[Position]) -> Result<(), tokio_postgres::Error> {
         let months: BTreeSet<i64> = positions.iter().map(|p| self.partitions.period_of(p.fix_time)).collect();
         self.partitions.ensure(&mut self.client, months).await?;
         if !self.staging_ready {
@@ -605,6 +599,54 @@ impl History {
                 .await?;
             self.staging_ready = true;
         }
+        Ok(())
+    }
+
+    /// Replaces one device's rows in one transaction: deletes the rows at `remove` (fix
+    /// times) that were received at one of `received` (rows stored from other frames are
+    /// never touched), inserts `positions`, derives events, distances and motion again
+    /// over `span`, and marks the device's live state for a rebuild from history.
+    pub async fn replace(
+        &mut self,
+        device: (i64, i64),
+        remove: &[Timestamp],
+        received: &[Timestamp],
+        positions: &[Position],
+        span: (Timestamp, Timestamp),
+    ) -> Result<Written, tokio_postgres::Error> {
+        let (tenant_id, device_id) = device;
+        self.prepare(positions).await?;
+        let thresholds = self.thresholds;
+        let transaction = self.client.transaction().await?;
+        transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&device_id]).await?;
+        transaction
+            .execute(
+                "DELETE FROM positions WHERE device_id = $1 AND fix_time = ANY($2) AND received = ANY($3)",
+                &[&device_id, &remove, &received],
+            )
+            .await?;
+        let mut written = write_positions(&transaction, positions, thresholds).await?;
+        written.events.extend(rederive(&transaction, &[(device_id, span.0, span.1)], thresholds).await?);
+        transaction
+            .execute(
+                "INSERT INTO live_pending (device_id, tenant_id) VALUES ($1, $2)
+                 ON CONFLICT (device_id) DO UPDATE SET since = now()",
+                &[&device_id, &tenant_id],
+            )
+            .await?;
+        transaction.commit().await?;
+        Ok(written)
+    }
+
+    /// Writes one batch in one transaction: positions, derived events, messages and
+    /// status events. Nothing is visible (or acknowledged) unless all of it commits.
+    pub async fn write(
+        &mut self,
+        positions: &[Position],
+        messages: &[DeviceMessage],
+        statuses: &[Status],
+    ) -> Result<Written, tokio_postgres::Error> {
+        self.prepare(positions).await?;
         let thresholds = self.thresholds;
         let transaction = self.client.transaction().await?;
         let devices: BTreeSet<i64> = positions
@@ -619,41 +661,7 @@ impl History {
             .execute("SELECT pg_advisory_xact_lock(id) FROM unnest($1::bigint[]) AS d(id)", &[&devices])
             .await?;
 
-        let mut written = Written::default();
-        if !positions.is_empty() {
-            // A device may send two records with one timestamp, and a batch may hold a
-            // resent frame: one row per key, the first one wins (as the insert would).
-            let mut seen = HashSet::with_capacity(positions.len());
-            let unique: Vec<&Position> =
-                positions.iter().filter(|p| seen.insert((p.device_id, p.fix_time.0))).collect();
-            let batch = derive_in_batch(&transaction, &unique, thresholds).await?;
-            let spans = insert_positions(&transaction, &unique, &batch.derived).await?;
-            written.inserted = spans.values().map(|s| s.2).sum();
-            written.duplicates = positions.len() as u64 - written.inserted;
-            // Devices that only appended have their events from memory; late data (and a
-            // redelivery, which meets its own rows) is derived again over its spans in SQL.
-            written.events = insert_events(&transaction, &batch.events).await?;
-            let late_spans: Vec<(i64, Timestamp, Timestamp)> = spans
-                .iter()
-                .filter(|(id, _)| batch.late.contains(id))
-                .map(|(id, span)| (*id, Timestamp(span.0), Timestamp(span.1)))
-                .collect();
-            if !late_spans.is_empty() {
-                let ids: Vec<i64> = late_spans.iter().map(|s| s.0).collect();
-                let lows: Vec<Timestamp> = late_spans.iter().map(|s| s.1).collect();
-                let highs: Vec<Timestamp> = late_spans.iter().map(|s| s.2).collect();
-                let kinds: Vec<&str> = DERIVED_EVENTS.to_vec();
-                let rows = transaction
-                    .query(
-                        DERIVE_EVENTS,
-                        &[&ids, &lows, &highs, &thresholds.power_cut_voltage, &thresholds.low_battery_voltage, &kinds],
-                    )
-                    .await?;
-                written.events.extend(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))));
-                transaction.execute(DERIVE_DISTANCES, &[&ids, &lows, &highs]).await?;
-            }
-        }
-
+        let mut written = write_positions(&transaction, positions, thresholds).await?;
         for m in messages {
             let digest = format!("{:016x}", digest(m.hex.as_bytes(), m.command_id.as_deref()));
             transaction
@@ -680,6 +688,58 @@ impl History {
         transaction.commit().await?;
         Ok(written)
     }
+}
+
+/// Inserts positions (each key once; rows already stored are skipped) with their derived
+/// values and events, inside the caller's transaction and advisory locks.
+async fn write_positions(
+    transaction: &tokio_postgres::Transaction<'_>,
+    positions: &[Position],
+    thresholds: Thresholds,
+) -> Result<Written, tokio_postgres::Error> {
+    let mut written = Written::default();
+    if positions.is_empty() {
+        return Ok(written);
+    }
+    // A device may send two records with one timestamp, and a batch may hold a
+    // resent frame: one row per key, the first one wins (as the insert would).
+    let mut seen = HashSet::with_capacity(positions.len());
+    let unique: Vec<&Position> = positions.iter().filter(|p| seen.insert((p.device_id, p.fix_time.0))).collect();
+    let batch = derive_in_batch(transaction, &unique, thresholds).await?;
+    let spans = insert_positions(transaction, &unique, &batch.derived).await?;
+    written.inserted = spans.values().map(|s| s.2).sum();
+    written.duplicates = positions.len() as u64 - written.inserted;
+    // Devices that only appended have their events from memory; late data (and a
+    // redelivery, which meets its own rows) is derived again over its spans in SQL.
+    written.events = insert_events(transaction, &batch.events).await?;
+    let late_spans: Vec<(i64, Timestamp, Timestamp)> = spans
+        .iter()
+        .filter(|(id, _)| batch.late.contains(id))
+        .map(|(id, span)| (*id, Timestamp(span.0), Timestamp(span.1)))
+        .collect();
+    written.events.extend(rederive(transaction, &late_spans, thresholds).await?);
+    Ok(written)
+}
+
+/// Derives events, distances and motion again over each span (device, first and last
+/// fix), widened to the stored neighbours; returns the events that are new.
+pub async fn rederive(
+    transaction: &tokio_postgres::Transaction<'_>,
+    spans: &[(i64, Timestamp, Timestamp)],
+    thresholds: Thresholds,
+) -> Result<Vec<(i64, i64, String)>, tokio_postgres::Error> {
+    if spans.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = spans.iter().map(|s| s.0).collect();
+    let lows: Vec<Timestamp> = spans.iter().map(|s| s.1).collect();
+    let highs: Vec<Timestamp> = spans.iter().map(|s| s.2).collect();
+    let kinds: Vec<&str> = DERIVED_EVENTS.to_vec();
+    let rows = transaction
+        .query(DERIVE_EVENTS, &[&ids, &lows, &highs, &thresholds.power_cut_voltage, &thresholds.low_battery_voltage, &kinds])
+        .await?;
+    transaction.execute(DERIVE_DISTANCES, &[&ids, &lows, &highs]).await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
 }
 
 /// Inserts rows whose keys are unique within the batch; returns per device the first

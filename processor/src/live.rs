@@ -159,6 +159,16 @@ impl Live {
         Ok(updates.keys().zip(moved).filter(|(_, m)| *m == 1).map(|(d, _)| *d).collect())
     }
 
+    /// Forgets a device's live position and sensors, so a rebuild from history may put
+    /// back one with the same fix time (after `fleetgate reprocess` rewrote it).
+    pub async fn forget_position(&mut self, tenant_id: i64, device_id: i64) -> Result<(), redis::RedisError> {
+        redis::cmd("HDEL")
+            .arg(live_key(&self.prefix, tenant_id, device_id))
+            .arg(&["fix_time", "position", "sensors_time", "sensors"][..])
+            .exec_async(&mut self.connection)
+            .await
+    }
+
     /// True when Redis answers.
     pub async fn ping(&mut self) -> bool {
         redis::cmd("PING").query_async::<String>(&mut self.connection).await.is_ok()

@@ -186,7 +186,8 @@ pub fn subject_kind<'s>(prefix: &str, subject: &'s str) -> Option<&'s str> {
     subject.strip_prefix(prefix)?.strip_prefix('.')?.split('.').next()
 }
 
-fn parse_positions(payload: &[u8]) -> Result<Vec<Position>, PoisonError> {
+/// Reads a positions message (`P.pos...`): the frame's positions with their JSON.
+pub fn parse_positions(payload: &[u8]) -> Result<Vec<Position>, PoisonError> {
     let message: PositionsMessage = serde_json::from_slice(payload)?;
     let mut positions = Vec::with_capacity(message.positions.len());
     for raw in message.positions {

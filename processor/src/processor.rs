@@ -546,50 +546,7 @@ async fn repair_live(
     let mut rebuilt = 0;
     for row in pending {
         let (device_id, tenant_id, since): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
-        let mut update = LiveUpdate { tenant_id, ..Default::default() };
-        if let Some(row) = client
-            .query_opt(
-                &format!(
-                    "SELECT {POSITION_COLUMNS}, d.identifier, d.protocol
-                     FROM positions p JOIN devices d ON d.id = p.device_id
-                     WHERE p.device_id = $1 AND p.valid AND p.lat BETWEEN -90 AND 90 AND p.lon BETWEEN -180 AND 180
-                       AND NOT (p.lat = 0 AND p.lon = 0) AND p.fix_time <= now() + make_interval(secs => $2)
-                     ORDER BY p.fix_time DESC LIMIT 1"
-                ),
-                &[&device_id, &tolerance],
-            )
-            .await?
-        {
-            let mut json = String::new();
-            write_position(&mut json, &position_identity(row.get(11), row.get(12)), &row);
-            let time: Timestamp = row.get(0);
-            update.fix = Some((time.0, json.into()));
-        }
-        if let Some(row) = client
-            .query_opt(
-                "SELECT (extract(epoch FROM fix_time) * 1000)::bigint, attrs::text,
-                        (SELECT (extract(epoch FROM max(received)) * 1000)::bigint FROM positions WHERE device_id = $1)
-                 FROM positions WHERE device_id = $1 AND fix_time <= now() + make_interval(secs => $2)
-                 ORDER BY fix_time DESC LIMIT 1",
-                &[&device_id, &tolerance],
-            )
-            .await?
-        {
-            update.sensors = Some((UtcMillis(row.get(0)), row.get::<_, String>(1).into()));
-            update.received = row.get::<_, Option<i64>>(2).map(UtcMillis);
-        }
-        if let Some(row) = client
-            .query_opt(
-                "SELECT (extract(epoch FROM time) * 1000)::bigint, kind = 'online' FROM events
-                 WHERE device_id = $1 AND kind IN ('online', 'offline') ORDER BY time DESC LIMIT 1",
-                &[&device_id],
-            )
-            .await?
-        {
-            update.status = Some((UtcMillis(row.get(0)), row.get(1)));
-        }
-        let updates = std::iter::once((device_id, update)).collect();
-        live.apply(&updates).await?;
+        rebuild_live(client, live, tenant_id, device_id, tolerance).await?;
         client
             .execute(
                 "DELETE FROM live_pending WHERE device_id = $1 AND since <= $2::text::timestamptz",
@@ -600,6 +557,63 @@ async fn repair_live(
     }
     shared.metrics.redis_up.store(1, Relaxed);
     tracing::info!(devices = rebuilt, "live state rebuilt from history");
+    Ok(())
+}
+
+/// Writes one device's live state from history: its newest live-worthy fix, newest
+/// sensors, last receive time and connection status (newest wins, as always).
+pub async fn rebuild_live(
+    client: &tokio_postgres::Client,
+    live: &mut Live,
+    tenant_id: i64,
+    device_id: i64,
+    tolerance_s: f64,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let tolerance = tolerance_s;
+    let mut update = LiveUpdate { tenant_id, ..Default::default() };
+    if let Some(row) = client
+        .query_opt(
+            &format!(
+                "SELECT {POSITION_COLUMNS}, d.identifier, d.protocol
+                 FROM positions p JOIN devices d ON d.id = p.device_id
+                 WHERE p.device_id = $1 AND p.valid AND p.lat BETWEEN -90 AND 90 AND p.lon BETWEEN -180 AND 180
+                   AND NOT (p.lat = 0 AND p.lon = 0) AND p.fix_time <= now() + make_interval(secs => $2)
+                 ORDER BY p.fix_time DESC LIMIT 1"
+            ),
+            &[&device_id, &tolerance],
+        )
+        .await?
+    {
+        let mut json = String::new();
+        write_position(&mut json, &position_identity(row.get(11), row.get(12)), &row);
+        let time: Timestamp = row.get(0);
+        update.fix = Some((time.0, json.into()));
+    }
+    if let Some(row) = client
+        .query_opt(
+            "SELECT (extract(epoch FROM fix_time) * 1000)::bigint, attrs::text,
+                    (SELECT (extract(epoch FROM max(received)) * 1000)::bigint FROM positions WHERE device_id = $1)
+             FROM positions WHERE device_id = $1 AND fix_time <= now() + make_interval(secs => $2)
+             ORDER BY fix_time DESC LIMIT 1",
+            &[&device_id, &tolerance],
+        )
+        .await?
+    {
+        update.sensors = Some((UtcMillis(row.get(0)), row.get::<_, String>(1).into()));
+        update.received = row.get::<_, Option<i64>>(2).map(UtcMillis);
+    }
+    if let Some(row) = client
+        .query_opt(
+            "SELECT (extract(epoch FROM time) * 1000)::bigint, kind = 'online' FROM events
+             WHERE device_id = $1 AND kind IN ('online', 'offline') ORDER BY time DESC LIMIT 1",
+            &[&device_id],
+        )
+        .await?
+    {
+        update.status = Some((UtcMillis(row.get(0)), row.get(1)));
+    }
+    let updates = std::iter::once((device_id, update)).collect();
+    live.apply(&updates).await?;
     Ok(())
 }
 
