@@ -5,105 +5,21 @@
 //! frames). Afterwards every acknowledged position is in history exactly once and the
 //! live position of each device is its newest acknowledged one.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fleetgate_schema::testing::free_port;
-
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn http_get(port: u16, path: &str, key: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: e2e\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n");
-    let _ = stream.write_all(request.as_bytes());
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (status, body)
-}
+use common::{System, binary};
 
 #[tokio::test]
 async fn simulated_devices_end_to_end_every_acknowledged_position_stored_once() {
-    let (schema, url) = fleetgate_schema::testing::isolated_schema(&fleetgate_schema::testing::base_url(), "e2e")
-        .await
-        .expect("postgres reachable");
-    let mut client = fleetgate_schema::connect(&url).await.expect("connect");
-    fleetgate_schema::migrate(&mut client).await.expect("migrate");
-    let dir = std::env::temp_dir().join(format!("fleetgate-e2e-{schema}"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let (teltonika, wialon, api) = (free_port(), free_port(), free_port());
-    let nats = std::env::var("FLEETGATE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let redis = std::env::var("FLEETGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let tag = schema.replace('_', "");
-    let config = format!(
-        r#"
-[postgres]
-url = "{url}"
-[nats]
-url = "{nats}"
-stream = "E2E{tag}"
-command_stream = "E2E{tag}_CMD"
-subject_prefix = "e2e{tag}"
-[redis]
-url = "{redis}"
-key_prefix = "e2e{tag}"
-[gateway]
-bind = "127.0.0.1"
-metrics_addr = ""
-[[gateway.listeners]]
-protocol = "teltonika"
-tcp_port = {teltonika}
-[[gateway.listeners]]
-protocol = "wialon"
-tcp_port = {wialon}
-[processor]
-metrics_addr = ""
-batch_wait_ms = 20
-[api]
-bind = "127.0.0.1:{api}"
-"#
-    );
-    let config_path = dir.join("fleetgate.toml");
-    std::fs::write(&config_path, config).expect("config");
-    let binary = env!("CARGO_BIN_EXE_fleetgate");
-
-    let created = Command::new(binary)
-        .args(["admin", "create-tenant", "--name", "E2E", "--config"])
-        .arg(&config_path)
-        .output()
-        .expect("create-tenant runs");
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    let tenant: serde_json::Value = serde_json::from_slice(&created.stdout).expect("tenant JSON");
-    let key = tenant["api_key"].as_str().expect("key").to_owned();
-
-    let _serve = Serve(
-        Command::new(binary)
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .env("FLEETGATE_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("serve starts"),
-    );
-    let started = Instant::now();
-    while http_get(api, "/health", "").0 != 200 {
-        assert!(started.elapsed() < Duration::from_secs(60), "fleetgate serve did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
+    let system = System::start("e2e", "").await;
+    let (client, dir, api, key) = (&system.client, &system.dir, system.api, &system.key);
+    let (teltonika, wialon) = (system.teltonika, system.wialon);
     let acked_path = dir.join("acked.jsonl");
-    let simulated = Command::new(binary)
+    let simulated = Command::new(binary())
         .args(["simulate", "--host", "127.0.0.1", "--json", "--seed", "3"])
         .args(["--teltonika-port", &teltonika.to_string(), "--wialon-port", &wialon.to_string()])
         .args([
@@ -119,7 +35,7 @@ bind = "127.0.0.1:{api}"
             "358000000000000",
         ])
         .args(["--offline-share", "0.5", "--corrupt-share", "0.5"])
-        .args(["--register", &format!("http://127.0.0.1:{api}"), "--api-key", &key])
+        .args(["--register", &format!("http://127.0.0.1:{api}"), "--api-key", key])
         .arg("--acked")
         .arg(&acked_path)
         .output()
@@ -177,7 +93,7 @@ bind = "127.0.0.1:{api}"
         let Some(expected) = newest.get(&identifier) else { continue };
         let started = Instant::now();
         loop {
-            let (status, body) = http_get(api, &format!("/v1/devices/{id}/live"), &key);
+            let (status, body) = system.get(&format!("/v1/devices/{id}/live"), key);
             let live: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             if status == 200 && live["time"].as_str() == Some(expected) {
                 break;
@@ -186,5 +102,4 @@ bind = "127.0.0.1:{api}"
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

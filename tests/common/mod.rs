@@ -1,0 +1,211 @@
+//! The whole system for the binary's tests: `fleetgate serve` on free ports against the
+//! shared servers, isolated by its own schema, stream names, subject and key prefix; a
+//! tenant from `fleetgate admin create-tenant`; plain HTTP/1.1 to its API.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fleetgate_schema::testing::free_port;
+
+/// `fleetgate serve`, killed when dropped.
+pub struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running system and what a test needs to talk to it.
+pub struct System {
+    pub schema: String,
+    pub client: tokio_postgres::Client,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub teltonika: u16,
+    pub wialon: u16,
+    pub api: u16,
+    /// The first tenant's admin key.
+    pub key: String,
+    pub tenant_id: i64,
+    serve: Option<Serve>,
+}
+
+/// One HTTP/1.1 request; `(status, body)`, status 0 when nothing answered.
+pub fn http(port: u16, method: &str, path: &str, key: &str, body: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(request.as_bytes());
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { unchunk(body) } else { body.to_owned() };
+    (status, body)
+}
+
+/// A chunked body's content.
+fn unchunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].strip_prefix("\r\n").unwrap_or(&rest[size..]);
+    }
+    out
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_fleetgate")
+}
+
+impl System {
+    /// Migrates a fresh schema, writes the configuration, creates a tenant, starts
+    /// `fleetgate serve` and waits until its API answers.
+    pub async fn start(tag: &str, processor_extra: &str) -> System {
+        let (schema, url) = fleetgate_schema::testing::isolated_schema(&fleetgate_schema::testing::base_url(), tag)
+            .await
+            .expect("postgres reachable");
+        let mut client = fleetgate_schema::connect(&url).await.expect("connect");
+        fleetgate_schema::migrate(&mut client).await.expect("migrate");
+        let dir = std::env::temp_dir().join(format!("fleetgate-{tag}-{schema}"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (teltonika, wialon, api) = (free_port(), free_port(), free_port());
+        let nats = std::env::var("FLEETGATE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+        let redis = std::env::var("FLEETGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let name = schema.replace('_', "");
+        let stream = name.to_uppercase();
+        let config = format!(
+            r#"
+[postgres]
+url = "{url}"
+[nats]
+url = "{nats}"
+stream = "{stream}"
+command_stream = "{stream}_CMD"
+subject_prefix = "{name}"
+[redis]
+url = "{redis}"
+key_prefix = "{name}"
+[gateway]
+bind = "127.0.0.1"
+metrics_addr = ""
+[[gateway.listeners]]
+protocol = "teltonika"
+tcp_port = {teltonika}
+[[gateway.listeners]]
+protocol = "wialon"
+tcp_port = {wialon}
+[processor]
+metrics_addr = ""
+batch_wait_ms = 20
+{processor_extra}
+[api]
+bind = "127.0.0.1:{api}"
+"#
+        );
+        let config_path = dir.join("fleetgate.toml");
+        std::fs::write(&config_path, config).expect("config");
+        let mut system = System {
+            schema,
+            client,
+            dir,
+            config_path,
+            teltonika,
+            wialon,
+            api,
+            key: String::new(),
+            tenant_id: 0,
+            serve: None,
+        };
+        (system.tenant_id, system.key) = system.create_tenant("First");
+        let serve = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(&system.config_path)
+            .env("FLEETGATE_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("serve starts");
+        system.serve = Some(Serve(serve));
+        let started = Instant::now();
+        while system.get("/health", "").0 != 200 {
+            assert!(started.elapsed() < Duration::from_secs(60), "fleetgate serve did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        system
+    }
+
+    /// A tenant from `fleetgate admin create-tenant`: its id and admin key.
+    pub fn create_tenant(&self, name: &str) -> (i64, String) {
+        let created = Command::new(binary())
+            .args(["admin", "create-tenant", "--name", name, "--config"])
+            .arg(&self.config_path)
+            .output()
+            .expect("create-tenant runs");
+        assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+        let tenant: serde_json::Value = serde_json::from_slice(&created.stdout).expect("tenant JSON");
+        (tenant["tenant_id"].as_i64().expect("id"), tenant["api_key"].as_str().expect("key").to_owned())
+    }
+
+    /// `fleetgate ARGS --config <this system's>`: exit status and standard output.
+    pub fn run(&self, args: &[&str]) -> (bool, String) {
+        let output = Command::new(binary())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("FLEETGATE_LOG", "warn")
+            .output()
+            .expect("fleetgate runs");
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    pub fn get(&self, path: &str, key: &str) -> (u16, String) {
+        http(self.api, "GET", path, key, None)
+    }
+
+    pub fn post(&self, path: &str, key: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let (status, body) = http(self.api, "POST", path, key, Some(&body.to_string()));
+        (status, serde_json::from_str(&body).unwrap_or_default())
+    }
+
+    /// Registers a device through the API; its id.
+    pub fn register(&self, identifier: &str, protocol: &str) -> i64 {
+        let device = serde_json::json!({"identifier": identifier, "name": identifier, "protocol": protocol});
+        let (status, body) = self.post("/v1/devices", &self.key, &device);
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_i64().expect("device id")
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        self.serve.take();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `check` every 100 ms until it gives a value or `limit` passes.
+pub async fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
