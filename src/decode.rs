@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use fleetgate_codecs::{hex, traffic};
 use fleetgate_codecs::transcript::{Transcript, run_datagrams, run_stream};
 use fleetgate_codecs::{Protocol, SessionOptions};
+use fleetgate_codecs::{hex, traffic};
 
 #[derive(clap::Args)]
 pub struct DecodeArgs {

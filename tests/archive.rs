@@ -31,7 +31,10 @@ async fn exchange(stream: &mut TcpStream, pieces: &[&[u8]], reply_len: usize, re
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     let mut reply = vec![0u8; reply_len];
-    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut reply)).await.expect("reply in time").expect("reply");
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut reply))
+        .await
+        .expect("reply in time")
+        .expect("reply");
     received.extend_from_slice(&reply);
 }
 
@@ -139,9 +142,15 @@ async fn traffic_is_archived_exported_and_reprocessed() {
     shown.reverse();
     let outcomes: Vec<&str> = shown.iter().map(|f| f["outcome"].as_str().unwrap_or("")).collect();
     assert_eq!(outcomes, ["login", "positions", "refused", "positions"]);
-    let inbound: Vec<u8> = shown.iter().flat_map(|f| hex::decode(f["hex"].as_str().unwrap_or("").as_bytes()).unwrap_or_default()).collect();
+    let inbound: Vec<u8> = shown
+        .iter()
+        .flat_map(|f| hex::decode(f["hex"].as_str().unwrap_or("").as_bytes()).unwrap_or_default())
+        .collect();
     assert_eq!(inbound, sent, "the archive holds exactly the bytes sent, split writes joined into their frames");
-    let replies: Vec<u8> = shown.iter().flat_map(|f| hex::decode(f["reply"]["hex"].as_str().unwrap_or("").as_bytes()).unwrap_or_default()).collect();
+    let replies: Vec<u8> = shown
+        .iter()
+        .flat_map(|f| hex::decode(f["reply"]["hex"].as_str().unwrap_or("").as_bytes()).unwrap_or_default())
+        .collect();
     assert_eq!(replies, received, "and exactly the replies");
     assert_eq!(shown[0]["text"], login.as_str());
     assert_eq!(shown[0]["reply"]["text"], "#AL#1\r\n");
@@ -178,7 +187,8 @@ async fn traffic_is_archived_exported_and_reprocessed() {
     // Another tenant sees nothing; a viewer key may not look.
     let (_, other_key) = system.create_tenant("Second");
     assert_eq!(system.get(&path, &other_key).0, 404);
-    let (status, viewer) = system.post("/v1/api-keys", &system.key, &serde_json::json!({"name": "v", "role": "viewer"}));
+    let (status, viewer) =
+        system.post("/v1/api-keys", &system.key, &serde_json::json!({"name": "v", "role": "viewer"}));
     assert_eq!(status, 201, "{viewer}");
     assert_eq!(system.get(&path, viewer["api_key"].as_str().unwrap_or("")).0, 403);
 
@@ -198,7 +208,8 @@ async fn traffic_is_archived_exported_and_reprocessed() {
     // Reprocess. Wait for history, then play an older codec's mistakes: one row with a
     // wrong latitude, one row lost, one invented row; plus a row no archived frame made
     // (without a fix, so no derived value of it depends on its neighbours).
-    let count = || async { system.client.query_one("SELECT count(*) FROM positions", &[]).await.map(|r| r.get::<_, i64>(0)) };
+    let count =
+        || async { system.client.query_one("SELECT count(*) FROM positions", &[]).await.map(|r| r.get::<_, i64>(0)) };
     for _ in 0..200 {
         if count().await.unwrap_or(0) >= 3 {
             break;
@@ -232,7 +243,11 @@ async fn traffic_is_archived_exported_and_reprocessed() {
     assert!(ok, "{out}");
     let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     let summary = &lines.last().expect("summary")["summary"];
-    assert_eq!((&summary["changed"], &summary["added"], &summary["removed"]), (&Value::from(1), &Value::from(1), &Value::from(1)), "{out}");
+    assert_eq!(
+        (&summary["changed"], &summary["added"], &summary["removed"]),
+        (&Value::from(1), &Value::from(1), &Value::from(1)),
+        "{out}"
+    );
     assert_eq!(summary["applied"], false);
     assert_eq!((summary["frames"].as_u64(), summary["refused"].as_u64()), (Some(4), Some(1)), "{out}");
     let kinds: Vec<&str> = lines[..3].iter().map(|l| l["change"].as_str().unwrap_or("")).collect();

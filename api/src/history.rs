@@ -47,7 +47,12 @@ fn parse_time(field: &str, value: &str) -> ApiResult<UtcMillis> {
 }
 
 /// Checks the range, limit and cursor; returns (first time to read, last, limit).
-pub(crate) fn page(from: &str, to: &str, limit: Option<i64>, cursor: Option<&str>) -> ApiResult<(UtcMillis, UtcMillis, i64)> {
+pub(crate) fn page(
+    from: &str,
+    to: &str,
+    limit: Option<i64>,
+    cursor: Option<&str>,
+) -> ApiResult<(UtcMillis, UtcMillis, i64)> {
     let (from, to) = (parse_time("from", from)?, parse_time("to", to)?);
     if from > to {
         return Err(ApiError::BadRequest("from must not be after to".into()));

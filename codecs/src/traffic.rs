@@ -155,7 +155,9 @@ mod tests {
     #[test]
     fn bad_exports_say_what_is_wrong() {
         assert!(!is_export(b"#L#2.0;1;NA;E335\r\n"));
-        assert!(read_export(br#"{"frames": [{"time": "yesterday", "hex": "00"}]}"#).is_err_and(|e| e.contains("RFC 3339")));
+        assert!(
+            read_export(br#"{"frames": [{"time": "yesterday", "hex": "00"}]}"#).is_err_and(|e| e.contains("RFC 3339"))
+        );
         assert!(read_export(br#"{"frames": [{"time": "2026-11-25T10:00:00Z", "hex": "0g"}]}"#).is_err());
         assert!(read_export(br#"{"protocol": "a", "frames": []} {"protocol": "b", "frames": []}"#).is_err());
     }

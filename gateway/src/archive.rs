@@ -266,8 +266,7 @@ pub fn connection_id() -> u64 {
     let mut bytes = [0u8; 8];
     // Without an entropy source the clock still separates connections.
     if getrandom::fill(&mut bytes).is_err() {
-        bytes = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
-            as u64)
+        bytes = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()) as u64)
             .to_le_bytes();
     }
     u64::from_le_bytes(bytes)

@@ -215,7 +215,9 @@ async fn run(
                 tracing::warn!(offset = fatal.offset, error = %fatal.error, "closing a stream that cannot be framed");
                 let outcome = Outcome::Fatal { offset: fatal.offset, error: fatal.error };
                 let (bytes, size) = frames.decoder_mut().take_frame(true);
-                archive.record(gateway, device.as_ref(), Frame { time: now(), bytes, size, outcome, reply: None }).await;
+                archive
+                    .record(gateway, device.as_ref(), Frame { time: now(), bytes, size, outcome, reply: None })
+                    .await;
                 break;
             }
             Ok(Some(Err(StreamError::Io(error)))) => {

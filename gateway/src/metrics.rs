@@ -196,7 +196,11 @@ impl Metrics {
         );
         let counters = [
             ("fleetgate_gateway_archived_total", "Frames and commands stored in the raw archive.", &self.archived),
-            ("fleetgate_gateway_archive_failures_total", "Archive records JetStream did not store.", &self.archive_failures),
+            (
+                "fleetgate_gateway_archive_failures_total",
+                "Archive records JetStream did not store.",
+                &self.archive_failures,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));

@@ -34,7 +34,13 @@ struct Peer {
 }
 
 /// Archives one datagram as the frame of the peer's device (or an unregistered one's).
-async fn archive(gateway: &Gateway, protocol: Protocol, connection: u64, device: Option<&(String, DeviceRecord)>, frame: Frame) {
+async fn archive(
+    gateway: &Gateway,
+    protocol: Protocol,
+    connection: u64,
+    device: Option<&(String, DeviceRecord)>,
+    frame: Frame,
+) {
     if !gateway.config.nats.archive {
         return;
     }
@@ -93,7 +99,8 @@ pub async fn serve(
         let datagram = Bytes::copy_from_slice(&buffer[..len]);
         // The datagram is the frame; its record is written once, by whoever knows how
         // it ended (the publish task when it held positions or a message).
-        let mut frame = Frame { time: now(), bytes: datagram.clone(), size: len, outcome: Outcome::KeepAlive, reply: None };
+        let mut frame =
+            Frame { time: now(), bytes: datagram.clone(), size: len, outcome: Outcome::KeepAlive, reply: None };
         let mut handed_over = false;
         let events = match peer.session.decode_datagram(datagram) {
             Ok(events) => events,

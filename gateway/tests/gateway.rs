@@ -267,6 +267,112 @@ async fn wialon_over_tcp_and_teltonika_over_udp() {
     harness.stop().await;
 }
 
+/// The archive records stored under `subject`, oldest first.
+async fn archive_records(harness: &Harness, subject: &str) -> Vec<serde_json::Value> {
+    use futures_util::StreamExt;
+    let js = harness.jetstream().await;
+    let stream = js.get_stream(fleetgate_gateway::stream::archive_stream(&harness.config.nats)).await.expect("archive");
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            filter_subject: subject.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let mut consumer = consumer;
+    let n = consumer.info().await.expect("info").num_pending as usize;
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut messages = consumer.fetch().max_messages(n).messages().await.expect("fetch");
+    let mut out = Vec::new();
+    while let Some(Ok(message)) = messages.next().await {
+        out.push(serde_json::from_slice(&message.payload).expect("json"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archive_keeps_every_frame_and_drops_the_oldest_past_its_size() {
+    let harness = Harness::start(&nats_url(), |config| config.nats.archive_max_bytes = 8 * 1024).await;
+    let device_id: i64 = harness
+        .postgres
+        .query_one("SELECT id FROM devices WHERE identifier = $1", &[&TELTONIKA_IMEI])
+        .await
+        .expect("device")
+        .get(0);
+    let prefix = &harness.config.nats.subject_prefix;
+    let subject = format!("{prefix}.raw.{}.{device_id}", harness.tenant_id);
+    let mut device = logged_in_teltonika(&harness).await;
+    let mut last = bytes::Bytes::new();
+    for i in 0..40 {
+        last = teltonika_packet(1_700_000_000_000 + i * 1000);
+        device.write_all(&last).await.expect("write");
+        assert_eq!(read_n(&mut device, 4, WAIT).await, [0, 0, 0, 1]);
+    }
+    drop(device);
+    // The same device over UDP, and an unknown device over TCP.
+    let record = fleetgate_codecs::teltonika::encode::Record {
+        time_ms: 1_700_000_100_000,
+        priority: 0,
+        lon: 252_800_000,
+        lat: 546_900_000,
+        altitude: 110,
+        course: 90,
+        satellites: 9,
+        speed: 52,
+        event_io: 0,
+        generation: 0,
+        io: Vec::new(),
+    };
+    let datagram = fleetgate_codecs::teltonika::encode::udp_datagram(7, 3, TELTONIKA_IMEI, 0x08, &[record]);
+    let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    udp.send_to(&datagram, harness.udp(Protocol::Teltonika)).await.expect("send");
+    let mut buffer = [0u8; 64];
+    let (n, _) = tokio::time::timeout(WAIT, udp.recv_from(&mut buffer)).await.expect("answer").expect("recv");
+    let udp_ack = buffer[..n].to_vec();
+    let mut stranger = TcpStream::connect(harness.tcp(Protocol::Teltonika)).await.expect("connect");
+    stranger.write_all(&handshake("111111111111111")).await.expect("write");
+    assert_eq!(read_n(&mut stranger, 1, WAIT).await, [0]);
+
+    let mut records = Vec::new();
+    for _ in 0..100 {
+        records = archive_records(&harness, &subject).await;
+        if records.last().is_some_and(|r| r["transport"] == "udp") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let udp_record = records.last().expect("records").clone();
+    assert_eq!(udp_record["outcome"], "positions");
+    assert_eq!(udp_record["hex"], fleetgate_codecs::hex::HexDisplay(&datagram).to_string());
+    assert_eq!(udp_record["reply"], fleetgate_codecs::hex::HexDisplay(&udp_ack).to_string());
+    let tcp_last = &records[records.len() - 2];
+    assert_eq!(
+        (&tcp_last["outcome"], &tcp_last["positions"], &tcp_last["reply"], &tcp_last["transport"]),
+        (&"positions".into(), &1.into(), &"00000001".into(), &"tcp".into())
+    );
+    assert_eq!(tcp_last["hex"], fleetgate_codecs::hex::HexDisplay(&last).to_string());
+    assert_eq!(tcp_last["device"], TELTONIKA_IMEI);
+    // 1 login + 40 packets + 1 datagram were archived; the size cap dropped the oldest.
+    let js = harness.jetstream().await;
+    let mut archive =
+        js.get_stream(fleetgate_gateway::stream::archive_stream(&harness.config.nats)).await.expect("archive");
+    let info = archive.info().await.expect("info");
+    assert!(info.state.bytes <= 8 * 1024, "{:?}", info.state);
+    assert!(records.len() < 42 && info.state.first_sequence > 1, "{} kept, {:?}", records.len(), info.state);
+    assert_eq!(info.config.max_age, Duration::from_secs(7 * 86_400), "seven days by default");
+    let strangers = archive_records(&harness, &format!("{prefix}.raw.unregistered")).await;
+    assert!(
+        strangers
+            .iter()
+            .any(|r| r["device"] == "111111111111111" && r["outcome"] == "login_refused" && r["reply"] == "00"),
+        "{strangers:?}"
+    );
+    assert!(harness.metrics_text().await.contains("fleetgate_gateway_archived_total"));
+    harness.stop().await;
+}
+
 fn hex(text: &str) -> Vec<u8> {
     fleetgate_codecs::hex::decode(text.as_bytes()).expect("hex")
 }

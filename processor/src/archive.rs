@@ -9,6 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
@@ -24,6 +25,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::history::Timestamp;
+use crate::metrics::Metrics;
 use crate::partitions::{Partitions, Period};
 
 /// Records indexed per transaction at most.
@@ -97,7 +99,11 @@ pub fn read_record(seq: u64, payload: &[u8]) -> Result<Option<FrameRow>, Unreada
 
 /// Inserts rows (skipping those already stored) in one statement; creates the days'
 /// partitions first.
-pub async fn insert(client: &mut Client, partitions: &Partitions, rows: &[FrameRow]) -> Result<u64, tokio_postgres::Error> {
+pub async fn insert(
+    client: &mut Client,
+    partitions: &Partitions,
+    rows: &[FrameRow],
+) -> Result<u64, tokio_postgres::Error> {
     if rows.is_empty() {
         return Ok(0);
     }
@@ -163,7 +169,13 @@ pub async fn consumer(js: &jetstream::Context, config: &Config) -> Result<PullCo
 
 /// Indexes archive records until `shutdown`. Postgres down: nothing is acknowledged and
 /// the records come again.
-pub async fn run(config: Arc<Config>, consumer: PullConsumer, partitions: Partitions, shutdown: CancellationToken) {
+pub async fn run(
+    config: Arc<Config>,
+    consumer: PullConsumer,
+    partitions: Partitions,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     let mut client: Option<Client> = None;
     let mut failures: u32 = 0;
     while !shutdown.is_cancelled() {
@@ -223,8 +235,9 @@ pub async fn run(config: Arc<Config>, consumer: PullConsumer, partitions: Partit
             continue;
         };
         match insert(db, &partitions, &rows).await {
-            Ok(_) => {
+            Ok(inserted) => {
                 failures = 0;
+                metrics.frames_indexed.fetch_add(inserted, Relaxed);
                 for message in messages {
                     if let Err(error) = message.ack().await {
                         tracing::debug!(%error, "archive ack lost; the record comes again and is stored once");
@@ -241,7 +254,11 @@ pub async fn run(config: Arc<Config>, consumer: PullConsumer, partitions: Partit
 
 /// Drops the `device_frames` days past the retention (0 keeps everything) and creates
 /// today's and tomorrow's.
-pub async fn maintain(client: &mut Client, partitions: &Partitions, retention_days: u32) -> Result<Vec<String>, tokio_postgres::Error> {
+pub async fn maintain(
+    client: &mut Client,
+    partitions: &Partitions,
+    retention_days: u32,
+) -> Result<Vec<String>, tokio_postgres::Error> {
     partitions.ensure_ahead(client, now(), 1).await?;
     partitions.drop_expired(client, now(), retention_days).await
 }

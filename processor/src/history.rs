@@ -736,7 +736,10 @@ pub async fn rederive(
     let highs: Vec<Timestamp> = spans.iter().map(|s| s.2).collect();
     let kinds: Vec<&str> = DERIVED_EVENTS.to_vec();
     let rows = transaction
-        .query(DERIVE_EVENTS, &[&ids, &lows, &highs, &thresholds.power_cut_voltage, &thresholds.low_battery_voltage, &kinds])
+        .query(
+            DERIVE_EVENTS,
+            &[&ids, &lows, &highs, &thresholds.power_cut_voltage, &thresholds.low_battery_voltage, &kinds],
+        )
         .await?;
     transaction.execute(DERIVE_DISTANCES, &[&ids, &lows, &highs]).await?;
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub batch_positions: Histogram,
     /// Seconds from the start of a batch's transaction to its commit.
     pub commit_seconds: Histogram,
+    /// Archived frames indexed into `device_frames`.
+    pub frames_indexed: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -58,6 +60,7 @@ impl Default for Metrics {
             ack_pending: AtomicI64::new(0),
             batch_positions: Histogram::new(&SIZES),
             commit_seconds: Histogram::new(&fleetgate_gateway::metrics::LATENCY_BUCKETS),
+            frames_indexed: AtomicU64::new(0),
         }
     }
 }
@@ -71,7 +74,7 @@ impl Metrics {
     /// The Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 7] = [
+        let counters: [(&str, &str, &AtomicU64); 8] = [
             (
                 "fleetgate_processor_positions_stored_total",
                 "Positions newly stored in history.",
@@ -87,6 +90,11 @@ impl Metrics {
             ("fleetgate_processor_batch_failures_total", "Batches not written; redelivered.", &self.batch_failures),
             ("fleetgate_processor_events_total", "Events derived.", &self.events),
             ("fleetgate_processor_live_moves_total", "Live positions moved.", &self.live_moves),
+            (
+                "fleetgate_processor_frames_indexed_total",
+                "Archived frames indexed for the traffic view.",
+                &self.frames_indexed,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));

@@ -70,7 +70,11 @@ impl Partitions {
             Period::Day => {
                 let date = |index: i64| UtcMillis(index * DAY_MS).to_string()[..10].to_owned();
                 let (from, to) = (date(index), date(index + 1));
-                (format!("{}_d{}", self.table, from.replace('-', "")), format!("{from} 00:00:00+00"), format!("{to} 00:00:00+00"))
+                (
+                    format!("{}_d{}", self.table, from.replace('-', "")),
+                    format!("{from} 00:00:00+00"),
+                    format!("{to} 00:00:00+00"),
+                )
             }
         }
     }

@@ -166,6 +166,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         Arc::new(shared.config.clone()),
         archive_consumer,
         shared.archive_partitions.clone(),
+        shared.metrics.clone(),
         shutdown.clone(),
     ));
     if let Some(listener) = metrics_listener {
@@ -498,7 +499,8 @@ async fn maintain(shared: Arc<Shared>, mut consumer: PullConsumer, shutdown: Can
         if last_partitions.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
             let result = async {
                 shared.partitions.ensure_ahead(db.client(), now(), processor.partitions_ahead_months).await?;
-                let mut dropped = shared.partitions.drop_expired(db.client(), now(), processor.retention_months).await?;
+                let mut dropped =
+                    shared.partitions.drop_expired(db.client(), now(), processor.retention_months).await?;
                 let archive_days = processor.archive_retention_days;
                 dropped.extend(archive::maintain(db.client(), &shared.archive_partitions, archive_days).await?);
                 Ok::<_, tokio_postgres::Error>(dropped)

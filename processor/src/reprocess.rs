@@ -233,7 +233,8 @@ pub async fn reprocess(
         identifier: request.identifier.clone(),
         protocol: device.protocol.clone(),
     })?;
-    let mut report = Report { summary: Summary { device_id: device.device_id, ..Summary::default() }, ..Report::default() };
+    let mut report =
+        Report { summary: Summary { device_id: device.device_id, ..Summary::default() }, ..Report::default() };
 
     let rows = client
         .query(
@@ -258,19 +259,19 @@ pub async fn reprocess(
     let mut decoded = Decoded::default();
     for connection in &connections {
         // A TCP connection that began before the span: its login sets the session up.
-        let login: Option<Vec<u8>> = if !connection.udp && first_outcome.get(&connection.id).is_some_and(|o| o != "login")
-        {
-            client
-                .query_opt(
-                    "SELECT bytes FROM device_frames WHERE device_id = $1 AND connection = $2 AND direction = 'in'
+        let login: Option<Vec<u8>> =
+            if !connection.udp && first_outcome.get(&connection.id).is_some_and(|o| o != "login") {
+                client
+                    .query_opt(
+                        "SELECT bytes FROM device_frames WHERE device_id = $1 AND connection = $2 AND direction = 'in'
                        AND outcome = 'login' AND time < $3 ORDER BY time DESC LIMIT 1",
-                    &[&device.device_id, &connection.id, &Timestamp(request.from)],
-                )
-                .await?
-                .map(|row| row.get(0))
-        } else {
-            None
-        };
+                        &[&device.device_id, &connection.id, &Timestamp(request.from)],
+                    )
+                    .await?
+                    .map(|row| row.get(0))
+            } else {
+                None
+            };
         decode_connection(protocol, options, &device, login.as_deref(), connection, &mut decoded)?;
     }
     report.summary.undecodable = decoded.undecodable;
@@ -294,7 +295,10 @@ pub async fn reprocess(
     let candidates: Vec<Timestamp> =
         decoded.positions.keys().filter(|t| !old.contains_key(t)).map(|t| Timestamp(UtcMillis(*t))).collect();
     let elsewhere: Vec<i64> = client
-        .query("SELECT fix_time FROM positions WHERE device_id = $1 AND fix_time = ANY($2)", &[&device.device_id, &candidates])
+        .query(
+            "SELECT fix_time FROM positions WHERE device_id = $1 AND fix_time = ANY($2)",
+            &[&device.device_id, &candidates],
+        )
         .await?
         .iter()
         .map(|row| row.get::<_, Timestamp>(0).0.0)
@@ -308,7 +312,12 @@ pub async fn reprocess(
         match old.get(time) {
             Some(stored) if same(stored, &new) => report.summary.unchanged += 1,
             Some(stored) => {
-                report.changes.push(Change { change: "changed", time: text, old: Some(stored.clone()), new: Some(new) });
+                report.changes.push(Change {
+                    change: "changed",
+                    time: text,
+                    old: Some(stored.clone()),
+                    new: Some(new),
+                });
                 remove.push(Timestamp(UtcMillis(*time)));
                 insert.push(position.clone());
                 report.summary.changed += 1;

@@ -309,3 +309,83 @@ async fn partitions_are_created_ahead_and_dropped_past_the_retention() {
     assert_eq!(partition_names(&client).await.len(), 4);
     assert!(partitions.drop_expired(&mut client, now, 0).await.expect("keep forever").is_empty());
 }
+
+#[tokio::test]
+async fn archived_frames_are_indexed_once_and_dropped_past_their_days() {
+    use fleetgate_gateway::archive::{Frame, Origin, Outcome, Record};
+    let (_, url) = fleetgate_schema::testing::isolated_schema(&fleetgate_schema::testing::base_url(), "frames")
+        .await
+        .expect("postgres reachable");
+    let mut client = fleetgate_schema::connect(&url).await.expect("connect");
+    fleetgate_schema::migrate(&mut client).await.expect("migrate");
+    let partitions = fleetgate_processor::archive::partitions();
+    let now = fleetgate_codecs::time::UtcMillis::parse_rfc3339("2026-11-25T12:00:00Z").expect("time");
+    let day = 86_400_000;
+    let origin = Origin {
+        protocol: fleetgate_codecs::Protocol::Wialon,
+        transport: "tcp",
+        connection: 7,
+        device: Some(("355217044956192", 1, 2)),
+        identifier: None,
+    };
+    let record = |seq: u64, time: i64, outcome: Outcome| {
+        let frame = Frame {
+            time: fleetgate_codecs::time::UtcMillis(time),
+            bytes: bytes::Bytes::from_static(b"#P#\r\n"),
+            size: 5,
+            outcome,
+            reply: Some(bytes::Bytes::from_static(b"#AP#\r\n")),
+        };
+        let payload = serde_json::to_vec(&Record::new(origin, &frame)).expect("json");
+        fleetgate_processor::archive::read_record(seq, &payload).expect("reads").expect("a device's frame")
+    };
+    let refused = Outcome::Refused { offset: 40, error: "crc mismatch".into() };
+    let rows = vec![
+        record(1, now.0 - 10 * day, Outcome::KeepAlive),
+        record(2, now.0 - 3 * day, Outcome::KeepAlive),
+        record(3, now.0, refused),
+    ];
+    let inserted = fleetgate_processor::archive::insert(&mut client, &partitions, &rows).await.expect("insert");
+    assert_eq!(inserted, 3);
+    // A redelivered record is the same row.
+    let again = fleetgate_processor::archive::insert(&mut client, &partitions, &rows[2..]).await.expect("insert");
+    assert_eq!(again, 0);
+    let row = client
+        .query_one(
+            "SELECT outcome, error_offset, error, convert_from(reply, 'UTF8') FROM device_frames WHERE seq = 3",
+            &[],
+        )
+        .await
+        .expect("row");
+    assert_eq!(row.get::<_, String>(0), "refused");
+    assert_eq!(row.get::<_, i64>(1), 40);
+    assert_eq!(row.get::<_, String>(2), "crc mismatch");
+    assert_eq!(row.get::<_, String>(3), "#AP#\r\n");
+
+    // Seven days kept: the frame from ten days ago goes with its day.
+    let dropped = partitions.drop_expired(&mut client, now, 7).await.expect("retention");
+    assert_eq!(dropped, ["device_frames_d20261115"]);
+    let left: Vec<i64> = client
+        .query("SELECT seq FROM device_frames ORDER BY seq", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, [2, 3]);
+
+    // Records of unregistered devices stay in the stream only; garbage says why.
+    let stranger = Record::new(
+        Origin { device: None, identifier: Some("111"), ..origin },
+        &Frame {
+            time: now,
+            bytes: bytes::Bytes::from_static(b"\x00\x03111"),
+            size: 5,
+            outcome: Outcome::LoginRefused,
+            reply: None,
+        },
+    );
+    let payload = serde_json::to_vec(&stranger).expect("json");
+    assert!(fleetgate_processor::archive::read_record(9, &payload).expect("reads").is_none());
+    assert!(fleetgate_processor::archive::read_record(9, b"{\"nope\": 1}").is_err());
+}

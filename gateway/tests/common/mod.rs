@@ -193,6 +193,8 @@ impl Harness {
             let js = jetstream::new(client);
             let _ = js.delete_stream(&self.config.nats.stream).await;
             let _ = js.delete_stream(&self.config.nats.command_stream).await;
+            let _ = js.delete_stream(fleetgate_gateway::stream::archive_stream(&self.config.nats)).await;
+            let _ = js.delete_stream(fleetgate_gateway::stream::dead_letter_stream(&self.config.nats)).await;
         }
         let _ = self.postgres.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema)).await;
     }
