@@ -5,6 +5,7 @@
 #
 #   benches/gateway_bench.sh [RATES] [IDLE_CONNECTIONS]
 #   benches/gateway_bench.sh "5000 10000 20000 30000" 19000
+#   ARCHIVE=false benches/gateway_bench.sh "10000 20000" 0   (without the raw frame archive)
 # (idle connections are bounded by the open-file limit of one process: 20,000 here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ RATES=${1:-"5000 10000 20000 30000"}
 IDLE=${2:-19000}
 DEVICES=${DEVICES:-1000}
 SECONDS_PER_STEP=${SECONDS_PER_STEP:-20}
+ARCHIVE=${ARCHIVE:-true}
 SCHEMA=fg_bench
 IMEI_BASE=100000000000000
 PORT=25027
@@ -30,6 +32,9 @@ url = "$PG?options=-csearch_path%3D$SCHEMA"
 stream = "FG_BENCH"
 subject_prefix = "fgbench"
 max_age_days = 1
+archive = $ARCHIVE
+archive_max_age_days = 1
+archive_max_bytes = 1073741824
 [gateway]
 max_connections = $((IDLE + 1000))
 metrics_addr = "127.0.0.1:$METRICS"
