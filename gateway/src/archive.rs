@@ -1,17 +1,28 @@
 //! The raw frame archive: every frame a device sends, exactly as it arrived, with what
 //! became of it (decoded into N positions, refused and why) and the reply it got; and
 //! every command the gateway sends. Records go to their own JetStream stream
-//! (`{stream}_RAW`, retention by age and size) on `P.raw.{tenant_id}.{device_id}`; the
-//! processor indexes them into Postgres for the traffic view and `fleetgate reprocess`.
+//! (`{stream}_RAW`, retention by age and size) on `P.raw.records`, in batches (one JSON
+//! object per line); the processor indexes them into Postgres for the traffic view and
+//! `fleetgate reprocess`.
 //!
 //! The archive is diagnostics, never on the acknowledgement's critical path: a frame's
-//! record is published after its reply went out, and its JetStream ack is checked in
-//! the background (failures are counted, nothing waits for them).
+//! record is queued after its reply went out, without waiting, and one writer task
+//! publishes the queue in batches (a message per frame would double JetStream's work
+//! per frame: measured in BENCHMARKS.md). A full queue drops records and counts them.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use async_nats::jetstream;
 use bytes::{Bytes, BytesMut};
 use fleetgate_codecs::hex::HexDisplay;
 use fleetgate_codecs::{Protocol, UtcMillis};
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
 
 /// Bytes kept of one frame; a longer run (an over-long text line the codec discards
 /// as it goes) keeps its start and its true size, so the archive stays bounded.
@@ -270,6 +281,108 @@ pub fn connection_id() -> u64 {
             .to_le_bytes();
     }
     u64::from_le_bytes(bytes)
+}
+
+/// Records waiting for the writer at most; beyond, records are dropped (and counted).
+pub const QUEUE_RECORDS: usize = 100_000;
+
+/// Records per batch at most: the index keys a record by its batch's stream sequence
+/// times this plus its line.
+pub const BATCH_RECORDS: usize = 65_536;
+
+/// How long the first record of a batch waits for company.
+const BATCH_WAIT: Duration = Duration::from_millis(50);
+
+/// Bytes per batch: 256 KiB, or less under a small stream size cap (a message larger
+/// than the stream may hold would be refused).
+pub fn batch_limit(stream_max_bytes: i64) -> usize {
+    const DEFAULT: usize = 256 * 1024;
+    match usize::try_from(stream_max_bytes) {
+        Ok(cap) => DEFAULT.min(cap / 8).max(1),
+        Err(_) => DEFAULT,
+    }
+}
+
+/// Publishes queued records in batches (one JSON object per line), each when it holds
+/// `max_bytes` or is [`BATCH_WAIT`] old, until `stop`; then publishes what is left.
+pub async fn write_batches(
+    js: jetstream::Context,
+    subject: String,
+    mut records: mpsc::Receiver<Vec<u8>>,
+    max_bytes: usize,
+    publish_timeout: Duration,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let mut batch: Vec<u8> = Vec::with_capacity(max_bytes + 1024);
+    loop {
+        let first = tokio::select! {
+            first = records.recv() => first,
+            _ = stop.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        let mut count = 1;
+        batch.extend_from_slice(&first);
+        let deadline = tokio::time::Instant::now() + BATCH_WAIT;
+        while batch.len() < max_bytes && count < BATCH_RECORDS {
+            match tokio::time::timeout_at(deadline, records.recv()).await {
+                Ok(Some(record)) => {
+                    batch.push(b'\n');
+                    batch.extend_from_slice(&record);
+                    count += 1;
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        publish(&js, &subject, &mut batch, count, publish_timeout, &metrics).await;
+    }
+    // Stopping: what the connections queued before they closed.
+    let mut count = 0;
+    while let Ok(record) = records.try_recv() {
+        if count > 0 {
+            batch.push(b'\n');
+        }
+        batch.extend_from_slice(&record);
+        count += 1;
+        if batch.len() >= max_bytes || count == BATCH_RECORDS {
+            publish(&js, &subject, &mut batch, count, publish_timeout, &metrics).await;
+            count = 0;
+        }
+    }
+    if count > 0 {
+        publish(&js, &subject, &mut batch, count, publish_timeout, &metrics).await;
+    }
+}
+
+/// Publishes one batch and waits for JetStream to store it; counts the outcome.
+async fn publish(
+    js: &jetstream::Context,
+    subject: &str,
+    batch: &mut Vec<u8>,
+    count: usize,
+    timeout: Duration,
+    metrics: &Metrics,
+) {
+    let payload = Bytes::copy_from_slice(batch);
+    batch.clear();
+    let stored = tokio::time::timeout(timeout, async {
+        let ack = js.publish(subject.to_owned(), payload).await.map_err(|e| e.to_string())?;
+        ack.await.map_err(|e| e.to_string())
+    })
+    .await;
+    match stored {
+        Ok(Ok(_)) => {
+            metrics.archived.fetch_add(count as u64, Relaxed);
+        }
+        result => {
+            metrics.archive_failures.fetch_add(count as u64, Relaxed);
+            let error = match result {
+                Ok(Err(error)) => error,
+                _ => format!("no JetStream ack within {} s", timeout.as_secs()),
+            };
+            tracing::warn!(%error, records = count, "archive batch not stored; its records are lost");
+        }
+    }
 }
 
 #[cfg(test)]

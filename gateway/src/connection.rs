@@ -188,7 +188,7 @@ async fn run(
                 if let (Some(bytes), false) = (sent, matches!(delivery, Delivery::SocketFailed)) {
                     let size = bytes.len();
                     let frame = Frame { time: now(), bytes, size, outcome: Outcome::Command, reply: None };
-                    archive.record(gateway, device.as_ref(), frame).await;
+                    archive.record(gateway, device.as_ref(), frame);
                 }
                 match delivery {
                     Delivery::Awaiting(sent) => {
@@ -215,9 +215,7 @@ async fn run(
                 tracing::warn!(offset = fatal.offset, error = %fatal.error, "closing a stream that cannot be framed");
                 let outcome = Outcome::Fatal { offset: fatal.offset, error: fatal.error };
                 let (bytes, size) = frames.decoder_mut().take_frame(true);
-                archive
-                    .record(gateway, device.as_ref(), Frame { time: now(), bytes, size, outcome, reply: None })
-                    .await;
+                archive.record(gateway, device.as_ref(), Frame { time: now(), bytes, size, outcome, reply: None });
                 break;
             }
             Ok(Some(Err(StreamError::Io(error)))) => {
@@ -237,7 +235,7 @@ async fn run(
                         let delivered = send(&mut writer, &accept).await;
                         frame.outcome = Outcome::Login;
                         frame.reply = Some(accept);
-                        archive.record(gateway, Some(&(identifier.clone(), record.clone())), frame).await;
+                        archive.record(gateway, Some(&(identifier.clone(), record.clone())), frame);
                         if !delivered {
                             break;
                         }
@@ -258,7 +256,7 @@ async fn run(
                         let _ = send(&mut writer, &reply).await;
                         frame.outcome = Outcome::LoginRefused;
                         frame.reply = Some(reply);
-                        archive.refused_login(gateway, &identifier, frame).await;
+                        archive.refused_login(gateway, &identifier, frame);
                         break;
                     }
                 }
@@ -274,7 +272,7 @@ async fn run(
                     // Nothing is acknowledged; closing makes the device resend everything
                     // it holds once it reconnects, instead of waiting for an answer.
                     frame.outcome = Outcome::NotStored(count);
-                    archive.record(gateway, device.as_ref(), frame).await;
+                    archive.record(gateway, device.as_ref(), frame);
                     break;
                 }
                 counters.positions.fetch_add(count as u64, Relaxed);
@@ -282,7 +280,7 @@ async fn run(
                 let delivered = send(&mut writer, &ack).await;
                 frame.outcome = Outcome::Positions(count);
                 frame.reply = Some(ack);
-                archive.record(gateway, device.as_ref(), frame).await;
+                archive.record(gateway, device.as_ref(), frame);
                 if !delivered {
                     break;
                 }
@@ -294,7 +292,7 @@ async fn run(
                 let command_id = answered.as_ref().map(|(id, _)| id.as_str());
                 frame.outcome = Outcome::Message(message.kind);
                 if !gateway.store_message(identifier, record, &message, command_id).await {
-                    archive.record(gateway, device.as_ref(), frame).await;
+                    archive.record(gateway, device.as_ref(), frame);
                     break;
                 }
                 if let Some((_, command)) = answered {
@@ -329,9 +327,9 @@ async fn run(
     let (bytes, size) = frames.decoder_mut().take_frame(true);
     if size > 0 {
         let frame = Frame { time: now(), bytes, size, outcome: Outcome::Incomplete, reply: None };
-        archive.record(gateway, device.as_ref(), frame).await;
+        archive.record(gateway, device.as_ref(), frame);
     }
-    archive.close(gateway).await;
+    archive.close(gateway);
     let _ = writer.shutdown().await;
     if let (Some(registration), Some((_, record))) = (&registration, &device) {
         gateway.connected.unregister(record.device_id, registration);
@@ -367,8 +365,15 @@ impl ConnectionArchive {
         }
     }
 
-    async fn record(&mut self, gateway: &Gateway, device: Option<&(String, DeviceRecord)>, frame: Frame) {
+    fn record(&mut self, gateway: &Gateway, device: Option<&(String, DeviceRecord)>, frame: Frame) {
         if !gateway.config.nats.archive {
+            return;
+        }
+        // A frame can yield several events (a black box with one bad record, several
+        // codec 12 messages): the first carries the bytes; of the rest, only a refusal or
+        // a reply is worth a record of its own.
+        let follow_up = frame.size == 0 && frame.reply.as_ref().is_none_or(|r| r.is_empty());
+        if follow_up && !matches!(frame.outcome, Outcome::Refused { .. }) {
             return;
         }
         if device.is_none() {
@@ -379,22 +384,22 @@ impl ConnectionArchive {
         }
         let origin = self.origin(device, None);
         for early in std::mem::take(&mut self.early) {
-            gateway.archive(origin, &early).await;
+            gateway.archive(origin, &early);
         }
-        gateway.archive(origin, &frame).await;
+        gateway.archive(origin, &frame);
     }
 
     /// A refused login: kept under the device when the identifier is registered (wrong
     /// password or protocol), else as an unregistered device's.
-    async fn refused_login(&mut self, gateway: &Gateway, identifier: &str, frame: Frame) {
+    fn refused_login(&mut self, gateway: &Gateway, identifier: &str, frame: Frame) {
         match gateway.registry.lookup(identifier) {
-            Some(record) => self.record(gateway, Some(&(identifier.to_owned(), record)), frame).await,
+            Some(record) => self.record(gateway, Some(&(identifier.to_owned(), record)), frame),
             None if gateway.config.nats.archive => {
                 let origin = self.origin(None, Some(identifier));
                 for early in std::mem::take(&mut self.early) {
-                    gateway.archive(origin, &early).await;
+                    gateway.archive(origin, &early);
                 }
-                gateway.archive(origin, &frame).await;
+                gateway.archive(origin, &frame);
             }
             None => {}
         }
@@ -415,15 +420,15 @@ impl ConnectionArchive {
             None => true,
         };
         frame.reply = reply;
-        self.record(gateway, device, frame).await;
+        self.record(gateway, device, frame);
         delivered
     }
 
     /// Frames of a connection that never logged in.
-    async fn close(&mut self, gateway: &Gateway) {
+    fn close(&mut self, gateway: &Gateway) {
         let origin = self.origin(None, None);
         for early in std::mem::take(&mut self.early) {
-            gateway.archive(origin, &early).await;
+            gateway.archive(origin, &early);
         }
     }
 }

@@ -58,6 +58,8 @@ pub struct Gateway {
     postgres: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
     /// Auto-registrations in the current minute: (minute start, count).
     auto_registrations: std::sync::Mutex<(Instant, u32)>,
+    /// Archive records on their way to [`crate::archive::write_batches`].
+    archive_queue: tokio::sync::mpsc::Sender<Vec<u8>>,
 }
 
 /// Unknown devices registered per minute at most, so a flood of made-up identifiers
@@ -65,8 +67,14 @@ pub struct Gateway {
 const AUTO_REGISTRATIONS_PER_MINUTE: u32 = 600;
 
 impl Gateway {
-    /// A gateway over an already connected JetStream context.
-    pub fn new(config: Config, registry: Arc<Registry>, jetstream: jetstream::Context) -> Self {
+    /// A gateway over an already connected JetStream context; archive records go to
+    /// `archive_queue`.
+    pub fn new(
+        config: Config,
+        registry: Arc<Registry>,
+        jetstream: jetstream::Context,
+        archive_queue: tokio::sync::mpsc::Sender<Vec<u8>>,
+    ) -> Self {
         let slots = config.gateway.max_connections;
         let every = Duration::from_secs(10);
         Gateway {
@@ -82,6 +90,7 @@ impl Gateway {
             connected: Arc::new(Connected::default()),
             postgres: tokio::sync::Mutex::new(None),
             auto_registrations: std::sync::Mutex::new((Instant::now(), 0)),
+            archive_queue,
         }
     }
 
@@ -235,28 +244,14 @@ impl Gateway {
         self.store(subject, message_id, Bytes::from(json.to_string())).await
     }
 
-    /// Publishes one frame's archive record. Its JetStream ack is awaited in the
-    /// background: the archive never holds up a device (failures are counted).
-    pub async fn archive(&self, origin: Origin<'_>, frame: &Frame) {
-        let record = Record::new(origin, frame);
-        let device = origin.device.map(|(_, tenant_id, device_id)| (tenant_id, device_id));
-        let subject = stream::archive_subject(&self.config.nats.subject_prefix, device);
+    /// Queues one frame's archive record for the archive writer, without waiting: when
+    /// the queue is full (JetStream slow or down) the record is dropped and counted,
+    /// never the device held up.
+    pub fn archive(&self, origin: Origin<'_>, frame: &Frame) {
         // Serializing our own type into memory cannot fail.
-        let payload = Bytes::from(serde_json::to_vec(&record).unwrap_or_default());
-        let metrics = self.metrics.clone();
-        match self.jetstream.send_publish(subject, PublishMessage::build().payload(payload)).await {
-            Ok(ack) => {
-                let timeout = Duration::from_secs(self.config.nats.publish_timeout_s);
-                tokio::spawn(async move {
-                    match tokio::time::timeout(timeout, ack).await {
-                        Ok(Ok(_)) => metrics.archived.fetch_add(1, Relaxed),
-                        _ => metrics.archive_failures.fetch_add(1, Relaxed),
-                    };
-                });
-            }
-            Err(_) => {
-                metrics.archive_failures.fetch_add(1, Relaxed);
-            }
+        let line = serde_json::to_vec(&Record::new(origin, frame)).unwrap_or_default();
+        if self.archive_queue.try_send(line).is_err() {
+            self.metrics.archive_failures.fetch_add(1, Relaxed);
         }
     }
 

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::metrics::Refusal;
 use crate::registry::{Registry, keep_current};
-use crate::{connection, stream, udp};
+use crate::{archive, connection, stream, udp};
 
 /// The sockets the gateway serves.
 pub struct Listeners {
@@ -194,7 +194,19 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: CancellationTok
         }
     }
 
-    let gateway = Arc::new(Gateway::new(config.clone(), registry.clone(), js.clone()));
+    let (archive_queue, archive_records) = tokio::sync::mpsc::channel(archive::QUEUE_RECORDS);
+    let gateway = Arc::new(Gateway::new(config.clone(), registry.clone(), js.clone(), archive_queue));
+    // The archive writer outlives the connections: it stops once they have drained.
+    let archive_done = CancellationToken::new();
+    let archive_writer = tokio::spawn(archive::write_batches(
+        js.clone(),
+        stream::archive_subject(&config.nats.subject_prefix),
+        archive_records,
+        archive::batch_limit(config.nats.archive_max_bytes),
+        Duration::from_secs(config.nats.publish_timeout_s),
+        gateway.metrics.clone(),
+        archive_done.clone(),
+    ));
     let tracker = TaskTracker::new();
     tracker.spawn(keep_stream(js, config.nats.clone(), shutdown.clone()));
     tracker.spawn(keep_current(
@@ -233,6 +245,8 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: CancellationTok
     if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
         tracing::warn!(drain_s = drain.as_secs(), tasks = tracker.len(), "drain time over; closing what is left");
     }
+    archive_done.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(config.nats.publish_timeout_s), archive_writer).await;
     let _ = nats.flush().await;
     tracing::info!("gateway stopped");
     Ok(())

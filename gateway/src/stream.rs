@@ -9,9 +9,9 @@
 //! - `P.registry` (core NATS, not stored): a device was created, changed or deleted.
 //! - `P.dead.{pos,msg,status}` (stream `{stream}_DEAD`): messages the processor could
 //!   not read, with the reason in the `Fleetgate-Reason` header.
-//! - `P.raw.{tenant_id}.{device_id}` (stream `{stream}_RAW`): the raw frame archive,
-//!   one [`crate::archive::Record`] per frame received or command sent; `P.raw.unregistered`
-//!   for connections that never became a registered device.
+//! - `P.raw.records` (stream `{stream}_RAW`): the raw frame archive, batches of
+//!   [`crate::archive::Record`]s (one JSON object per line), one record per frame
+//!   received or command sent.
 //! - `P.live.{tenant_id}.{device_id}` (core NATS): the processor moved a live position.
 //! - `P.event.{tenant_id}.{device_id}` (core NATS): the processor derived an event.
 //!
@@ -59,12 +59,9 @@ pub fn dead_letter_stream(config: &NatsConfig) -> String {
     format!("{}_DEAD", config.stream)
 }
 
-/// Subject of a device's archived frames; `None` for a device that is not registered.
-pub fn archive_subject(prefix: &str, device: Option<(i64, i64)>) -> String {
-    match device {
-        Some((tenant_id, device_id)) => format!("{prefix}.raw.{tenant_id}.{device_id}"),
-        None => format!("{prefix}.raw.unregistered"),
-    }
+/// Subject of the archive: batches of records, one JSON object per line.
+pub fn archive_subject(prefix: &str) -> String {
+    format!("{prefix}.raw.records")
 }
 
 /// Name of the raw frame archive stream.

@@ -34,7 +34,7 @@ struct Peer {
 }
 
 /// Archives one datagram as the frame of the peer's device (or an unregistered one's).
-async fn archive(
+fn archive(
     gateway: &Gateway,
     protocol: Protocol,
     connection: u64,
@@ -51,7 +51,7 @@ async fn archive(
         device: device.map(|(identifier, record)| (identifier.as_str(), record.tenant_id, record.device_id)),
         identifier: None,
     };
-    gateway.archive(origin, &frame).await;
+    gateway.archive(origin, &frame);
 }
 
 /// Serves one UDP socket until `shutdown`.
@@ -110,7 +110,7 @@ pub async fn serve(
                     tracing::warn!(peer = %peer_addr, protocol = protocol.name(), offset = error.offset, error = %error.error, suppressed, "datagram refused");
                 }
                 frame.outcome = Outcome::Refused { offset: error.offset as u64, error: error.error };
-                archive(&gateway, protocol, peer.connection, peer.device.as_ref(), frame).await;
+                archive(&gateway, protocol, peer.connection, peer.device.as_ref(), frame);
                 continue;
             }
         };
@@ -157,7 +157,7 @@ pub async fn serve(
                             frame.reply = Some(ack);
                         }
                         drop(permit);
-                        archive(&gateway, protocol, connection, Some(&(identifier, record)), frame).await;
+                        archive(&gateway, protocol, connection, Some(&(identifier, record)), frame);
                     });
                     None
                 }
@@ -174,7 +174,7 @@ pub async fn serve(
                                 frame.reply = Some(reply);
                             }
                         }
-                        archive(&gateway, protocol, connection, Some(&(identifier, record)), frame).await;
+                        archive(&gateway, protocol, connection, Some(&(identifier, record)), frame);
                     });
                     None
                 }
@@ -194,7 +194,7 @@ pub async fn serve(
             }
         }
         if !handed_over {
-            archive(&gateway, protocol, peer.connection, peer.device.as_ref(), frame).await;
+            archive(&gateway, protocol, peer.connection, peer.device.as_ref(), frame);
         }
     }
 }

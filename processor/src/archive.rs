@@ -4,8 +4,9 @@
 //! `processor.archive_retention_days`.
 //!
 //! Its own durable consumer (`{processor.consumer}_archive`), so a slow archive never
-//! holds up positions. A record is acknowledged once its row is committed; the stream
-//! sequence is part of the key, so a redelivered record is stored once.
+//! holds up positions. A batch is acknowledged once its rows are committed; a record's
+//! key holds its batch's stream sequence and its line, so a redelivered batch is stored
+//! once.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use async_nats::jetstream::{self, Message};
 use fleetgate_codecs::hex;
 use fleetgate_codecs::time::UtcMillis;
 use fleetgate_gateway::Config;
-use fleetgate_gateway::archive::Record;
+use fleetgate_gateway::archive::{BATCH_RECORDS, Record};
 use fleetgate_gateway::connection::now;
 use fleetgate_gateway::stream;
 use futures_util::StreamExt;
@@ -28,8 +29,8 @@ use crate::history::Timestamp;
 use crate::metrics::Metrics;
 use crate::partitions::{Partitions, Period};
 
-/// Records indexed per transaction at most.
-const BATCH: usize = 1000;
+/// Archive messages (batches of records) indexed per transaction at most.
+const BATCH: usize = 20;
 
 /// The `device_frames` partitions.
 pub fn partitions() -> Partitions {
@@ -219,12 +220,16 @@ pub async fn run(
         let mut rows = Vec::with_capacity(messages.len());
         for message in &messages {
             let seq = message.info().map_or(0, |info| info.stream_sequence);
-            match read_record(seq, &message.payload) {
-                Ok(Some(row)) if partitions.period_of(row.time) >= oldest_kept => rows.push(row),
-                Ok(_) => {}
-                // The gateway writes these records; one that does not read is a bug to
-                // see in the log, not a reason to stall the index.
-                Err(error) => tracing::warn!(%error, subject = %message.subject, "archive record skipped"),
+            let lines = message.payload.split(|b| *b == b'\n').filter(|line| !line.is_empty());
+            for (line, record) in lines.enumerate() {
+                // A record's key: its batch's place in the stream, then its line.
+                match read_record(seq * BATCH_RECORDS as u64 + line as u64, record) {
+                    Ok(Some(row)) if partitions.period_of(row.time) >= oldest_kept => rows.push(row),
+                    Ok(_) => {}
+                    // The gateway writes these records; one that does not read is a bug
+                    // to see in the log, not a reason to stall the index.
+                    Err(error) => tracing::warn!(%error, seq, line, "archive record skipped"),
+                }
             }
         }
         if client.as_ref().is_none_or(Client::is_closed) {

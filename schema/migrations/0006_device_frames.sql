@@ -7,7 +7,8 @@
 CREATE TABLE device_frames (
     device_id  bigint NOT NULL,
     time       timestamptz NOT NULL,
-    -- The record's sequence in the archive stream: a redelivered record is one row.
+    -- The record's place in the archive stream (its batch's sequence * 65536 + its
+    -- line): a redelivered record is one row.
     seq        bigint NOT NULL,
     tenant_id  bigint NOT NULL,
     connection text NOT NULL,
