@@ -32,6 +32,8 @@ pub struct System {
     /// The first tenant's admin key.
     pub key: String,
     pub tenant_id: i64,
+    /// This system's JetStream stream (`…_CMD`, `…_DEAD`, `…_RAW` beside it).
+    stream: String,
     serve: Option<Serve>,
 }
 
@@ -131,6 +133,7 @@ bind = "127.0.0.1:{api}"
             api,
             key: String::new(),
             tenant_id: 0,
+            stream: stream.clone(),
             serve: None,
         };
         (system.tenant_id, system.key) = system.create_tenant("First");
@@ -193,9 +196,24 @@ bind = "127.0.0.1:{api}"
 }
 
 impl Drop for System {
+    /// Stops `serve`, then removes the system's streams from the shared NATS (on a
+    /// thread of its own: a drop cannot wait on the test's runtime).
     fn drop(&mut self) {
         self.serve.take();
         let _ = std::fs::remove_dir_all(&self.dir);
+        let stream = self.stream.clone();
+        let nats = std::env::var("FLEETGATE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            runtime.block_on(async {
+                let Ok(client) = async_nats::connect(nats.as_str()).await else { return };
+                let js = async_nats::jetstream::new(client);
+                for suffix in ["", "_CMD", "_DEAD", "_RAW"] {
+                    let _ = js.delete_stream(format!("{stream}{suffix}")).await;
+                }
+            });
+        });
+        let _ = cleanup.join();
     }
 }
 
