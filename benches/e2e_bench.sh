@@ -43,6 +43,8 @@ stream = "FG_E2E_BENCH_$TAG"
 command_stream = "FG_E2E_BENCH_CMD_$TAG"
 subject_prefix = "fge2ebench$TAG"
 max_age_days = 1
+archive_max_age_days = 1
+archive_max_bytes = 1073741824
 [redis]
 key_prefix = "fge2ebench$TAG"
 [gateway]
@@ -65,7 +67,8 @@ target/release/fleetgate migrate -c "$OUT/fleetgate.toml" >/dev/null 2>&1
 KEY=$(target/release/fleetgate admin create-tenant --name bench -c "$OUT/fleetgate.toml" | sed -n 's/.*"api_key":"\([^"]*\)".*/\1/p')
 FLEETGATE_LOG=warn target/release/fleetgate serve -c "$OUT/fleetgate.toml" 2> "$OUT/serve.log" &
 SERVE=$!
-trap 'kill -INT $SERVE 2>/dev/null; wait $SERVE 2>/dev/null' EXIT
+trap 'kill -INT $SERVE 2>/dev/null; wait $SERVE 2>/dev/null
+  benches/tools/delete_streams.py "FG_E2E_BENCH_$TAG" "FG_E2E_BENCH_CMD_$TAG" "FG_E2E_BENCH_${TAG}_DEAD" "FG_E2E_BENCH_${TAG}_RAW" >&2' EXIT
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$API) 2>/dev/null && break; sleep 0.2; done
 
 # Register the devices once (the first run of the simulator does it through the API).

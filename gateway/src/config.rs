@@ -183,6 +183,7 @@ pub struct NatsConfig {
     /// Archived frames older than this are dropped from the archive stream (days).
     pub archive_max_age_days: u64,
     /// Size cap of the archive stream in bytes (oldest dropped first); -1 for none.
+    /// JetStream reserves this much of its storage when it creates the stream.
     pub archive_max_bytes: i64,
 }
 
@@ -201,7 +202,7 @@ impl Default for NatsConfig {
             command_max_age_days: 7,
             archive: true,
             archive_max_age_days: 7,
-            archive_max_bytes: 4 * 1024 * 1024 * 1024,
+            archive_max_bytes: 1024 * 1024 * 1024,
         }
     }
 }

@@ -144,6 +144,34 @@ pub async fn ensure_stream(js: &jetstream::Context, config: &NatsConfig) -> Resu
     Ok(())
 }
 
+/// Every stream [`ensure_stream`] makes for `config`.
+pub fn stream_names(config: &NatsConfig) -> [String; 4] {
+    [config.stream.clone(), config.command_stream.clone(), dead_letter_stream(config), archive_stream(config)]
+}
+
+/// Deletes every stream of `config` (tests and benches clean up after themselves this
+/// way); a stream that is not there is fine.
+pub async fn delete_streams(js: &jetstream::Context, config: &NatsConfig) {
+    for name in stream_names(config) {
+        let _ = js.delete_stream(name).await;
+    }
+}
+
+/// [`delete_streams`] from synchronous code (a test harness's `Drop`), on a thread and
+/// runtime of its own.
+pub fn delete_streams_blocking(config: &NatsConfig) {
+    let config = config.clone();
+    let cleanup = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        runtime.block_on(async {
+            if let Ok(client) = async_nats::connect(config.url.as_str()).await {
+                delete_streams(&jetstream::new(client), &config).await;
+            }
+        });
+    });
+    let _ = cleanup.join();
+}
+
 /// The payload of a positions message: the device's identity once, then contract 1
 /// positions (with `received`).
 pub fn positions_payload(device: &DeviceRecord, batch: &Batch) -> Bytes {

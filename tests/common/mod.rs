@@ -101,6 +101,7 @@ url = "{nats}"
 stream = "{stream}"
 command_stream = "{stream}_CMD"
 subject_prefix = "{name}"
+archive_max_bytes = 16777216
 [redis]
 url = "{redis}"
 key_prefix = "{name}"
@@ -196,24 +197,15 @@ bind = "127.0.0.1:{api}"
 }
 
 impl Drop for System {
-    /// Stops `serve`, then removes the system's streams from the shared NATS (on a
-    /// thread of its own: a drop cannot wait on the test's runtime).
+    /// Stops `serve`, then removes the system's streams from the shared NATS.
     fn drop(&mut self) {
         self.serve.take();
         let _ = std::fs::remove_dir_all(&self.dir);
-        let stream = self.stream.clone();
-        let nats = std::env::var("FLEETGATE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-        let cleanup = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            runtime.block_on(async {
-                let Ok(client) = async_nats::connect(nats.as_str()).await else { return };
-                let js = async_nats::jetstream::new(client);
-                for suffix in ["", "_CMD", "_DEAD", "_RAW"] {
-                    let _ = js.delete_stream(format!("{stream}{suffix}")).await;
-                }
-            });
-        });
-        let _ = cleanup.join();
+        let mut nats = fleetgate_gateway::config::NatsConfig::default();
+        nats.url = std::env::var("FLEETGATE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+        nats.stream = self.stream.clone();
+        nats.command_stream = format!("{}_CMD", self.stream);
+        fleetgate_gateway::stream::delete_streams_blocking(&nats);
     }
 }
 

@@ -33,6 +33,7 @@ impl Api {
         config.nats.stream = unique("API");
         config.nats.command_stream = format!("{}_CMD", config.nats.stream);
         config.nats.subject_prefix = unique("api");
+        config.nats.archive_max_bytes = 16 << 20;
         config.redis.url = std::env::var("FLEETGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         config.redis.key_prefix = unique("api");
         config.api.bind = "127.0.0.1:0".into();
@@ -88,6 +89,7 @@ impl Api {
 impl Drop for Api {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        fleetgate_gateway::stream::delete_streams_blocking(&self.config.nats);
     }
 }
 

@@ -132,9 +132,7 @@ async fn setup(devices: i64, workers: usize) -> Result<Setup, Error> {
 }
 
 async fn teardown(setup: &Setup, js: &jetstream::Context) {
-    let _ = js.delete_stream(&setup.config.nats.stream).await;
-    let _ = js.delete_stream(&setup.config.nats.command_stream).await;
-    let _ = js.delete_stream(fleetgate_gateway::stream::dead_letter_stream(&setup.config.nats)).await;
+    fleetgate_gateway::stream::delete_streams(js, &setup.config.nats).await;
     let _ = setup.postgres.batch_execute(&format!("DROP SCHEMA {} CASCADE", setup.schema)).await;
     if let Ok(client) = redis::Client::open(setup.config.redis.url.as_str())
         && let Ok(mut redis) = client.get_multiplexed_async_connection().await

@@ -65,6 +65,7 @@ impl Harness {
         config.nats.subject_prefix = unique("fgt");
         config.nats.command_stream = format!("{}_CMD", config.nats.stream);
         config.nats.publish_timeout_s = 2;
+        config.nats.archive_max_bytes = 16 << 20;
         config.gateway.handshake_timeout_s = 2;
         config.gateway.drain_timeout_s = 5;
         tune(&mut config);
@@ -190,11 +191,7 @@ impl Harness {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(20), self.task).await.expect("stops in time").expect("no panic");
         if let Ok(client) = async_nats::connect(self.config.nats.url.as_str()).await {
-            let js = jetstream::new(client);
-            let _ = js.delete_stream(&self.config.nats.stream).await;
-            let _ = js.delete_stream(&self.config.nats.command_stream).await;
-            let _ = js.delete_stream(fleetgate_gateway::stream::archive_stream(&self.config.nats)).await;
-            let _ = js.delete_stream(fleetgate_gateway::stream::dead_letter_stream(&self.config.nats)).await;
+            fleetgate_gateway::stream::delete_streams(&jetstream::new(client), &self.config.nats).await;
         }
         let _ = self.postgres.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema)).await;
     }

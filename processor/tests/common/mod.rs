@@ -78,6 +78,7 @@ impl Harness {
         config.nats.stream = unique("PROC");
         config.nats.subject_prefix = unique("proc");
         config.nats.command_stream = format!("{}_CMD", config.nats.stream);
+        config.nats.archive_max_bytes = 16 << 20;
         config.redis.url = redis_url;
         config.redis.key_prefix = unique("proc");
         config.processor.metrics_addr = String::new();
@@ -155,6 +156,13 @@ impl Harness {
         let key = fleetgate_processor::live::live_key(&self.config.redis.key_prefix, self.tenant_id, self.device_id);
         let mut redis = self.redis.clone();
         redis.hget(key, field).await.expect("redis hget")
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        fleetgate_gateway::stream::delete_streams_blocking(&self.config.nats);
     }
 }
 
