@@ -201,10 +201,12 @@ impl Drop for System {
     fn drop(&mut self) {
         self.serve.take();
         let _ = std::fs::remove_dir_all(&self.dir);
-        let mut nats = fleetgate_gateway::config::NatsConfig::default();
-        nats.url = std::env::var("FLEETGATE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-        nats.stream = self.stream.clone();
-        nats.command_stream = format!("{}_CMD", self.stream);
+        let nats = fleetgate_gateway::config::NatsConfig {
+            url: std::env::var("FLEETGATE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+            stream: self.stream.clone(),
+            command_stream: format!("{}_CMD", self.stream),
+            ..Default::default()
+        };
         fleetgate_gateway::stream::delete_streams_blocking(&nats);
     }
 }
