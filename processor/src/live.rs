@@ -169,6 +169,19 @@ impl Live {
             .await
     }
 
+    /// Sets the marker that live state is being kept here; true when it was missing,
+    /// which means this Redis lost what it held (restarted without persistence, flushed,
+    /// replaced) or never held any. One caller wins when several race.
+    pub async fn mark_kept(&mut self) -> Result<bool, redis::RedisError> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(format!("{}:live_kept", self.prefix))
+            .arg(1)
+            .arg("NX")
+            .query_async(&mut self.connection)
+            .await?;
+        Ok(set.is_some())
+    }
+
     /// True when Redis answers.
     pub async fn ping(&mut self) -> bool {
         redis::cmd("PING").query_async::<String>(&mut self.connection).await.is_ok()

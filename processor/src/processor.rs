@@ -516,10 +516,44 @@ async fn maintain(shared: Arc<Shared>, mut consumer: PullConsumer, shutdown: Can
                 Err(error) => tracing::warn!(error = %error_chain(&error), "partition maintenance failed"),
             }
         }
+        if let Err(error) = notice_empty_redis(&shared, db, &mut live).await {
+            tracing::warn!(error = %error_chain(&*error), "cannot check redis for lost live state; retrying");
+        }
         if let Err(error) = repair_live(&shared, db, &mut live).await {
             tracing::warn!(error = %error_chain(&*error), "live state repair failed; retrying");
         }
     }
+}
+
+/// Schedules every device's live state for a rebuild from history when Redis holds
+/// none of it: after a restart without persistence, a flush or a failover to an empty
+/// replica, devices that send nothing new would otherwise stay missing. (Redis Cluster:
+/// the marker lives in one shard; an empty replacement of another goes unnoticed.)
+async fn notice_empty_redis(
+    shared: &Shared,
+    history: &mut History,
+    live_slot: &mut Option<Live>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if live_slot.is_none() {
+        *live_slot = shared.connect_live().await;
+    }
+    let Some(live) = live_slot.as_mut() else { return Ok(()) };
+    if !live.mark_kept().await? {
+        return Ok(());
+    }
+    let scheduled = history
+        .client()
+        .execute(
+            "INSERT INTO live_pending (device_id, tenant_id)
+             SELECT d.id, d.tenant_id FROM devices d WHERE EXISTS (SELECT 1 FROM positions p WHERE p.device_id = d.id)
+             ON CONFLICT (device_id) DO UPDATE SET since = now()",
+            &[],
+        )
+        .await?;
+    if scheduled > 0 {
+        tracing::warn!(devices = scheduled, "redis holds no live state; rebuilding every device's from history");
+    }
+    Ok(())
 }
 
 /// Rebuilds from history the live state of devices recorded in `live_pending`.

@@ -267,6 +267,29 @@ async fn with_redis_down_history_continues_and_live_state_catches_up() {
     h.stop_processor().await;
 }
 
+#[tokio::test]
+async fn a_redis_that_restarts_empty_gets_every_live_state_back_from_history() {
+    let mut redis = PrivateRedis::start();
+    let mut h = Harness::start(None, redis.url(), None).await;
+    h.publish_positions(&[position("2026-07-01T10:00:00Z", 54.0, 10.0, true, json!({"fuel_level": 40}))]).await;
+    eventually("live", || async { h.live_field("fix_time").await.is_some() }).await;
+    // Between two batches, so no write fails and nothing lands in live_pending: only
+    // noticing that Redis came back empty can bring the device back.
+    redis.kill();
+    redis.restart();
+    h.redis = redis::Client::open(redis.url().as_str())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis back");
+    eventually("live state rebuilt without new data", || async {
+        h.live_field("position").await.is_some_and(|p| p.contains("2026-07-01T10:00:00Z"))
+    })
+    .await;
+    assert_eq!(h.live_field("sensors").await.as_deref(), Some(r#"{"fuel_level": 40}"#));
+    h.stop_processor().await;
+}
+
 async fn partition_names(client: &tokio_postgres::Client) -> Vec<String> {
     let rows = client
         .query(

@@ -4,10 +4,8 @@
 
 #![allow(dead_code)]
 
-pub use fleetgate_schema::testing::{free_port, unique};
+pub use fleetgate_schema::testing::{PrivateNats, unique};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -235,62 +233,4 @@ pub async fn read_n(stream: &mut TcpStream, n: usize, wait: Duration) -> Vec<u8>
 pub async fn closed(stream: &mut TcpStream, wait: Duration) -> bool {
     let mut byte = [0u8; 1];
     matches!(tokio::time::timeout(wait, stream.read(&mut byte)).await, Ok(Ok(0)) | Ok(Err(_)))
-}
-
-/// A private nats-server with JetStream in a temporary folder, on a free port.
-pub struct PrivateNats {
-    pub port: u16,
-    pub dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl PrivateNats {
-    pub fn start() -> PrivateNats {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(unique("fleetgate-nats-"));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut nats = PrivateNats { port, dir, child: None };
-        nats.restart();
-        nats
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    pub fn restart(&mut self) {
-        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .unwrap_or("nats-server");
-        let child = Command::new(binary)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts (install the nats-server package)");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("private nats-server did not start");
-    }
-
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
