@@ -1,0 +1,331 @@
+//! Chaos: while simulated devices send, the gateway and the processor are killed with
+//! SIGKILL and restarted, and nats-server, PostgreSQL and Redis are restarted, at random
+//! moments. Afterwards every position a device saw acknowledged must be in Postgres
+//! exactly once, and each device's live position must be its newest acknowledged fix.
+//!
+//! Everything runs against private servers (temporary folders, free ports), so killing
+//! them never disturbs the machine's shared servers or other tests. `./test` runs a short
+//! version; the full run (see RELIABILITY.md):
+//!
+//! ```sh
+//! FLEETGATE_CHAOS_FAULTS=120 cargo test --test chaos -- --nocapture
+//! ```
+//!
+//! `FLEETGATE_CHAOS_SEED` replays a run's fault schedule (the report prints the seed).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::binary;
+use fleetgate_codecs::time::UtcMillis;
+use fleetgate_schema::testing::{PrivateNats, PrivatePostgres, PrivateRedis, free_port};
+
+/// A role of `fleetgate` as its own process, which the test kills and restarts.
+struct Role {
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Role {
+    fn new(role: &str, config: &Path, log: PathBuf) -> Role {
+        let args = vec![role.to_owned(), "--config".to_owned(), config.display().to_string()];
+        Role { args, log, child: None }
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let child = Command::new(binary())
+            .args(&self.args)
+            .env("FLEETGATE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("fleetgate starts");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no drain, no goodbye.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again if it exited on its own (it must not; counted).
+    fn ensure_running(&mut self) -> bool {
+        let exited = match self.child.as_mut() {
+            Some(child) => child.try_wait().ok().flatten().is_some(),
+            None => true,
+        };
+        if exited {
+            self.start();
+        }
+        exited
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A small deterministic generator, so a seed replays a schedule.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+
+    fn millis(&mut self, low: u64, high: u64) -> Duration {
+        Duration::from_millis(low + self.next() % (high - low + 1))
+    }
+}
+
+const FAULTS: [&str; 5] = ["kill -9 gateway", "kill -9 processor", "restart nats", "restart postgres", "restart redis"];
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The live position's fix time of each device, from Redis.
+async fn live_times(
+    redis_url: &str,
+    prefix: &str,
+    tenant_id: i64,
+    devices: &[(i64, String)],
+) -> BTreeMap<String, String> {
+    let mut times = BTreeMap::new();
+    let Ok(client) = redis::Client::open(redis_url) else { return times };
+    let Ok(mut redis) = client.get_multiplexed_async_connection().await else { return times };
+    for (device_id, identifier) in devices {
+        let key = fleetgate_processor::live::live_key(prefix, tenant_id, *device_id);
+        let position: Option<String> =
+            redis::cmd("HGET").arg(&key).arg("position").query_async(&mut redis).await.ok().flatten();
+        let time = position
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+            .and_then(|p| p["time"].as_str().map(str::to_owned));
+        if let Some(time) = time {
+            times.insert(identifier.clone(), time);
+        }
+    }
+    times
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_nothing_acknowledged_is_lost_or_duplicated() {
+    let faults_wanted = env_number("FLEETGATE_CHAOS_FAULTS", 6) as usize;
+    let seed = env_number(
+        "FLEETGATE_CHAOS_SEED",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64),
+    );
+    let mut random = Random(seed);
+    let dir = std::env::temp_dir().join(fleetgate_schema::testing::unique("fleetgate-chaos-"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+
+    let postgres = PrivatePostgres::start();
+    let mut redis = PrivateRedis::start();
+    let mut nats = PrivateNats::start();
+    let (teltonika, wialon) = (free_port(), free_port());
+    let prefix = "chaos";
+    let config = format!(
+        r#"
+[postgres]
+url = "{postgres}"
+[nats]
+url = "{nats}"
+publish_timeout_s = 2
+archive_max_bytes = 67108864
+[redis]
+url = "{redis}"
+key_prefix = "{prefix}"
+[gateway]
+bind = "127.0.0.1"
+metrics_addr = ""
+drain_timeout_s = 2
+[[gateway.listeners]]
+protocol = "teltonika"
+tcp_port = {teltonika}
+[[gateway.listeners]]
+protocol = "wialon"
+tcp_port = {wialon}
+[processor]
+metrics_addr = ""
+batch_wait_ms = 20
+ack_wait_s = 5
+"#,
+        postgres = postgres.url(),
+        nats = nats.url(),
+        redis = redis.url(),
+    );
+    let config_path = dir.join("fleetgate.toml");
+    std::fs::write(&config_path, config).expect("config");
+    let migrated = Command::new(binary()).args(["migrate", "--config"]).arg(&config_path).output().expect("migrate");
+    assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
+
+    // Devices registered straight in Postgres; the simulator takes them from a file.
+    let client = fleetgate_schema::connect(&postgres.url()).await.expect("connect");
+    let tenant_id: i64 =
+        client.query_one("INSERT INTO tenants (name) VALUES ('chaos') RETURNING id", &[]).await.expect("tenant").get(0);
+    let mut devices_file = String::new();
+    let mut devices: Vec<(i64, String)> = Vec::new();
+    for i in 0..20 {
+        let (identifier, protocol) =
+            (format!("{}", 359_000_000_000_000u64 + i), if i % 2 == 0 { "teltonika" } else { "wialon" });
+        let id: i64 = client
+            .query_one(
+                "INSERT INTO devices (tenant_id, identifier, protocol) VALUES ($1, $2, $3) RETURNING id",
+                &[&tenant_id, &identifier, &protocol],
+            )
+            .await
+            .expect("device")
+            .get(0);
+        devices_file.push_str(&format!("{identifier} {protocol}\n"));
+        devices.push((id, identifier));
+    }
+    let devices_path = dir.join("devices.txt");
+    std::fs::write(&devices_path, devices_file).expect("devices file");
+
+    let mut gateway = Role::new("gateway", &config_path, dir.join("gateway.log"));
+    let mut processor = Role::new("processor", &config_path, dir.join("processor.log"));
+    gateway.start();
+    processor.start();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", teltonika)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the gateway did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Enough driving for every fault (about 2 s each with its downtime), then some.
+    let seconds = faults_wanted as u64 * 3 + 10;
+    let acked_path = dir.join("acked.jsonl");
+    let simulate = Command::new(binary())
+        .args(["simulate", "--host", "127.0.0.1", "--json", "--seed", &(seed % 1000).to_string()])
+        .args(["--teltonika-port", &teltonika.to_string(), "--wialon-port", &wialon.to_string()])
+        .args(["--interval-s", "0.5", "--records", "2", "--seconds", &seconds.to_string()])
+        .args(["--offline-share", "0.3", "--corrupt-share", "0.2"])
+        .arg("--devices-file")
+        .arg(&devices_path)
+        .arg("--acked")
+        .arg(&acked_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("simulate starts");
+
+    let mut injected = [0usize; FAULTS.len()];
+    let mut unexpected_exits = 0;
+    for _ in 0..faults_wanted {
+        tokio::time::sleep(random.millis(300, 1500)).await;
+        unexpected_exits += usize::from(gateway.ensure_running()) + usize::from(processor.ensure_running());
+        let fault = (random.next() % FAULTS.len() as u64) as usize;
+        let down = random.millis(0, 800);
+        match fault {
+            0 => {
+                gateway.kill();
+                tokio::time::sleep(down).await;
+                gateway.start();
+            }
+            1 => {
+                processor.kill();
+                tokio::time::sleep(down).await;
+                processor.start();
+            }
+            2 => {
+                nats.stop();
+                tokio::time::sleep(down).await;
+                nats.restart();
+            }
+            3 => {
+                postgres.kill();
+                tokio::time::sleep(down).await;
+                postgres.restart();
+            }
+            _ => {
+                redis.kill();
+                tokio::time::sleep(down).await;
+                redis.restart();
+            }
+        }
+        injected[fault] += 1;
+    }
+    let summary =
+        tokio::task::spawn_blocking(move || simulate.wait_with_output()).await.expect("join").expect("simulate");
+    assert!(summary.status.success(), "the simulator failed");
+    unexpected_exits += usize::from(gateway.ensure_running()) + usize::from(processor.ensure_running());
+
+    // What the devices saw acknowledged, and each device's newest.
+    let mut acked: Vec<(String, String)> = Vec::new();
+    let mut newest: BTreeMap<String, String> = BTreeMap::new();
+    for line in std::fs::read_to_string(&acked_path).expect("acked file").lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).expect("acked line");
+        let (device, time) = (entry["device"].as_str().unwrap_or(""), entry["time"].as_str().unwrap_or(""));
+        let best = newest.entry(device.to_owned()).or_default();
+        if UtcMillis::parse_rfc3339(time) > UtcMillis::parse_rfc3339(best) {
+            *best = time.to_owned();
+        }
+        acked.push((device.to_owned(), time.to_owned()));
+    }
+    let identifiers: Vec<&str> = acked.iter().map(|a| a.0.as_str()).collect();
+    let times: Vec<&str> = acked.iter().map(|a| a.1.as_str()).collect();
+    let check = "SELECT count(*) FILTER (WHERE n = 0), count(*) FILTER (WHERE n > 1) FROM (
+        SELECT (SELECT count(*) FROM positions p JOIN devices d ON d.id = p.device_id
+                WHERE d.identifier = a.device AND p.fix_time = a.time::timestamptz) AS n
+        FROM unnest($1::text[], $2::text[]) AS a(device, time)) counts";
+    let waited = Instant::now();
+    let (lost, duplicated) = loop {
+        let counts = match fleetgate_schema::connect(&postgres.url()).await {
+            Ok(client) => client.query_one(check, &[&identifiers, &times]).await.ok().map(|r| (r.get(0), r.get(1))),
+            Err(_) => None,
+        };
+        let (lost, duplicated): (i64, i64) = counts.unwrap_or((-1, -1));
+        if lost == 0 || waited.elapsed() > Duration::from_secs(180) {
+            break (lost, duplicated);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let client = fleetgate_schema::connect(&postgres.url()).await.expect("connect");
+    let stored: i64 = client.query_one("SELECT count(*) FROM positions", &[]).await.expect("count").get(0);
+
+    let waited = Instant::now();
+    let live_wrong = loop {
+        let live = live_times(&redis.url(), prefix, tenant_id, &devices).await;
+        let wrong: Vec<String> = newest
+            .iter()
+            .filter(|(device, time)| live.get(*device) != Some(*time))
+            .map(|(device, time)| format!("{device}: live {:?}, newest acknowledged {time}", live.get(device)))
+            .collect();
+        if wrong.is_empty() || waited.elapsed() > Duration::from_secs(60) {
+            break wrong;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+
+    let report = serde_json::json!({
+        "seed": seed,
+        "faults": injected.iter().sum::<usize>(),
+        "faults_by_kind": FAULTS.iter().zip(injected).map(|(k, n)| (k.to_string(), n)).collect::<BTreeMap<_, _>>(),
+        "roles_that_exited_on_their_own": unexpected_exits,
+        "acknowledged": acked.len(),
+        "lost": lost,
+        "duplicated": duplicated,
+        "stored_not_acknowledged": stored - acked.len() as i64,
+        "live_state_wrong": live_wrong.len(),
+        "simulator": serde_json::from_slice::<serde_json::Value>(&summary.stdout).unwrap_or_default(),
+    });
+    println!("chaos report: {report:#}");
+    assert!(acked.len() > 100, "too little was acknowledged to mean anything: {report}");
+    assert_eq!((lost, duplicated), (0, 0), "acknowledged positions lost or duplicated: {report}");
+    assert!(live_wrong.is_empty(), "live state is not the newest acknowledged fix: {live_wrong:?}");
+    assert_eq!(unexpected_exits, 0, "a role exited without being killed (logs in {})", dir.display());
+    drop((gateway, processor));
+    let _ = std::fs::remove_dir_all(&dir);
+}
