@@ -49,12 +49,14 @@ pub enum StreamError {
 pub struct SessionCodec {
     session: Box<dyn Session>,
     capture: Capture,
+    /// Bytes of a frame the stream ended inside.
+    cut_off: usize,
 }
 
 impl SessionCodec {
     /// Wraps a session; `archive` keeps the bytes of each event for [`Self::take_frame`].
     pub fn new(session: Box<dyn Session>, archive: bool) -> Self {
-        SessionCodec { session, capture: Capture::new(archive) }
+        SessionCodec { session, capture: Capture::new(archive), cut_off: 0 }
     }
 
     /// The bytes consumed since the last call (what the last event was made of) and
@@ -92,8 +94,9 @@ impl Decoder for SessionCodec {
         // A device that disconnects mid-frame gets nothing acknowledged; it resends.
         let event = self.decode(src)?;
         if event.is_none() && !src.is_empty() {
-            tracing::debug!(bytes = src.len(), "connection closed inside a frame");
+            // Counted once the connection ends (it may also end by a timeout).
             self.capture.abandon();
+            self.cut_off = src.len();
             src.clear();
         }
         Ok(event)
@@ -154,6 +157,8 @@ async fn run(
     let mut frames =
         FramedRead::with_capacity(reader, SessionCodec::new(session, gateway.config.nats.archive), INITIAL_READ_BUFFER);
     let mut archive = ConnectionArchive::new(protocol);
+    // The stream could not be framed: its rest is the fatal frame's, not an incomplete one.
+    let mut broken = false;
     let counters = gateway.metrics.protocol(protocol);
     let mut device: Option<(String, DeviceRecord)> = None;
     let mut registration: Option<Registration> = None;
@@ -212,6 +217,7 @@ async fn run(
             Ok(None) => break,
             Ok(Some(Err(StreamError::Fatal(fatal)))) => {
                 gateway.metrics.refused(Refusal::Fatal);
+                broken = true;
                 tracing::warn!(offset = fatal.offset, error = %fatal.error, "closing a stream that cannot be framed");
                 let outcome = Outcome::Fatal { offset: fatal.offset, error: fatal.error };
                 let (bytes, size) = frames.decoder_mut().take_frame(true);
@@ -325,6 +331,13 @@ async fn run(
     }
     // Whatever was left unframed (a frame cut short, a device gone silent mid-frame).
     let (bytes, size) = frames.decoder_mut().take_frame(true);
+    let unframed = frames.read_buffer().len() + frames.decoder().cut_off;
+    if unframed > 0 && !broken && !shutdown.is_cancelled() {
+        gateway.metrics.refused(Refusal::Incomplete);
+        if let Some(suppressed) = gateway.refusal_log.allow() {
+            tracing::info!(bytes = unframed, suppressed, "connection ended inside a frame; nothing of it acknowledged");
+        }
+    }
     if size > 0 {
         let frame = Frame { time: now(), bytes, size, outcome: Outcome::Incomplete, reply: None };
         archive.record(gateway, device.as_ref(), frame);

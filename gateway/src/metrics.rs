@@ -26,9 +26,12 @@ pub enum Refusal {
     ConnectionCap,
     /// Publishing to JetStream failed or timed out; nothing was acknowledged.
     PublishFailed,
+    /// The connection ended inside a frame (cut off, or a device that trickled bytes
+    /// until a timeout); nothing of it was acknowledged.
+    Incomplete,
 }
 
-const REFUSALS: [(Refusal, &str); 8] = [
+const REFUSALS: [(Refusal, &str); 9] = [
     (Refusal::Frame, "frame"),
     (Refusal::Fatal, "fatal"),
     (Refusal::UnknownDevice, "unknown_device"),
@@ -37,6 +40,7 @@ const REFUSALS: [(Refusal, &str); 8] = [
     (Refusal::IdleTimeout, "idle_timeout"),
     (Refusal::ConnectionCap, "connection_cap"),
     (Refusal::PublishFailed, "publish_failed"),
+    (Refusal::Incomplete, "incomplete_frame"),
 ];
 
 /// A per-protocol series: name, type, help and how to read it.

@@ -70,13 +70,15 @@ impl Harness {
 
         let mut listeners = Listeners { tcp: Vec::new(), udp: Vec::new(), metrics: None };
         let (mut tcp, mut udp) = (Vec::new(), Vec::new());
+        // The configured listeners' idle timeout (the ports are free ones of the test's).
+        let idle = Duration::from_secs(config.gateway.listeners.first().map_or(600, |l| l.idle_timeout_s));
         for protocol in Protocol::ALL {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp");
             tcp.push((*protocol, listener.local_addr().expect("addr")));
-            listeners.tcp.push((*protocol, Duration::from_secs(600), listener));
+            listeners.tcp.push((*protocol, idle, listener));
             let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
             udp.push((*protocol, socket.local_addr().expect("addr")));
-            listeners.udp.push((*protocol, Duration::from_secs(600), socket));
+            listeners.udp.push((*protocol, idle, socket));
         }
         let metrics_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
         let metrics = metrics_listener.local_addr().expect("addr");
