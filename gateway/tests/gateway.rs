@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use fleetgate_schema::testing::PrivateNats;
 use fleetgate_codecs::Protocol;
 use fleetgate_codecs::teltonika::encode::handshake;
 use tokio::io::AsyncWriteExt;

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-pub use fleetgate_schema::testing::{PrivateNats, unique};
+pub use fleetgate_schema::testing::unique;
 use std::net::SocketAddr;
 use std::time::Duration;
 
