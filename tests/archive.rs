@@ -73,7 +73,7 @@ async fn positions_table(system: &System) -> Vec<String> {
 
 #[tokio::test]
 async fn traffic_is_archived_exported_and_reprocessed() {
-    let system = System::start("arc", "").await;
+    let system = System::start("arc").await;
     let wialon_id = system.register(WIALON_IMEI, "wialon");
     let teltonika_id = system.register(TELTONIKA_IMEI, "teltonika");
     let start_time = "2020-01-01T00:00:00Z";

@@ -15,7 +15,7 @@ use common::{System, binary};
 
 #[tokio::test]
 async fn simulated_devices_end_to_end_every_acknowledged_position_stored_once() {
-    let system = System::start("e2e", "").await;
+    let system = System::start("e2e").await;
     let (client, dir, api, key) = (&system.client, &system.dir, system.api, &system.key);
     let (teltonika, wialon) = (system.teltonika, system.wialon);
     let acked_path = dir.join("acked.jsonl");

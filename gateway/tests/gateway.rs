@@ -6,9 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use fleetgate_schema::testing::PrivateNats;
 use fleetgate_codecs::Protocol;
 use fleetgate_codecs::teltonika::encode::handshake;
+use fleetgate_schema::testing::PrivateNats;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 

@@ -37,6 +37,17 @@ pub struct System {
     serve: Option<Serve>,
 }
 
+/// What a test may add to a [`System`].
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Lines for the `[processor]` section.
+    pub processor_extra: &'a str,
+    /// SQL run on the system's schema before `serve` starts.
+    pub setup_sql: &'a str,
+    /// Environment of `serve` (configuration overrides such as `FLEETGATE_MAX_CONNECTIONS`).
+    pub env: &'a [(&'a str, &'a str)],
+}
+
 /// One HTTP/1.1 request; `(status, body)`, status 0 when nothing answered.
 pub fn http(port: u16, method: &str, path: &str, key: &str, body: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
@@ -79,7 +90,14 @@ pub fn binary() -> &'static str {
 impl System {
     /// Migrates a fresh schema, writes the configuration, creates a tenant, starts
     /// `fleetgate serve` and waits until its API answers.
-    pub async fn start(tag: &str, processor_extra: &str) -> System {
+    pub async fn start(tag: &str) -> System {
+        System::start_with(tag, Options::default()).await
+    }
+
+    /// [`System::start`] with extra processor settings, SQL run before `serve` starts
+    /// (after the first tenant exists) and environment for `serve`.
+    pub async fn start_with(tag: &str, options: Options<'_>) -> System {
+        let processor_extra = options.processor_extra;
         let (schema, url) = fleetgate_schema::testing::isolated_schema(&fleetgate_schema::testing::base_url(), tag)
             .await
             .expect("postgres reachable");
@@ -138,9 +156,13 @@ bind = "127.0.0.1:{api}"
             serve: None,
         };
         (system.tenant_id, system.key) = system.create_tenant("First");
+        if !options.setup_sql.is_empty() {
+            system.client.batch_execute(options.setup_sql).await.expect("setup SQL");
+        }
         let serve = Command::new(binary())
             .args(["serve", "--config"])
             .arg(&system.config_path)
+            .envs(options.env.iter().copied())
             .env("FLEETGATE_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
