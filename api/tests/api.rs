@@ -431,3 +431,58 @@ async fn an_expired_session_is_refused() {
         "expired, even though it was cached"
     );
 }
+
+#[tokio::test]
+async fn sql_metacharacters_in_every_string_field_are_stored_as_data() {
+    let api = Api::start(|_| {}).await;
+    let (_, key) = api.tenant("Quotes").await;
+    let (_, other_key) = api.tenant("Bystander").await;
+    let bystander = create_device(&api, &other_key, "777777777777777").await;
+    let nasty = r#"x'); DROP TABLE devices; -- "\ %_ $1 ;SELECT pg_sleep(10)"#;
+    let short = r#"' OR 1=1;--"\%_"#;
+    let email = r#"o'brien+%_"--@example.com"#;
+    let calls: Vec<(&str, String, serde_json::Value, &str)> = vec![
+        ("/v1/groups", "name".into(), json!({"name": nasty}), "name"),
+        ("/v1/drivers", "name".into(), json!({"name": nasty, "key_id": nasty}), "key_id"),
+        (
+            "/v1/users",
+            "email".into(),
+            json!({"email": email, "password": "long enough", "name": nasty, "role": "viewer"}),
+            "name",
+        ),
+        ("/v1/api-keys", "name".into(), json!({"name": nasty, "role": "viewer"}), "name"),
+        (
+            "/v1/devices",
+            "identifier".into(),
+            json!({"identifier": "888888888888888", "protocol": "wialon", "name": nasty, "plate": short, "password": short}),
+            "plate",
+        ),
+    ];
+    for (path, _, body, field) in &calls {
+        let created = api.call("POST", path, Some(&key), Some(&body.to_string())).await;
+        assert_eq!(created.status, 201, "{path}: {}", created.text());
+        assert_eq!(created.json()[*field], body[*field], "{path}: {field} comes back as sent");
+    }
+    let users = api.call("GET", "/v1/users", Some(&key), None).await.json();
+    assert!(users.to_string().contains(r#"o'brien+%_\"--@example.com"#), "{users}");
+    let device = api.call("GET", "/v1/devices", Some(&key), None).await.json()["devices"][0]["id"].as_i64();
+    let command = json!({"text": nasty}).to_string();
+    let queued =
+        api.call("POST", &format!("/v1/devices/{}/commands", device.unwrap_or(0)), Some(&key), Some(&command)).await;
+    assert_eq!(queued.status, 202, "{}", queued.text());
+    // Query strings too: a filter, a kind, a cursor.
+    for path in [
+        format!("/v1/events?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&kind={}", "x'%20OR%201=1--"),
+        "/v1/devices?group=1%20OR%201=1".to_owned(),
+    ] {
+        let status = api.call("GET", &path, Some(&key), None).await.status;
+        assert!(status == 200 || status == 400, "{path}: {status}");
+    }
+    // Nothing leaked into or out of the other tenant, and every table is still there.
+    let theirs = api.call("GET", "/v1/devices", Some(&other_key), None).await.json();
+    assert_eq!(theirs["devices"].as_array().map(Vec::len), Some(1));
+    assert_eq!(theirs["devices"][0]["id"], bystander);
+    let tables: i64 =
+        api.postgres.query_one("SELECT count(*) FROM devices", &[]).await.expect("devices table still there").get(0);
+    assert_eq!(tables, 2);
+}

@@ -90,6 +90,33 @@ async fn an_older_fix_reaches_history_but_not_live_state_and_a_future_fix_never_
 }
 
 #[tokio::test]
+async fn impossible_coordinates_and_clocks_are_stored_but_never_live() {
+    let mut h = Harness::start(None, redis_url(), None).await;
+    h.publish_positions(&[position("2026-03-01T12:00:00Z", 50.0, 10.0, true, json!({}))]).await;
+    eventually("live", || async { h.live_field("position").await.is_some() }).await;
+    let mut zero = position("2026-03-01T12:10:00Z", 0.0, 10.0, true, json!({}));
+    zero["lon"] = json!(0.0);
+    let mut off_the_globe = position("2026-03-01T12:20:00Z", 50.0, 10.0, true, json!({}));
+    off_the_globe["lon"] = json!(181.5);
+    h.publish_positions(&[
+        position("2026-03-01T12:05:00Z", 95.0, 10.0, true, json!({})),
+        zero,
+        off_the_globe,
+        // A broken clock: before 2000 (GNSS week rollover), and far in the future.
+        position("1999-08-21T00:00:00Z", 50.5, 10.0, true, json!({})),
+        position("2080-01-01T00:00:00Z", 50.6, 10.0, true, json!({})),
+    ])
+    .await;
+    eventually("all stored", || async { h.count("SELECT count(*) FROM positions").await == 6 }).await;
+    assert_eq!(h.count("SELECT count(*) FROM positions_before_2000").await, 1, "kept in its own partition");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let live: serde_json::Value =
+        serde_json::from_str(&h.live_field("position").await.unwrap_or_default()).unwrap_or_default();
+    assert_eq!(live["time"], "2026-03-01T12:00:00Z", "none of them moved the vehicle");
+    h.stop_processor().await;
+}
+
+#[tokio::test]
 async fn a_record_without_a_fix_updates_sensors_only() {
     let mut h = Harness::start(None, redis_url(), None).await;
     h.publish_positions(&[position("2026-03-01T12:00:00Z", 50.0, 10.0, true, json!({"fuel_level": 80}))]).await;
