@@ -478,6 +478,11 @@ async fn sql_metacharacters_in_every_string_field_are_stored_as_data() {
         let status = api.call("GET", &path, Some(&key), None).await.status;
         assert!(status == 200 || status == 400, "{path}: {status}");
     }
+    // An identifier registered to another tenant: 409 for them, nothing changes for us.
+    let taken = json!({"identifier": "888888888888888", "protocol": "teltonika", "name": "mine now"}).to_string();
+    assert_eq!(api.call("POST", "/v1/devices", Some(&other_key), Some(&taken)).await.status, 409);
+    let ours = api.call("GET", "/v1/devices", Some(&key), None).await.json();
+    assert_eq!(ours["devices"][0]["name"], nasty);
     // Nothing leaked into or out of the other tenant, and every table is still there.
     let theirs = api.call("GET", "/v1/devices", Some(&other_key), None).await.json();
     assert_eq!(theirs["devices"].as_array().map(Vec::len), Some(1));
