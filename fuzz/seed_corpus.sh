@@ -14,4 +14,12 @@ for protocol in teltonika wialon; do
     esac
   done
 done
+# The traffic export: the API's documented example page, and one frame object per line.
+mkdir -p corpus/traffic corpus/inputs
+sed -n '/^```json$/,/^```$/p' ../docs/API.md | sed '1d;$d' | head -n 20 > corpus/traffic/api_example.json || true
+printf '{"id":1,"time":"2026-11-25T16:00:00.120Z","direction":"in","transport":"tcp","connection":"a","hex":"2350230d0a"}\n' > corpus/traffic/frame.json
+# Times and hex as clients send them.
+printf '2026-11-25T16:00:00Z' > corpus/inputs/time
+printf '2026-11-25T16:00:00.123+02:00' > corpus/inputs/time_offset
+printf '000F333536333037303432343431303133' > corpus/inputs/hex
 echo "seeded: $(ls corpus/* | wc -l) files"
