@@ -16,6 +16,7 @@ pub mod commands;
 pub mod error;
 pub mod history;
 pub mod live;
+pub mod reports;
 pub mod resources;
 pub mod traffic;
 
@@ -226,6 +227,9 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .routes(routes!(history::positions))
         .routes(routes!(history::events))
         .routes(routes!(traffic::traffic))
+        .routes(routes!(reports::trips))
+        .routes(routes!(reports::stops))
+        .routes(routes!(reports::summary_report))
         .routes(routes!(commands::queue_command, commands::list_commands))
         .with_state(state.clone())
         .split_for_parts();

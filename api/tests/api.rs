@@ -491,3 +491,118 @@ async fn sql_metacharacters_in_every_string_field_are_stored_as_data() {
         api.postgres.query_one("SELECT count(*) FROM devices", &[]).await.expect("devices table still there").get(0);
     assert_eq!(tables, 2);
 }
+
+/// A day of one truck: parked, a 10-minute drive, idling, parked with a refuel, a
+/// 5-minute drive; one position a minute.
+fn truck_day(identifier: &str) -> Vec<serde_json::Value> {
+    let mut positions = Vec::new();
+    let mut lat = 54.0;
+    let mut fuel = 60.0;
+    for minute in 0..50 {
+        let (speed, ignition) = match minute {
+            10..=20 => (60.0, true),
+            21..=23 => (0.0, true),
+            40..=45 => (60.0, true),
+            _ => (0.0, false),
+        };
+        if speed > 0.0 && minute != 10 && minute != 40 {
+            lat += 0.009; // about 1 km
+            fuel -= 0.1;
+        }
+        if minute == 30 {
+            fuel += 30.0;
+        }
+        positions.push(json!({
+            "device": identifier, "protocol": "teltonika",
+            "time": format!("2026-11-25T08:{minute:02}:00Z"), "received": "2026-11-25T16:00:00Z",
+            "lat": lat, "lon": 25.0, "speed": speed, "valid": true,
+            "attrs": {"ignition": ignition, "fuel_litres": (fuel * 10.0_f64).round() / 10.0}, "io": {}
+        }));
+    }
+    positions
+}
+
+#[tokio::test]
+async fn reports_find_trips_stops_and_totals() {
+    let api = Api::start(|_| {}).await;
+    api.start_processor();
+    let (tenant_id, key) = api.tenant("Reports").await;
+    let (_, other_key) = api.tenant("Other").await;
+    let group = api.call("POST", "/v1/groups", Some(&key), Some(r#"{"name": "North"}"#)).await.json()["id"].as_i64();
+    let body = json!({"identifier": IMEI, "protocol": "teltonika", "group_id": group}).to_string();
+    let id = api.call("POST", "/v1/devices", Some(&key), Some(&body)).await.json()["id"].as_i64().expect("device");
+    let payload = json!({"tenant_id": tenant_id, "device_id": id, "positions": truck_day(IMEI)});
+    let nats = async_nats::connect(api.config.nats.url.as_str()).await.expect("nats");
+    let subject = format!("{}.pos.{tenant_id}.{id}", api.config.nats.subject_prefix);
+    let js = async_nats::jetstream::new(nats);
+    js.publish(subject, payload.to_string().into()).await.expect("publish").await.expect("stored");
+    let range = "from=2026-11-25T08:00:00Z&to=2026-11-25T09:00:00Z";
+    eventually("the day is stored", || async {
+        let page = api.call("GET", &format!("/v1/devices/{id}/positions?{range}"), Some(&key), None).await.json();
+        page["positions"].as_array().map(Vec::len) == Some(50)
+    })
+    .await;
+
+    let trips = api.call("GET", &format!("/v1/reports/trips?device={id}&{range}"), Some(&key), None).await;
+    assert_eq!(trips.status, 200, "{}", trips.text());
+    let trips = trips.json()["trips"].as_array().cloned().unwrap_or_default();
+    assert_eq!(trips.len(), 2, "{trips:#?}");
+    // Trip 1: ignition on from 08:10 to 08:23 (idling included), ten 1 km steps.
+    assert_eq!(
+        (&trips[0]["start_time"], &trips[0]["end_time"]),
+        (&json!("2026-11-25T08:10:00Z"), &json!("2026-11-25T08:23:00Z"))
+    );
+    assert_eq!(trips[0]["duration_s"], 780);
+    let distance = trips[0]["distance_m"].as_f64().unwrap_or(0.0);
+    assert!((distance - 10_007.5).abs() < 5.0, "{distance}");
+    assert_eq!(trips[0]["max_speed"], 60.0);
+    assert_eq!(trips[0]["start"]["lat"], 54.0);
+    assert!(trips[0]["end"]["lon"].as_f64().is_some() && trips[0]["avg_speed"].as_f64().is_some());
+    assert_eq!((&trips[1]["start_time"], &trips[1]["duration_s"]), (&json!("2026-11-25T08:40:00Z"), &json!(300)));
+
+    let stops = api.call("GET", &format!("/v1/reports/stops?device={id}&{range}"), Some(&key), None).await.json();
+    let stops = stops["stops"].as_array().cloned().unwrap_or_default();
+    let spans: Vec<(&str, &str)> =
+        stops.iter().map(|s| (s["start_time"].as_str().unwrap_or(""), s["end_time"].as_str().unwrap_or(""))).collect();
+    assert_eq!(
+        spans,
+        [
+            ("2026-11-25T08:00:00Z", "2026-11-25T08:10:00Z"),
+            ("2026-11-25T08:23:00Z", "2026-11-25T08:40:00Z"),
+            ("2026-11-25T08:45:00Z", "2026-11-25T08:49:00Z")
+        ]
+    );
+    assert_eq!(stops[1]["duration_s"], 1020);
+    // The idling belongs to the ignition-on trip; the engine was last seen on as the stop
+    // began, and off a minute later.
+    assert_eq!(stops[1]["engine_on_s"], 60);
+    assert!(stops[1]["lat"].as_f64().is_some());
+
+    for query in [format!("device={id}"), format!("group={}", group.unwrap_or(0))] {
+        let summary = api.call("GET", &format!("/v1/reports/summary?{query}&{range}"), Some(&key), None).await.json();
+        let summary = &summary["summary"][0];
+        assert_eq!(summary["device_id"], id);
+        // Engine: on from 08:10 until the 08:24 reading says off, and 08:40 until 08:46.
+        assert_eq!(
+            (&summary["driving_s"], &summary["idle_s"], &summary["engine_s"]),
+            (&json!(1080), &json!(180), &json!(1200))
+        );
+        assert_eq!((&summary["refuels"], &summary["drains"]), (&json!(1), &json!(0)));
+        assert!((summary["fuel_used_l"].as_f64().unwrap_or(0.0) - 1.5).abs() < 0.05, "{summary}");
+        assert_eq!(summary["max_speed"], 60.0);
+    }
+
+    // Another tenant, bad queries.
+    assert_eq!(
+        api.call("GET", &format!("/v1/reports/trips?device={id}&{range}"), Some(&other_key), None).await.status,
+        404
+    );
+    for bad in [
+        format!("/v1/reports/trips?{range}"),
+        format!("/v1/reports/trips?device={id}&group=1&{range}"),
+        format!("/v1/reports/trips?device={id}&from=2026-01-01T00:00:00Z&to=2026-12-01T00:00:00Z"),
+        format!("/v1/reports/stops?device={id}&from=yesterday&to=2026-12-01T00:00:00Z"),
+    ] {
+        assert_eq!(api.call("GET", &bad, Some(&key), None).await.status, 400, "{bad}");
+    }
+}

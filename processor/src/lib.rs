@@ -8,6 +8,7 @@
 //! - [`archive`] indexes the gateway's raw frame archive into `device_frames`.
 //! - [`partitions`] creates and drops the time partitions of both tables.
 //! - [`live`] keeps each device's newest fix, sensors and status in Redis, newest wins.
+//! - [`reports`] finds trips and stops and sums up a span of one device's positions.
 //! - [`reprocess`] decodes a device's archived frames again and replaces the history
 //!   rows that changed (`fleetgate reprocess`).
 //! - [`processor`] pulls batches, acknowledges only after history and live state, and
@@ -20,6 +21,7 @@ pub mod message;
 pub mod metrics;
 pub mod partitions;
 pub mod processor;
+pub mod reports;
 pub mod reprocess;
 
 pub use processor::{StartError, run};

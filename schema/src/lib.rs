@@ -31,6 +31,7 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0005_drop_position_json.sql"),
     },
     Migration { version: 6, name: "device_frames", sql: include_str!("../migrations/0006_device_frames.sql") },
+    Migration { version: 7, name: "report_rules", sql: include_str!("../migrations/0007_report_rules.sql") },
 ];
 
 /// Why the schema could not be reached or brought up to date.
