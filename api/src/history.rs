@@ -18,6 +18,7 @@ use utoipa::IntoParams;
 
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiResult};
+use crate::exports::{self, Track};
 use crate::{AppState, PathId, QueryParams};
 
 /// Positions per page when the client does not say.
@@ -37,7 +38,8 @@ pub struct PositionsQuery {
     pub limit: Option<i64>,
     /// `next` of the previous page.
     pub cursor: Option<String>,
-    /// `json` (default) or `geojson` (a LineString Feature of the valid fixes).
+    /// `json` (default), `geojson` (a LineString Feature of the valid fixes), or a track
+    /// export of every valid fix of the range: `gpx` (GPX 1.1) or `kml` (KML 2.2).
     pub format: Option<String>,
 }
 
@@ -74,7 +76,10 @@ pub(crate) fn page(
 
 /// A body streamed from what a task sends; an error mid-stream aborts the response, so a
 /// client never mistakes a cut-off page for a complete one.
-fn streamed(content_type: &'static str, receiver: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Response {
+pub(crate) fn streamed(
+    content_type: &'static str,
+    receiver: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> Response {
     let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|chunk| (chunk, receiver))
     });
@@ -96,13 +101,19 @@ pub async fn positions(
 ) -> ApiResult<Response> {
     principal.require(Role::Viewer)?;
     let (start, end, limit) = page(&query.from, &query.to, query.limit, query.cursor.as_deref())?;
-    let geojson = match query.format.as_deref() {
-        None | Some("json") => false,
-        Some("geojson") => true,
-        Some(_) => return Err(ApiError::BadRequest("format must be json or geojson".into())),
+    let (geojson, track) = match query.format.as_deref() {
+        None | Some("json") => (false, None),
+        Some("geojson") => (true, None),
+        Some("gpx") => (false, Some(Track::Gpx)),
+        Some("kml") => (false, Some(Track::Kml)),
+        Some(_) => return Err(ApiError::BadRequest("format must be json, geojson, gpx or kml".into())),
     };
     let devices = state.device_cache.get(&state, principal.tenant_id).await?;
     let device = devices.get(id).ok_or(ApiError::NotFound("device"))?.clone();
+    if let Some(track) = track {
+        // A track export is the whole range, streamed; no pages.
+        return exports::track(&state, &device, start, end, track).await;
+    }
     let db = state.db().await?;
     let fetch = limit + 1;
     let (start, end) = (Timestamp(start), Timestamp(end));

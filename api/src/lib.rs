@@ -14,6 +14,7 @@ pub mod auth;
 pub mod cache;
 pub mod commands;
 pub mod error;
+pub mod exports;
 pub mod history;
 pub mod live;
 pub mod reports;

@@ -16,6 +16,7 @@ use utoipa::IntoParams;
 
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiResult};
+use crate::exports;
 use crate::live::DeviceMeta;
 use crate::{AppState, QueryParams};
 
@@ -34,6 +35,8 @@ pub struct ReportQuery {
     pub from: String,
     /// End (RFC 3339, inclusive).
     pub to: String,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
 }
 
 /// The devices and span a query names, checked against the caller's tenant.
@@ -194,6 +197,11 @@ async fn report(
     query: &ReportQuery,
     kind: Report,
 ) -> ApiResult<impl IntoResponse + use<>> {
+    let csv = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(ApiError::BadRequest("format must be json or csv".into())),
+    };
     let (devices, from, to) = scope(state, principal, query).await?;
     let rules = rules(state, principal.tenant_id, &devices).await?;
     let mut items = Vec::new();
@@ -206,11 +214,41 @@ async fn report(
             Report::Summary => items.push(summary_json(device.id, &summary(&samples, &trips, rules))),
         }
     }
-    let key = match kind {
-        Report::Trips => "trips",
-        Report::Stops => "stops",
-        Report::Summary => "summary",
+    let (key, columns): (&str, &[&str]) = match kind {
+        Report::Trips => (
+            "trips",
+            &[
+                "device_id",
+                "start_time",
+                "end_time",
+                "start",
+                "end",
+                "distance_m",
+                "duration_s",
+                "max_speed",
+                "avg_speed",
+            ],
+        ),
+        Report::Stops => ("stops", &["device_id", "start_time", "end_time", "lat", "lon", "duration_s", "engine_on_s"]),
+        Report::Summary => (
+            "summary",
+            &[
+                "device_id",
+                "distance_m",
+                "driving_s",
+                "idle_s",
+                "engine_s",
+                "max_speed",
+                "avg_speed",
+                "fuel_used_l",
+                "refuels",
+                "drains",
+            ],
+        ),
     };
+    if csv {
+        return Ok(([(CONTENT_TYPE, "text/csv; charset=utf-8")], exports::csv(&items, columns)));
+    }
     Ok(([(CONTENT_TYPE, "application/json")], json!({ key: items }).to_string()))
 }
 

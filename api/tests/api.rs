@@ -592,9 +592,43 @@ async fn reports_find_trips_stops_and_totals() {
         assert_eq!(summary["max_speed"], 60.0);
     }
 
+    // Exports: CSV of every report, GPX and KML of the track.
+    let csv = api.call("GET", &format!("/v1/reports/trips?device={id}&{range}&format=csv"), Some(&key), None).await;
+    assert_eq!(csv.status, 200);
+    assert!(csv.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v.starts_with("text/csv")));
+    let text = csv.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(
+        lines[0],
+        "device_id,start_time,end_time,start_lat,start_lon,end_lat,end_lon,distance_m,duration_s,max_speed,avg_speed"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{id},2026-11-25T08:10:00Z,2026-11-25T08:23:00Z,54.0,25.0,")),
+        "{}",
+        lines[1]
+    );
+    for report in ["stops", "summary"] {
+        let csv =
+            api.call("GET", &format!("/v1/reports/{report}?device={id}&{range}&format=csv"), Some(&key), None).await;
+        assert_eq!(csv.status, 200, "{report}");
+        assert!(csv.text().starts_with("device_id,"), "{report}");
+    }
+    let gpx = api.call("GET", &format!("/v1/devices/{id}/positions?{range}&format=gpx"), Some(&key), None).await.text();
+    assert!(gpx.starts_with("<?xml") && gpx.trim_end().ends_with("</gpx>"), "{gpx}");
+    assert_eq!(gpx.matches("<trkpt ").count(), 50, "every fix, no paging");
+    assert!(gpx.contains(r#"<trkpt lat="54" lon="25"><time>2026-11-25T08:00:00Z</time></trkpt>"#), "{gpx}");
+    let kml = api.call("GET", &format!("/v1/devices/{id}/positions?{range}&format=kml"), Some(&key), None).await.text();
+    assert_eq!((kml.matches("<when>").count(), kml.matches("<gx:coord>").count()), (50, 50));
+    assert!(kml.trim_end().ends_with("</kml>"));
+
     // Another tenant, bad queries.
     assert_eq!(
         api.call("GET", &format!("/v1/reports/trips?device={id}&{range}"), Some(&other_key), None).await.status,
+        404
+    );
+    assert_eq!(
+        api.call("GET", &format!("/v1/devices/{id}/positions?{range}&format=gpx"), Some(&other_key), None).await.status,
         404
     );
     for bad in [
@@ -602,6 +636,7 @@ async fn reports_find_trips_stops_and_totals() {
         format!("/v1/reports/trips?device={id}&group=1&{range}"),
         format!("/v1/reports/trips?device={id}&from=2026-01-01T00:00:00Z&to=2026-12-01T00:00:00Z"),
         format!("/v1/reports/stops?device={id}&from=yesterday&to=2026-12-01T00:00:00Z"),
+        format!("/v1/reports/summary?device={id}&{range}&format=pdf"),
     ] {
         assert_eq!(api.call("GET", &bad, Some(&key), None).await.status, 400, "{bad}");
     }
