@@ -10,6 +10,9 @@
 //!    caches answered instead of Postgres.
 //! 2. One device-day of history at 10 s intervals (8,640 positions) in one request,
 //!    `--history-requests` times in a row: latency percentiles.
+//! 3. With `--report-days N` (default 0: skipped): trips, stops and summary of one device
+//!    over N days at 10 s (two drives a day, idling, parking), 20 times each; and the
+//!    summary of a group of all `--vehicles` vehicles over one day at 10 s, 5 times.
 //!
 //! Prints one JSON object.
 
@@ -93,6 +96,7 @@ async fn run() -> Result<serde_json::Value, Error> {
     let mut args = std::env::args().skip(1);
     let (mut vehicles, mut connections, mut seconds, mut history_requests) = (1000i64, 32usize, 20u64, 200usize);
     let mut live_cache_ms: Option<u64> = None;
+    let mut report_days = 0i64;
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -101,6 +105,7 @@ async fn run() -> Result<serde_json::Value, Error> {
             "--seconds" => seconds = value.parse()?,
             "--history-requests" => history_requests = value.parse()?,
             "--live-cache-ms" => live_cache_ms = Some(value.parse()?),
+            "--report-days" => report_days = value.parse()?,
             other => return Err(format!("unknown option {other}").into()),
         }
     }
@@ -249,6 +254,12 @@ async fn run() -> Result<serde_json::Value, Error> {
         geojson.push(started.elapsed().as_secs_f64() * 1000.0);
     }
 
+    let reports = if report_days > 0 {
+        reports(&mut postgres, address, &key, tenant_id, first_device, vehicles, report_days).await?
+    } else {
+        serde_json::Value::Null
+    };
+
     shutdown.cancel();
     let _ = server.await;
     postgres.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await?;
@@ -260,6 +271,101 @@ async fn run() -> Result<serde_json::Value, Error> {
     Ok(serde_json::json!({
         "live": live,
         "history": {"positions": 8640, "bytes": bytes, "requests": history_requests, "json_ms": percentiles(history), "geojson_ms": percentiles(geojson)},
+        "reports": reports,
+    }))
+}
+
+/// Inserts `days` days at 10 s for devices `first..first + count` from 2026-10-01: two
+/// drives a day (08:00-10:00 and 14:00-16:00 at about 50 km/h), ten minutes of idling
+/// after each, parked otherwise; with ignition, fuel, distance and motion as the
+/// processor stores them.
+async fn insert_days(
+    postgres: &mut tokio_postgres::Client,
+    tenant_id: i64,
+    first: i64,
+    count: i64,
+    days: i64,
+) -> Result<(), Error> {
+    let start = UtcMillis::parse_rfc3339("2026-10-01T00:00:00Z").ok_or("time")?;
+    let months: Vec<i64> = (0..=days / 28 + 1)
+        .map(|m| {
+            let (y, mo) = start.year_month();
+            y * 12 + i64::from(mo) - 1 + m
+        })
+        .collect();
+    fleetgate_processor::history::Partitions::default().ensure(postgres, months).await?;
+    postgres
+        .execute(
+            "INSERT INTO positions (device_id, fix_time, tenant_id, received, lat, lon, speed, valid, attrs, io, distance_m, moving)
+             SELECT d, '2026-10-01T00:00:00Z'::timestamptz + make_interval(secs => n * 10), $2, now(),
+                    54 + (n / 8640) * 0.01 + CASE WHEN drive THEN (n % 8640) * 0.00001 ELSE 0 END, 25.0,
+                    CASE WHEN drive THEN 50 + n % 7 ELSE 0 END, true,
+                    jsonb_build_object('ignition', drive OR idle, 'fuel_litres', 300 - (n % 8640) * 0.001),
+                    '{}'::jsonb, CASE WHEN drive THEN 139.0 ELSE 0 END, drive
+             FROM generate_series($1::bigint, $1::bigint + $3::bigint - 1) AS d,
+                  generate_series(0, $4::bigint * 8640 - 1) AS n,
+                  LATERAL (SELECT (n % 8640) / 360.0 AS hour) h,
+                  LATERAL (SELECT (hour >= 8 AND hour < 10) OR (hour >= 14 AND hour < 16) AS drive,
+                                  (hour >= 10 AND hour < 10.17) OR (hour >= 16 AND hour < 16.17) AS idle) s",
+            &[&first, &tenant_id, &count, &days],
+        )
+        .await?;
+    postgres.batch_execute("ANALYZE positions").await?;
+    Ok(())
+}
+
+/// Section 3: report latencies over raw positions.
+async fn reports(
+    postgres: &mut tokio_postgres::Client,
+    address: SocketAddr,
+    key: &str,
+    tenant_id: i64,
+    first_device: i64,
+    vehicles: i64,
+    days: i64,
+) -> Result<serde_json::Value, Error> {
+    // The history section's device gets the days; every other vehicle one day.
+    postgres.execute("DELETE FROM positions", &[]).await?;
+    insert_days(postgres, tenant_id, first_device, 1, days).await?;
+    insert_days(postgres, tenant_id, first_device + 1, vehicles - 1, 1).await?;
+    let group: i64 = postgres
+        .query_one("INSERT INTO device_groups (tenant_id, name) VALUES ($1, 'all') RETURNING id", &[&tenant_id])
+        .await?
+        .get(0);
+    postgres.execute("UPDATE devices SET group_id = $1 WHERE tenant_id = $2", &[&group, &tenant_id]).await?;
+    // The API caches device metadata (groups included) briefly.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut connection = Connection::open(address).await?;
+    let to = UtcMillis(UtcMillis::parse_rfc3339("2026-10-01T00:00:00Z").ok_or("time")?.0 + days * 86_400_000 - 1000);
+    let span = format!("from=2026-10-01T00:00:00Z&to={to}");
+    let mut device = serde_json::Map::new();
+    for report in ["trips", "stops", "summary"] {
+        let path = format!("/v1/reports/{report}?device={first_device}&{span}");
+        let (status, bytes) = connection.get(&path, key).await?;
+        if status != 200 {
+            return Err(format!("{path} answered {status}").into());
+        }
+        let mut samples = Vec::new();
+        for _ in 0..20 {
+            let started = Instant::now();
+            connection.get(&path, key).await?;
+            samples.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        device.insert(report.to_owned(), serde_json::json!({"bytes": bytes, "ms": percentiles(samples)}));
+    }
+    let path = format!("/v1/reports/summary?group={group}&from=2026-10-01T00:00:00Z&to=2026-10-01T23:59:59Z");
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let (status, _) = connection.get(&path, key).await?;
+        if status != 200 {
+            return Err(format!("{path} answered {status}").into());
+        }
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(serde_json::json!({
+        "device": {"days": days, "positions": days * 8640, "reports": device},
+        "group_day_summary": {"vehicles": vehicles, "positions": vehicles * 8640, "ms": percentiles(samples)},
     }))
 }
 
