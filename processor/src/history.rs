@@ -131,8 +131,17 @@ pub fn write_position(out: &mut String, identity: &str, row: &tokio_postgres::Ro
 }
 
 /// The event kinds derived from positions; re-deriving a span replaces exactly these.
-pub const DERIVED_EVENTS: [&str; 7] =
-    ["ignition_on", "ignition_off", "overspeed", "power_cut", "low_battery", "alarm", "sos"];
+pub const DERIVED_EVENTS: [&str; 9] = [
+    "ignition_on",
+    "ignition_off",
+    "moving_start",
+    "moving_stop",
+    "overspeed",
+    "power_cut",
+    "low_battery",
+    "alarm",
+    "sos",
+];
 
 /// Thresholds the derivation uses.
 #[derive(Debug, Clone, Copy)]
@@ -211,6 +220,8 @@ const DERIVE_EVENTS: &str = "WITH bounds AS MATERIALIZED (
         -- join over every stored row) makes this an index range scan per device.
         SELECT p.device_id, p.fix_time, p.tenant_id, p.lat, p.lon, p.speed, b.lo,
             (p.attrs->>'ignition')::boolean AS ignition, lag((p.attrs->>'ignition')::boolean) OVER w AS prev_ignition,
+            coalesce((p.attrs->>'motion')::boolean, p.speed > 3) AS moving,
+            lag(coalesce((p.attrs->>'motion')::boolean, p.speed > 3)) OVER w AS prev_moving,
             lag(p.speed) OVER w AS prev_speed,
             (p.attrs->>'power_voltage')::float8 AS power, lag((p.attrs->>'power_voltage')::float8) OVER w AS prev_power,
             (p.attrs->>'battery_voltage')::float8 AS battery,
@@ -229,6 +240,8 @@ const DERIVE_EVENTS: &str = "WITH bounds AS MATERIALIZED (
         CROSS JOIN LATERAL (VALUES
             ('ignition_on', r.ignition AND NOT r.prev_ignition, '{}'::jsonb),
             ('ignition_off', NOT r.ignition AND r.prev_ignition, '{}'::jsonb),
+            ('moving_start', r.moving AND NOT r.prev_moving, '{}'::jsonb),
+            ('moving_stop', NOT r.moving AND r.prev_moving, '{}'::jsonb),
             ('overspeed', r.speed > d.speed_limit AND NOT coalesce(r.prev_speed > d.speed_limit, false),
                 jsonb_build_object('speed', r.speed, 'limit', d.speed_limit)),
             ('power_cut', r.power < $4 AND r.prev_power >= $4, jsonb_build_object('voltage', r.power)),
@@ -351,7 +364,8 @@ pub fn haversine_m((lat1, lon1): (f64, f64), (lat2, lon2): (f64, f64)) -> f64 {
 /// limit, and whether anything is stored at or after that first new fix (late data).
 const PREVIOUS_ROWS: &str = "SELECT s.device_id, fix.lat, fix.lon,
         EXISTS (SELECT 1 FROM positions p WHERE p.device_id = s.device_id AND p.fix_time >= s.lo) AS late,
-        prev.fix_time IS NOT NULL, prev.ignition, prev.speed, prev.power, prev.battery, prev.alarm, d.speed_limit::float8
+        prev.fix_time IS NOT NULL, prev.ignition, prev.speed, prev.power, prev.battery, prev.alarm, d.speed_limit::float8,
+        prev.motion
     FROM unnest($1::bigint[], $2::timestamptz[]) AS s(device_id, lo)
     LEFT JOIN devices d ON d.id = s.device_id
     LEFT JOIN LATERAL (
@@ -362,7 +376,7 @@ const PREVIOUS_ROWS: &str = "SELECT s.device_id, fix.lat, fix.lon,
     LEFT JOIN LATERAL (
         SELECT p.fix_time, (p.attrs->>'ignition')::boolean AS ignition, p.speed,
                (p.attrs->>'power_voltage')::float8 AS power, (p.attrs->>'battery_voltage')::float8 AS battery,
-               p.attrs->>'alarm' AS alarm
+               p.attrs->>'alarm' AS alarm, (p.attrs->>'motion')::boolean AS motion
         FROM positions p WHERE p.device_id = s.device_id AND p.fix_time < s.lo
         ORDER BY p.fix_time DESC LIMIT 1
     ) prev ON true";
@@ -419,6 +433,11 @@ fn fired(
     match (row.ignition, before.ignition) {
         (Some(true), Some(false)) => events.push(("ignition_on", "{}".to_owned())),
         (Some(false), Some(true)) => events.push(("ignition_off", "{}".to_owned())),
+        _ => {}
+    }
+    match (row.moving(), before.moving()) {
+        (Some(true), Some(false)) => events.push(("moving_start", "{}".to_owned())),
+        (Some(false), Some(true)) => events.push(("moving_stop", "{}".to_owned())),
         _ => {}
     }
     if let (Some(speed), Some(limit)) = (row.speed, speed_limit)
@@ -497,7 +516,7 @@ async fn derive_in_batch(
             late.insert(device);
         }
         let state = row.get::<_, bool>(4).then(|| EventState {
-            motion: None,
+            motion: row.get(11),
             ignition: row.get(5),
             speed: row.get(6),
             power: row.get(7),

@@ -160,7 +160,8 @@ async fn a_poison_message_goes_to_the_dead_letter_subject_and_the_next_flows() {
 
 #[tokio::test]
 async fn events_are_the_same_whatever_order_the_positions_arrive_in() {
-    // Ignition on at :01, overspeed at :02, ignition off at :04, SOS at :05.
+    // Ignition on at :01, overspeed at :02, ignition off and standing still at :04, SOS
+    // at :05.
     let track = [
         ("2026-05-01T08:00:00Z", 10.0, json!({"ignition": false, "power_voltage": 12.5})),
         ("2026-05-01T08:01:00Z", 30.0, json!({"ignition": true, "power_voltage": 12.5})),
@@ -173,6 +174,7 @@ async fn events_are_the_same_whatever_order_the_positions_arrive_in() {
         ("2026-05-01T08:01:00Z".to_owned(), "ignition_on".to_owned()),
         ("2026-05-01T08:02:00Z".to_owned(), "overspeed".to_owned()),
         ("2026-05-01T08:04:00Z".to_owned(), "ignition_off".to_owned()),
+        ("2026-05-01T08:04:00Z".to_owned(), "moving_stop".to_owned()),
         ("2026-05-01T08:05:00Z".to_owned(), "power_cut".to_owned()),
         ("2026-05-01T08:05:00Z".to_owned(), "sos".to_owned()),
     ];
