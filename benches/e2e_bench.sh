@@ -68,7 +68,7 @@ KEY=$(target/release/fleetgate admin create-tenant --name bench -c "$OUT/fleetga
 FLEETGATE_LOG=warn target/release/fleetgate serve -c "$OUT/fleetgate.toml" 2> "$OUT/serve.log" &
 SERVE=$!
 trap 'kill -INT $SERVE 2>/dev/null; wait $SERVE 2>/dev/null
-  benches/tools/delete_streams.py "FG_E2E_BENCH_$TAG" "FG_E2E_BENCH_CMD_$TAG" "FG_E2E_BENCH_${TAG}_DEAD" "FG_E2E_BENCH_${TAG}_RAW" >&2' EXIT
+  benches/tools/delete_streams.py "FG_E2E_BENCH_$TAG" "FG_E2E_BENCH_CMD_$TAG" "FG_E2E_BENCH_${TAG}_DEAD" "FG_E2E_BENCH_${TAG}_RAW" "FG_E2E_BENCH_${TAG}_JOBS" >&2' EXIT
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$API) 2>/dev/null && break; sleep 0.2; done
 
 # Register the devices once (the first run of the simulator does it through the API).

@@ -25,7 +25,7 @@ cargo build --release --locked -p fleetgate -p fleetgate-benches --bin fleetgate
 
 ulimit -n "$(ulimit -Hn)"
 psql -q "$PG" -c "DROP SCHEMA IF EXISTS $SCHEMA CASCADE; CREATE SCHEMA $SCHEMA" >&2
-benches/tools/delete_streams.py FG_BENCH FG_BENCH_RAW FG_BENCH_DEAD >&2
+benches/tools/delete_streams.py FG_BENCH FG_BENCH_RAW FG_BENCH_DEAD FG_BENCH_JOBS >&2
 cat > target/bench-gateway.toml <<TOML
 [postgres]
 url = "$PG?options=-csearch_path%3D$SCHEMA"

@@ -231,6 +231,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .routes(routes!(reports::trips))
         .routes(routes!(reports::stops))
         .routes(routes!(reports::summary_report))
+        .routes(routes!(reports::job))
         .routes(routes!(commands::queue_command, commands::list_commands))
         .with_state(state.clone())
         .split_for_parts();
@@ -338,6 +339,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
             }
         });
     }
+    tokio::spawn(reports::run_jobs(state.clone(), shutdown.clone()));
     let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(%address, "api listening");
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();

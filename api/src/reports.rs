@@ -1,17 +1,29 @@
 //! Reports: trips, stops and summaries of a device or a group over a span, computed by
 //! `fleetgate_processor::reports` from the devices' history with the rules of the device,
 //! else its tenant, else the defaults (docs/REPORTS.md). Speeds in km/h, times RFC 3339.
+//!
+//! A report over many device-days (or one asked for with `background=true`) is a job: a
+//! row in `report_jobs`, its id on the `{stream}_JOBS` work queue, a `202` with the job's
+//! URL; whichever API process takes the id computes the report and stores the body, which
+//! `GET /v1/reports/jobs/{id}` then returns as the report itself.
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, pull};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::http::header::{CONTENT_TYPE, LOCATION};
+use axum::response::{IntoResponse, Response};
 use fleetgate_codecs::time::UtcMillis;
+use fleetgate_gateway::stream;
 use fleetgate_processor::history::Timestamp;
 use fleetgate_processor::reports::{Rules, Sample, Stop, Summary, Trip, summary, trips_and_stops};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use utoipa::IntoParams;
 
 use crate::auth::{Principal, Role};
@@ -20,8 +32,14 @@ use crate::exports;
 use crate::live::DeviceMeta;
 use crate::{AppState, QueryParams};
 
-/// Longest span of one report: a longer one is a background job (not there yet).
+/// Longest span of a report answered at once.
 const MAX_SPAN_DAYS: i64 = 93;
+
+/// Longest span of a background report.
+const MAX_JOB_SPAN_DAYS: i64 = 366;
+
+/// Device-days beyond which a report runs in the background.
+const BACKGROUND_DEVICE_DAYS: i64 = 100;
 
 /// Whose report, over which span.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -37,6 +55,8 @@ pub struct ReportQuery {
     pub to: String,
     /// `json` (default) or `csv`.
     pub format: Option<String>,
+    /// Run as a background job whatever the size (a large one always does).
+    pub background: Option<bool>,
 }
 
 /// The devices and span a query names, checked against the caller's tenant.
@@ -54,8 +74,8 @@ async fn scope(
     if from > to {
         return Err(ApiError::BadRequest("from must not be after to".into()));
     }
-    if to.0 - from.0 > MAX_SPAN_DAYS * 86_400_000 {
-        return Err(ApiError::BadRequest(format!("a report spans at most {MAX_SPAN_DAYS} days")));
+    if to.0 - from.0 > MAX_JOB_SPAN_DAYS * 86_400_000 {
+        return Err(ApiError::BadRequest(format!("a report spans at most {MAX_JOB_SPAN_DAYS} days")));
     }
     let devices = state.device_cache.get(state, principal.tenant_id).await?;
     let chosen: Vec<DeviceMeta> = match (query.device, query.group) {
@@ -191,33 +211,23 @@ enum Report {
     Summary,
 }
 
-async fn report(
-    state: &AppState,
-    principal: &Principal,
-    query: &ReportQuery,
-    kind: Report,
-) -> ApiResult<impl IntoResponse + use<>> {
-    let csv = match query.format.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(_) => return Err(ApiError::BadRequest("format must be json or csv".into())),
-    };
-    let (devices, from, to) = scope(state, principal, query).await?;
-    let rules = rules(state, principal.tenant_id, &devices).await?;
-    let mut items = Vec::new();
-    for (device, rules) in devices.iter().zip(&rules) {
-        let samples = samples(state, device.id, from, to).await?;
-        let (trips, stops) = trips_and_stops(&samples, rules);
-        match kind {
-            Report::Trips => items.extend(trips.iter().map(|t| trip_json(device.id, t))),
-            Report::Stops => items.extend(stops.iter().map(|s| stop_json(device.id, s))),
-            Report::Summary => items.push(summary_json(device.id, &summary(&samples, &trips, rules))),
+impl Report {
+    fn name(self) -> &'static str {
+        match self {
+            Report::Trips => "trips",
+            Report::Stops => "stops",
+            Report::Summary => "summary",
         }
     }
-    let (key, columns): (&str, &[&str]) = match kind {
-        Report::Trips => (
-            "trips",
-            &[
+
+    fn from_name(name: &str) -> Option<Report> {
+        [Report::Trips, Report::Stops, Report::Summary].into_iter().find(|r| r.name() == name)
+    }
+
+    /// CSV columns, in order.
+    fn columns(self) -> &'static [&'static str] {
+        match self {
+            Report::Trips => &[
                 "device_id",
                 "start_time",
                 "end_time",
@@ -228,11 +238,8 @@ async fn report(
                 "max_speed",
                 "avg_speed",
             ],
-        ),
-        Report::Stops => ("stops", &["device_id", "start_time", "end_time", "lat", "lon", "duration_s", "engine_on_s"]),
-        Report::Summary => (
-            "summary",
-            &[
+            Report::Stops => &["device_id", "start_time", "end_time", "lat", "lon", "duration_s", "engine_on_s"],
+            Report::Summary => &[
                 "device_id",
                 "distance_m",
                 "driving_s",
@@ -244,12 +251,205 @@ async fn report(
                 "refuels",
                 "drains",
             ],
-        ),
-    };
-    if csv {
-        return Ok(([(CONTENT_TYPE, "text/csv; charset=utf-8")], exports::csv(&items, columns)));
+        }
     }
-    Ok(([(CONTENT_TYPE, "application/json")], json!({ key: items }).to_string()))
+}
+
+/// Computes a report: its content type and body.
+async fn compute(
+    state: &AppState,
+    tenant_id: i64,
+    devices: &[DeviceMeta],
+    from: UtcMillis,
+    to: UtcMillis,
+    kind: Report,
+    csv: bool,
+) -> ApiResult<(&'static str, String)> {
+    let rules = rules(state, tenant_id, devices).await?;
+    let mut items = Vec::new();
+    for (device, rules) in devices.iter().zip(&rules) {
+        let samples = samples(state, device.id, from, to).await?;
+        let (trips, stops) = trips_and_stops(&samples, rules);
+        match kind {
+            Report::Trips => items.extend(trips.iter().map(|t| trip_json(device.id, t))),
+            Report::Stops => items.extend(stops.iter().map(|s| stop_json(device.id, s))),
+            Report::Summary => items.push(summary_json(device.id, &summary(&samples, &trips, rules))),
+        }
+    }
+    if csv {
+        return Ok(("text/csv; charset=utf-8", exports::csv(&items, kind.columns())));
+    }
+    Ok(("application/json", json!({ kind.name(): items }).to_string()))
+}
+
+async fn report(state: &AppState, principal: &Principal, query: &ReportQuery, kind: Report) -> ApiResult<Response> {
+    let csv = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(ApiError::BadRequest("format must be json or csv".into())),
+    };
+    let (devices, from, to) = scope(state, principal, query).await?;
+    let days = (to.0 - from.0) / 86_400_000 + 1;
+    let background = query.background == Some(true) || devices.len() as i64 * days > BACKGROUND_DEVICE_DAYS;
+    if !background {
+        if days > MAX_SPAN_DAYS {
+            return Err(ApiError::BadRequest(format!(
+                "a report answered at once spans at most {MAX_SPAN_DAYS} days; ask with background=true"
+            )));
+        }
+        let (content_type, body) = compute(state, principal.tenant_id, &devices, from, to, kind, csv).await?;
+        return Ok(([(CONTENT_TYPE, content_type)], body).into_response());
+    }
+    let id = crate::auth::new_token("job_")?;
+    let ids: Vec<i64> = devices.iter().map(|d| d.id).collect();
+    state
+        .db()
+        .await?
+        .execute(
+            "INSERT INTO report_jobs (id, tenant_id, kind, device_ids, from_time, to_time, csv) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[&id, &principal.tenant_id, &kind.name(), &ids, &Timestamp(from), &Timestamp(to), &csv],
+        )
+        .await?;
+    let js = async_nats::jetstream::new(state.nats.clone());
+    let queued = async {
+        js.publish(stream::report_jobs_subject(state.prefix()), id.clone().into()).await?.await?;
+        Ok::<_, async_nats::Error>(())
+    }
+    .await;
+    if let Err(error) = queued {
+        tracing::error!(%error, "cannot queue a report job");
+        return Err(ApiError::Unavailable("the report job queue".into()));
+    }
+    let url = format!("/v1/reports/jobs/{id}");
+    let body = json!({"job": {"id": id, "status": "queued", "url": url}});
+    Ok((StatusCode::ACCEPTED, [(LOCATION, url)], axum::Json(body)).into_response())
+}
+
+/// A background report: `202` with `{"job": {"id", "status": "queued" | "running"}}`
+/// while it runs; once done, `200` with the report itself (JSON or CSV, as asked);
+/// `{"job": {"id", "status": "failed", "error"}}` if it failed.
+#[utoipa::path(get, path = "/v1/reports/jobs/{id}", tag = "reports", params(("id" = String, Path)),
+    responses((status = 200, description = "the report"), (status = 202, description = "still running"), (status = 404)))]
+pub async fn job(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    principal.require(Role::Viewer)?;
+    let row = state
+        .db()
+        .await?
+        .query_opt(
+            "SELECT status, content_type, result, error FROM report_jobs WHERE id = $1 AND tenant_id = $2",
+            &[&id, &principal.tenant_id],
+        )
+        .await?
+        .ok_or(ApiError::NotFound("job"))?;
+    let status: String = row.get(0);
+    Ok(match status.as_str() {
+        "done" => {
+            let content_type: String = row.get::<_, Option<String>>(1).unwrap_or_else(|| "application/json".into());
+            ([(CONTENT_TYPE, content_type)], row.get::<_, Option<String>>(2).unwrap_or_default()).into_response()
+        }
+        "failed" => axum::Json(json!({"job": {"id": id, "status": status, "error": row.get::<_, Option<String>>(3)}}))
+            .into_response(),
+        _ => (StatusCode::ACCEPTED, axum::Json(json!({"job": {"id": id, "status": status}}))).into_response(),
+    })
+}
+
+/// Takes report jobs from the work queue, one at a time, until `shutdown`. A job whose
+/// process died is delivered again after the ack wait and computed again.
+pub async fn run_jobs(state: Arc<AppState>, shutdown: CancellationToken) {
+    let js = async_nats::jetstream::new(state.nats.clone());
+    let name = stream::report_jobs_stream(&state.config.nats);
+    let consumer = loop {
+        let made = async {
+            let stream = js.get_stream(&name).await?;
+            let consumer = stream
+                .get_or_create_consumer(
+                    "report_jobs",
+                    pull::Config {
+                        durable_name: Some("report_jobs".into()),
+                        ack_policy: AckPolicy::Explicit,
+                        ack_wait: Duration::from_secs(600),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            Ok::<_, async_nats::Error>(consumer)
+        }
+        .await;
+        match made {
+            Ok(consumer) => break consumer,
+            Err(error) => {
+                tracing::warn!(%error, "report jobs: no queue yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+        }
+    };
+    while !shutdown.is_cancelled() {
+        let batch = consumer.fetch().max_messages(1).expires(Duration::from_secs(5)).messages().await;
+        let Ok(mut batch) = batch else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            next = batch.next() => next,
+        };
+        let Some(Ok(message)) = next else { continue };
+        let id = String::from_utf8_lossy(&message.payload).into_owned();
+        if let Err(error) = run_job(&state, &id).await {
+            tracing::warn!(%error, job = id, "report job not finished; it comes again");
+            continue;
+        }
+        let _ = message.ack().await;
+    }
+}
+
+/// Computes one job and stores its outcome.
+async fn run_job(state: &AppState, id: &str) -> ApiResult<()> {
+    let db = state.db().await?;
+    let Some(row) = db
+        .query_opt(
+            "UPDATE report_jobs SET status = 'running' WHERE id = $1 AND status IN ('queued', 'running')
+             RETURNING tenant_id, kind, device_ids, from_time, to_time, csv",
+            &[&id],
+        )
+        .await?
+    else {
+        // Finished already (a redelivery), or gone with its tenant.
+        return Ok(());
+    };
+    let (tenant_id, kind, ids): (i64, String, Vec<i64>) = (row.get(0), row.get(1), row.get(2));
+    let (from, to, csv): (Timestamp, Timestamp, bool) = (row.get(3), row.get(4), row.get(5));
+    let tenant = state.device_cache.get(state, tenant_id).await?;
+    let devices: Vec<DeviceMeta> = ids.iter().filter_map(|id| tenant.get(*id).cloned()).collect();
+    let outcome = match Report::from_name(&kind) {
+        Some(kind) => compute(state, tenant_id, &devices, from.0, to.0, kind, csv).await,
+        None => Err(ApiError::BadRequest(format!("unknown report {kind}"))),
+    };
+    match outcome {
+        Ok((content_type, body)) => {
+            db.execute(
+                "UPDATE report_jobs SET status = 'done', content_type = $2, result = $3, finished_at = now() WHERE id = $1",
+                &[&id, &content_type, &body],
+            )
+            .await?;
+        }
+        Err(ApiError::BadRequest(error)) => {
+            db.execute(
+                "UPDATE report_jobs SET status = 'failed', error = $2, finished_at = now() WHERE id = $1",
+                &[&id, &error],
+            )
+            .await?;
+        }
+        Err(error) => return Err(error),
+    }
+    Ok(())
 }
 
 /// Trips of a device or group: `{"trips": [{"device_id", "start_time", "end_time",
@@ -261,7 +461,7 @@ pub async fn trips(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     QueryParams(query): QueryParams<ReportQuery>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Response> {
     report(&state, &principal, &query, Report::Trips).await
 }
 
@@ -273,7 +473,7 @@ pub async fn stops(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     QueryParams(query): QueryParams<ReportQuery>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Response> {
     report(&state, &principal, &query, Report::Stops).await
 }
 
@@ -285,6 +485,6 @@ pub async fn summary_report(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     QueryParams(query): QueryParams<ReportQuery>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Response> {
     report(&state, &principal, &query, Report::Summary).await
 }

@@ -622,6 +622,23 @@ async fn reports_find_trips_stops_and_totals() {
     assert_eq!((kml.matches("<when>").count(), kml.matches("<gx:coord>").count()), (50, 50));
     assert!(kml.trim_end().ends_with("</kml>"));
 
+    // A background job gives the same report, later; a long span is one by itself.
+    let sync = api.call("GET", &format!("/v1/reports/summary?device={id}&{range}"), Some(&key), None).await.text();
+    let queued =
+        api.call("GET", &format!("/v1/reports/summary?device={id}&{range}&background=true"), Some(&key), None).await;
+    assert_eq!(queued.status, 202, "{}", queued.text());
+    let url = queued.json()["job"]["url"].as_str().unwrap_or_default().to_owned();
+    assert!(queued.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("location") && *v == url));
+    eventually("the job is done", || async { api.call("GET", &url, Some(&key), None).await.status == 200 }).await;
+    assert_eq!(api.call("GET", &url, Some(&key), None).await.text(), sync);
+    assert_eq!(api.call("GET", &url, Some(&other_key), None).await.status, 404, "another tenant's job");
+    let long = "from=2026-01-01T00:00:00Z&to=2026-12-01T00:00:00Z";
+    let queued = api.call("GET", &format!("/v1/reports/trips?device={id}&{long}&format=csv"), Some(&key), None).await;
+    assert_eq!(queued.status, 202, "{}", queued.text());
+    let url = queued.json()["job"]["url"].as_str().unwrap_or_default().to_owned();
+    eventually("the long job is done", || async { api.call("GET", &url, Some(&key), None).await.status == 200 }).await;
+    assert_eq!(api.call("GET", &url, Some(&key), None).await.text(), csv.text(), "the same two trips, as CSV");
+
     // Another tenant, bad queries.
     assert_eq!(
         api.call("GET", &format!("/v1/reports/trips?device={id}&{range}"), Some(&other_key), None).await.status,
@@ -634,7 +651,8 @@ async fn reports_find_trips_stops_and_totals() {
     for bad in [
         format!("/v1/reports/trips?{range}"),
         format!("/v1/reports/trips?device={id}&group=1&{range}"),
-        format!("/v1/reports/trips?device={id}&from=2026-01-01T00:00:00Z&to=2026-12-01T00:00:00Z"),
+        format!("/v1/reports/trips?device={id}&from=2025-01-01T00:00:00Z&to=2026-12-01T00:00:00Z"),
+        format!("/v1/reports/trips?device={id}&from=2026-08-01T00:00:00Z&to=2026-11-05T00:00:00Z&background=false"),
         format!("/v1/reports/stops?device={id}&from=yesterday&to=2026-12-01T00:00:00Z"),
         format!("/v1/reports/summary?device={id}&{range}&format=pdf"),
     ] {

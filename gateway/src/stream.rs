@@ -12,6 +12,7 @@
 //! - `P.raw.records` (stream `{stream}_RAW`): the raw frame archive, batches of
 //!   [`crate::archive::Record`]s (one JSON object per line), one record per frame
 //!   received or command sent.
+//! - `P.jobs.report` (stream `{stream}_JOBS`, work queue): background report jobs' ids.
 //! - `P.live.{tenant_id}.{device_id}` (core NATS): the processor moved a live position.
 //! - `P.event.{tenant_id}.{device_id}` (core NATS): the processor derived an event.
 //!
@@ -62,6 +63,16 @@ pub fn dead_letter_stream(config: &NatsConfig) -> String {
 /// Subject of the archive: batches of records, one JSON object per line.
 pub fn archive_subject(prefix: &str) -> String {
     format!("{prefix}.raw.records")
+}
+
+/// Subject of background report jobs (the job's id).
+pub fn report_jobs_subject(prefix: &str) -> String {
+    format!("{prefix}.jobs.report")
+}
+
+/// Name of the background report jobs' work-queue stream.
+pub fn report_jobs_stream(config: &NatsConfig) -> String {
+    format!("{}_JOBS", config.stream)
 }
 
 /// Name of the raw frame archive stream.
@@ -131,7 +142,17 @@ pub async fn ensure_stream(js: &jetstream::Context, config: &NatsConfig) -> Resu
         num_replicas: config.replicas,
         ..Default::default()
     };
-    for config in [stream_config, command_config, dead_letter_config, archive_config] {
+    let jobs_config = stream::Config {
+        name: report_jobs_stream(config),
+        subjects: vec![report_jobs_subject(prefix)],
+        storage: stream::StorageType::File,
+        // A job leaves the queue once an API process finished it.
+        retention: stream::RetentionPolicy::WorkQueue,
+        max_age: Duration::from_secs(86_400),
+        num_replicas: config.replicas,
+        ..Default::default()
+    };
+    for config in [stream_config, command_config, dead_letter_config, archive_config, jobs_config] {
         match js.get_stream(&config.name).await {
             Ok(_) => {
                 js.update_stream(config).await?;
@@ -145,8 +166,14 @@ pub async fn ensure_stream(js: &jetstream::Context, config: &NatsConfig) -> Resu
 }
 
 /// Every stream [`ensure_stream`] makes for `config`.
-pub fn stream_names(config: &NatsConfig) -> [String; 4] {
-    [config.stream.clone(), config.command_stream.clone(), dead_letter_stream(config), archive_stream(config)]
+pub fn stream_names(config: &NatsConfig) -> [String; 5] {
+    [
+        config.stream.clone(),
+        config.command_stream.clone(),
+        dead_letter_stream(config),
+        archive_stream(config),
+        report_jobs_stream(config),
+    ]
 }
 
 /// Deletes every stream of `config` (tests and benches clean up after themselves this
