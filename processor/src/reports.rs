@@ -164,21 +164,19 @@ pub fn trips_and_stops(samples: &[Sample], rules: &Rules) -> (Vec<Trip>, Vec<Sto
     let mut runs: Vec<(usize, usize)> = Vec::new();
     let mut open: Option<(usize, usize)> = None;
     for (i, sample) in samples.iter().enumerate() {
-        let gap = i > 0 && seconds(samples[i - 1].time, sample.time) > rules.max_gap_s;
         if let Some((first, last)) = open {
-            let idle_too_long = seconds(samples[last].time, sample.time) >= rules.min_stop_s;
-            if gap || (!active(sample) && idle_too_long) {
+            let gap = seconds(samples[i - 1].time, sample.time) > rules.max_gap_s;
+            // Inactive since the run's last active sample for `min_stop_s`: seen at an
+            // inactive sample, or at an active one after inactive ones (sparse samples).
+            let stopped =
+                seconds(samples[last].time, sample.time) >= rules.min_stop_s && (!active(sample) || last + 1 < i);
+            if gap || stopped {
                 runs.push((first, last));
                 open = None;
             }
         }
         if active(sample) {
             open = Some(open.map_or((i, i), |(first, _)| (first, i)));
-        } else if let Some((first, last)) = open
-            && seconds(samples[last].time, sample.time) >= rules.min_stop_s
-        {
-            runs.push((first, last));
-            open = None;
         }
     }
     runs.extend(open);
