@@ -9,6 +9,7 @@ use std::io::Write;
 use anyhow::Context;
 use fleetgate_codecs::UtcMillis;
 use fleetgate_gateway::Config;
+use fleetgate_processor::geofence::Fences;
 use fleetgate_processor::history::{History, Partitions, Thresholds};
 use fleetgate_processor::live::Live;
 use fleetgate_processor::reprocess::{Request, reprocess};
@@ -46,7 +47,9 @@ pub async fn run(config: &Config, args: &ReprocessArgs) -> anyhow::Result<()> {
         power_cut_voltage: config.processor.power_cut_voltage,
         low_battery_voltage: config.processor.low_battery_voltage,
     };
-    let mut history = History::new(client, Partitions::default(), thresholds);
+    let fences = Fences::default();
+    fences.load(&client).await?;
+    let mut history = History::new(client, Partitions::default(), thresholds).with_fences(fences);
     let mut live = match request.dry_run {
         true => None,
         false => Live::connect(&config.redis.url, &config.redis.key_prefix)

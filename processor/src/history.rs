@@ -18,6 +18,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
+use crate::geofence::Fences;
 use crate::message::{DeviceMessage, Position, Status};
 pub use crate::partitions::Partitions;
 
@@ -166,6 +167,7 @@ pub struct Written {
 
 /// A worker's Postgres connection and what it prepared on it.
 pub struct History {
+    fences: Fences,
     client: Client,
     partitions: Partitions,
     thresholds: Thresholds,
@@ -592,7 +594,13 @@ async fn insert_events(
 impl History {
     /// A writer over `client`.
     pub fn new(client: Client, partitions: Partitions, thresholds: Thresholds) -> Self {
-        History { client, partitions, thresholds, staging_ready: false }
+        History { client, partitions, thresholds, staging_ready: false, fences: Fences::default() }
+    }
+
+    /// Derives geofence events from `fences` too.
+    pub fn with_fences(mut self, fences: Fences) -> Self {
+        self.fences = fences;
+        self
     }
 
     /// True when the connection is gone and the worker must reconnect.
@@ -646,6 +654,8 @@ impl History {
             .await?;
         let mut written = write_positions(&transaction, positions, thresholds).await?;
         written.events.extend(rederive(&transaction, &[(device_id, span.0, span.1)], thresholds).await?);
+        let spans = [(device_id, tenant_id, span.0.0, span.1.0)];
+        written.events.extend(geofence_events(&transaction, &spans, &self.fences.clone()).await?);
         transaction
             .execute(
                 "INSERT INTO live_pending (device_id, tenant_id) VALUES ($1, $2)
@@ -667,6 +677,7 @@ impl History {
     ) -> Result<Written, tokio_postgres::Error> {
         self.prepare(positions).await?;
         let thresholds = self.thresholds;
+        let fences = self.fences.clone();
         let transaction = self.client.transaction().await?;
         let devices: BTreeSet<i64> = positions
             .iter()
@@ -681,6 +692,7 @@ impl History {
             .await?;
 
         let mut written = write_positions(&transaction, positions, thresholds).await?;
+        written.events.extend(derive_geofence_events(&transaction, positions, &fences).await?);
         for m in messages {
             let digest = format!("{:016x}", digest(m.hex.as_bytes(), m.command_id.as_deref()));
             transaction
@@ -738,6 +750,99 @@ async fn write_positions(
         .collect();
     written.events.extend(rederive(transaction, &late_spans, thresholds).await?);
     Ok(written)
+}
+
+/// The valid, possible fixes of a device from its last one before `$2` (or `$2`) to its
+/// first one after `$3` (or `$3`): a span widened to the neighbours that decide the
+/// transitions at its edges.
+const GEOFENCE_SPAN: &str = "SELECT fix_time, lat, lon FROM positions p
+    WHERE device_id = $1 AND valid AND lat BETWEEN -90 AND 90 AND lon BETWEEN -180 AND 180 AND NOT (lat = 0 AND lon = 0)
+      AND fix_time >= coalesce((SELECT fix_time FROM positions WHERE device_id = $1 AND fix_time < $2 AND valid
+                                  AND lat BETWEEN -90 AND 90 AND lon BETWEEN -180 AND 180 AND NOT (lat = 0 AND lon = 0)
+                                ORDER BY fix_time DESC LIMIT 1), $2)
+      AND fix_time <= coalesce((SELECT fix_time FROM positions WHERE device_id = $1 AND fix_time > $3 AND valid
+                                  AND lat BETWEEN -90 AND 90 AND lon BETWEEN -180 AND 180 AND NOT (lat = 0 AND lon = 0)
+                                ORDER BY fix_time LIMIT 1), $3)
+    ORDER BY fix_time";
+
+/// Geofence enter and exit events for the devices of a batch whose tenants have
+/// geofences: derived over each device's new span widened to its neighbours, so late data
+/// gets the same events as data in order. Events that no longer follow are deleted; the
+/// new ones are returned for the live stream.
+async fn derive_geofence_events(
+    transaction: &tokio_postgres::Transaction<'_>,
+    positions: &[Position],
+    fences: &Fences,
+) -> Result<Vec<(i64, i64, String)>, tokio_postgres::Error> {
+    let mut spans: BTreeMap<i64, (i64, UtcMillis, UtcMillis)> = BTreeMap::new();
+    for p in positions.iter().filter(|p| p.valid && p.coordinates.is_some()) {
+        let span = spans.entry(p.device_id).or_insert((p.tenant_id, p.fix_time, p.fix_time));
+        span.1 = span.1.min(p.fix_time);
+        span.2 = span.2.max(p.fix_time);
+    }
+    let spans: Vec<(i64, i64, UtcMillis, UtcMillis)> =
+        spans.into_iter().map(|(device, (tenant, lo, hi))| (device, tenant, lo, hi)).collect();
+    geofence_events(transaction, &spans, fences).await
+}
+
+/// [`derive_geofence_events`] for spans (device, tenant, first and last fix time).
+async fn geofence_events(
+    transaction: &tokio_postgres::Transaction<'_>,
+    spans: &[(i64, i64, UtcMillis, UtcMillis)],
+    fences: &Fences,
+) -> Result<Vec<(i64, i64, String)>, tokio_postgres::Error> {
+    let mut new_events = Vec::new();
+    for &(device_id, tenant_id, lo, hi) in spans {
+        let Some(list) = fences.of(tenant_id).filter(|list| !list.is_empty()) else { continue };
+        let rows = transaction.query(GEOFENCE_SPAN, &[&device_id, &Timestamp(lo), &Timestamp(hi)]).await?;
+        let fixes: Vec<(UtcMillis, f64, f64)> =
+            rows.iter().map(|r| (r.get::<_, Timestamp>(0).0, r.get(1), r.get(2))).collect();
+        let (Some(first), Some(last)) = (fixes.first(), fixes.last()) else { continue };
+        // What should be there: a transition between each pair of consecutive fixes.
+        let mut wanted: BTreeMap<(i64, &'static str, i64), (f64, f64, String)> = BTreeMap::new();
+        for pair in fixes.windows(2) {
+            let ((_, lat0, lon0), (time, lat, lon)) = (pair[0], pair[1]);
+            for fence in list.iter() {
+                let (was, is) = (fence.shape.contains(lat0, lon0), fence.shape.contains(lat, lon));
+                if was != is {
+                    let kind = if is { "geofence_enter" } else { "geofence_exit" };
+                    let details = serde_json::json!({"geofence_id": fence.id, "name": fence.name}).to_string();
+                    wanted.insert((time.0, kind, fence.id), (lat, lon, details));
+                }
+            }
+        }
+        let existing = transaction
+            .query(
+                "SELECT (extract(epoch FROM time) * 1000)::bigint, kind, ref FROM events
+                 WHERE device_id = $1 AND kind IN ('geofence_enter', 'geofence_exit') AND time > $2 AND time <= $3",
+                &[&device_id, &Timestamp(first.0), &Timestamp(last.0)],
+            )
+            .await?;
+        for row in &existing {
+            let (time, kind, fence): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
+            if !wanted.keys().any(|(t, k, f)| *t == time && *k == kind && *f == fence) {
+                transaction
+                    .execute(
+                        "DELETE FROM events WHERE device_id = $1 AND time = $2 AND kind = $3 AND ref = $4",
+                        &[&device_id, &Timestamp(UtcMillis(time)), &kind, &fence],
+                    )
+                    .await?;
+            }
+        }
+        for ((time, kind, fence), (lat, lon, details)) in wanted {
+            let inserted = transaction
+                .query(
+                    "INSERT INTO events (device_id, time, kind, ref, tenant_id, lat, lon, details)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING
+                     RETURNING json_build_object('device_id', device_id, 'time', rfc3339(time), 'kind', kind,
+                         'lat', lat, 'lon', lon, 'details', details)::text",
+                    &[&device_id, &Timestamp(UtcMillis(time)), &kind, &fence, &tenant_id, &lat, &lon, &Jsonb(&details)],
+                )
+                .await?;
+            new_events.extend(inserted.into_iter().map(|r| (tenant_id, device_id, r.get(0))));
+        }
+    }
+    Ok(new_events)
 }
 
 /// Derives events, distances and motion again over each span (device, first and last

@@ -7,6 +7,7 @@
 //!   monthly partitions.
 //! - [`archive`] indexes the gateway's raw frame archive into `device_frames`.
 //! - [`partitions`] creates and drops the time partitions of both tables.
+//! - [`geofence`] says whether a fix is inside a tenant's circle or polygon.
 //! - [`live`] keeps each device's newest fix, sensors and status in Redis, newest wins.
 //! - [`reports`] finds trips and stops and sums up a span of one device's positions.
 //! - [`reprocess`] decodes a device's archived frames again and replaces the history
@@ -15,6 +16,7 @@
 //!   runs the maintenance tasks.
 
 pub mod archive;
+pub mod geofence;
 pub mod history;
 pub mod live;
 pub mod message;

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::archive;
+use crate::geofence::Fences;
 use crate::history::{History, POSITION_COLUMNS, Partitions, Thresholds, Timestamp, position_identity, write_position};
 use crate::live::{Live, LiveUpdate, reduce};
 use crate::message::{self, DeviceMessage, Incoming, Position, Status};
@@ -60,6 +61,8 @@ struct Shared {
     partitions: Partitions,
     /// `device_frames` partitions (the raw frame archive's index).
     archive_partitions: Partitions,
+    /// Every tenant's geofences.
+    fences: Fences,
 }
 
 impl Shared {
@@ -76,7 +79,9 @@ impl Shared {
 
     async fn connect_history(&self) -> Option<History> {
         match fleetgate_schema::connect(&self.config.postgres.url).await {
-            Ok(client) => Some(History::new(client, self.partitions.clone(), self.thresholds())),
+            Ok(client) => {
+                Some(History::new(client, self.partitions.clone(), self.thresholds()).with_fences(self.fences.clone()))
+            }
             Err(error) => {
                 self.metrics.postgres_up.store(0, Relaxed);
                 tracing::error!(%error, "postgres unavailable; batches stay unacknowledged and are redelivered");
@@ -143,6 +148,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         metrics: Arc::new(Metrics::default()),
         partitions: Partitions::default(),
         archive_partitions: archive::partitions(),
+        fences: Fences::default(),
         config,
         nats,
         jetstream,
@@ -153,6 +159,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         "processor consuming {}",
         shared.config.nats.stream
     );
+    // Geofences before the first batch (the maintenance task reloads them).
+    if let Ok(client) = fleetgate_schema::connect(&shared.config.postgres.url).await
+        && let Err(error) = shared.fences.load(&client).await
+    {
+        tracing::warn!(%error, "geofences not loaded yet");
+    }
     let tracker = TaskTracker::new();
     let mut inboxes = Vec::new();
     for _ in 0..shared.config.processor.workers {
@@ -496,6 +508,11 @@ async fn maintain(shared: Arc<Shared>, mut consumer: PullConsumer, shutdown: Can
         }
         let Some(db) = history.as_mut() else { continue };
         let processor = &shared.config.processor;
+        if ticks % 3 == 0
+            && let Err(error) = shared.fences.load(db.client()).await
+        {
+            tracing::warn!(%error, "cannot reload geofences; keeping the last ones");
+        }
         if last_partitions.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
             let result = async {
                 shared.partitions.ensure_ahead(db.client(), now(), processor.partitions_ahead_months).await?;

@@ -215,6 +215,55 @@ async fn events_are_the_same_whatever_order_the_positions_arrive_in() {
 }
 
 #[tokio::test]
+async fn geofence_events_are_the_same_whatever_order_the_positions_arrive_in() {
+    // A square from 54.00 to 54.02 N, 24.9 to 25.1 E; the track leaves and comes back.
+    let track = [
+        ("2026-06-01T08:00:00Z", 53.99),
+        ("2026-06-01T08:01:00Z", 54.005),
+        ("2026-06-01T08:02:00Z", 54.015),
+        ("2026-06-01T08:03:00Z", 54.03),
+        ("2026-06-01T08:04:00Z", 54.01),
+    ];
+    let expected = vec![
+        ("2026-06-01T08:01:00Z".to_owned(), "geofence_enter".to_owned()),
+        ("2026-06-01T08:03:00Z".to_owned(), "geofence_exit".to_owned()),
+        ("2026-06-01T08:04:00Z".to_owned(), "geofence_enter".to_owned()),
+    ];
+    for order in [vec![0, 1, 2, 3, 4], vec![4, 3, 2, 1, 0], vec![2, 4, 0, 3, 1, 2]] {
+        let mut h = Harness::start(None, redis_url(), None).await;
+        let fence: i64 = h
+            .postgres
+            .query_one(
+                "INSERT INTO geofences (tenant_id, name, shape) VALUES ($1, 'depot',
+                   '{\"polygon\": [[54.0, 24.9], [54.0, 25.1], [54.02, 25.1], [54.02, 24.9]]}') RETURNING id",
+                &[&h.tenant_id],
+            )
+            .await
+            .expect("fence")
+            .get(0);
+        // The processor reads geofences at start (and every few seconds).
+        h.stop_processor().await;
+        h.run_processor();
+        for index in order {
+            let (time, lat) = track[index];
+            h.publish_positions(&[position(time, lat, 30.0, true, json!({}))]).await;
+            tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        }
+        eventually("5 rows", || async { h.count("SELECT count(*) FROM positions").await == 5 }).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let rows = h
+            .postgres
+            .query("SELECT rfc3339(time), kind, ref FROM events WHERE kind LIKE 'geofence%' ORDER BY time, kind", &[])
+            .await
+            .expect("events");
+        let events: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert_eq!(events, expected);
+        assert!(rows.iter().all(|r| r.get::<_, i64>(2) == fence), "each names its geofence");
+        h.stop_processor().await;
+    }
+}
+
+#[tokio::test]
 async fn status_and_device_messages_are_stored() {
     let mut h = Harness::start(None, redis_url(), None).await;
     let live_subject = format!("{}.event.{}.{}", h.config.nats.subject_prefix, h.tenant_id, h.device_id);

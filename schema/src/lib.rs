@@ -33,6 +33,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 6, name: "device_frames", sql: include_str!("../migrations/0006_device_frames.sql") },
     Migration { version: 7, name: "report_rules", sql: include_str!("../migrations/0007_report_rules.sql") },
     Migration { version: 8, name: "report_jobs", sql: include_str!("../migrations/0008_report_jobs.sql") },
+    Migration { version: 9, name: "geofences", sql: include_str!("../migrations/0009_geofences.sql") },
 ];
 
 /// Why the schema could not be reached or brought up to date.
