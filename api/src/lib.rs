@@ -232,6 +232,8 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .routes(routes!(reports::stops))
         .routes(routes!(reports::summary_report))
         .routes(routes!(reports::job))
+        .routes(routes!(resources::list_geofences, resources::create_geofence))
+        .routes(routes!(resources::delete_geofence))
         .routes(routes!(commands::queue_command, commands::list_commands))
         .with_state(state.clone())
         .split_for_parts();

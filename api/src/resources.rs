@@ -24,6 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::{self, Credential, Principal, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::{AppState, JsonBody, PathId, QueryParams, no_content};
+use fleetgate_processor::geofence::Shape;
 
 /// `Some(None)` for an explicit `null`, `None` when the field is absent.
 fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
@@ -805,4 +806,98 @@ pub async fn logout(State(state): State<Arc<AppState>>, principal: Principal) ->
     db.execute("DELETE FROM sessions WHERE token_hash = $1", &[&hash]).await?;
     state.invalidate(principal.tenant_id).await;
     Ok(no_content())
+}
+
+/// A circle: centre and radius.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Circle {
+    /// Centre latitude.
+    pub lat: f64,
+    /// Centre longitude.
+    pub lon: f64,
+    /// Metres, 1-100000.
+    pub radius_m: f64,
+}
+
+/// A geofence to create: a name and either a circle or a polygon.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewGeofence {
+    /// Name, 1-200 characters.
+    pub name: String,
+    /// A circle.
+    pub circle: Option<Circle>,
+    /// A polygon's vertices as `[lat, lon]` (3-1000; it may cross the antimeridian).
+    pub polygon: Option<Vec<[f64; 2]>>,
+}
+
+/// A geofence as JSON: `{"id", "name", "circle" | "polygon"}`.
+fn geofence_json(id: i64, name: &str, shape: &Shape) -> serde_json::Value {
+    let mut json = serde_json::to_value(shape).unwrap_or_default();
+    if let Some(object) = json.as_object_mut() {
+        object.insert("id".into(), id.into());
+        object.insert("name".into(), name.into());
+    }
+    json
+}
+
+/// The tenant's geofences: `{"geofences": [{"id", "name", "circle" | "polygon"}]}`.
+#[utoipa::path(get, path = "/v1/geofences", tag = "geofences",
+    responses((status = 200, description = "`{\"geofences\": [...]}`")))]
+pub async fn list_geofences(State(state): State<Arc<AppState>>, principal: Principal) -> ApiResult<impl IntoResponse> {
+    principal.require(Role::Viewer)?;
+    let db = state.db().await?;
+    let rows = db
+        .query("SELECT id, name, shape::text FROM geofences WHERE tenant_id = $1 ORDER BY id", &[&principal.tenant_id])
+        .await?;
+    let fences: Vec<serde_json::Value> = rows
+        .iter()
+        .filter_map(|r| {
+            let shape: Shape = serde_json::from_str(r.get(2)).ok()?;
+            Some(geofence_json(r.get(0), r.get(1), &shape))
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "geofences": fences })))
+}
+
+/// Creates a geofence; devices entering and leaving it get `geofence_enter` and
+/// `geofence_exit` events (from the processor's next reload, within seconds).
+#[utoipa::path(post, path = "/v1/geofences", tag = "geofences", request_body = NewGeofence,
+    responses((status = 201, description = "the geofence"), (status = 400)))]
+pub async fn create_geofence(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    JsonBody(new): JsonBody<NewGeofence>,
+) -> ApiResult<impl IntoResponse> {
+    principal.require(Role::Dispatcher)?;
+    let name = required_name(&new.name)?;
+    let shape = match (new.circle, new.polygon) {
+        (Some(c), None) => Shape::Circle { lat: c.lat, lon: c.lon, radius_m: c.radius_m },
+        (None, Some(vertices)) => Shape::Polygon(vertices),
+        _ => return Err(ApiError::BadRequest("give either circle or polygon".into())),
+    };
+    shape.check().map_err(ApiError::BadRequest)?;
+    let text = serde_json::to_string(&shape).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let db = state.db().await?;
+    let row = db
+        .query_one(
+            "INSERT INTO geofences (tenant_id, name, shape) VALUES ($1, $2, $3::text::jsonb) RETURNING id",
+            &[&principal.tenant_id, &name, &text],
+        )
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(geofence_json(row.get(0), name, &shape))))
+}
+
+/// Deletes a geofence (its past events stay).
+#[utoipa::path(delete, path = "/v1/geofences/{id}", tag = "geofences", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404)))]
+pub async fn delete_geofence(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    PathId(id): PathId,
+) -> ApiResult<impl IntoResponse> {
+    principal.require(Role::Dispatcher)?;
+    delete_owned(&state, "geofences", id, principal.tenant_id, "geofence").await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -659,3 +659,53 @@ async fn reports_find_trips_stops_and_totals() {
         assert_eq!(api.call("GET", &bad, Some(&key), None).await.status, 400, "{bad}");
     }
 }
+
+#[tokio::test]
+async fn geofences_are_managed_per_tenant_and_give_enter_and_exit_events() {
+    let api = Api::start(|_| {}).await;
+    let (tenant_id, key) = api.tenant("Fences").await;
+    let (_, other_key) = api.tenant("Elsewhere").await;
+    let square = json!({"name": "Depot", "polygon": [[54.0, 24.9], [54.0, 25.1], [54.02, 25.1], [54.02, 24.9]]});
+    let created = api.call("POST", "/v1/geofences", Some(&key), Some(&square.to_string())).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let fence = created.json();
+    assert_eq!((&fence["name"], &fence["polygon"][2]), (&json!("Depot"), &json!([54.02, 25.1])));
+    let circle = json!({"name": "Yard", "circle": {"lat": 54.5, "lon": 25.5, "radius_m": 300}}).to_string();
+    assert_eq!(api.call("POST", "/v1/geofences", Some(&key), Some(&circle)).await.status, 201);
+    for bad in [
+        json!({"name": "x", "polygon": [[54.0, 24.9], [54.0, 25.1]]}),
+        json!({"name": "x", "circle": {"lat": 95.0, "lon": 25.0, "radius_m": 10}}),
+        json!({"name": "x", "circle": {"lat": 54.0, "lon": 25.0, "radius_m": 10}, "polygon": [[0, 0], [0, 1], [1, 1]]}),
+        json!({"name": "", "circle": {"lat": 54.0, "lon": 25.0, "radius_m": 10}}),
+    ] {
+        assert_eq!(api.call("POST", "/v1/geofences", Some(&key), Some(&bad.to_string())).await.status, 400, "{bad}");
+    }
+    let listed = api.call("GET", "/v1/geofences", Some(&key), None).await.json();
+    assert_eq!(listed["geofences"].as_array().map(Vec::len), Some(2));
+    assert_eq!(api.call("GET", "/v1/geofences", Some(&other_key), None).await.json()["geofences"], json!([]));
+    let yard = listed["geofences"][1]["id"].as_i64().unwrap_or(0);
+    assert_eq!(api.call("DELETE", &format!("/v1/geofences/{yard}"), Some(&other_key), None).await.status, 404);
+    assert_eq!(api.call("DELETE", &format!("/v1/geofences/{yard}"), Some(&key), None).await.status, 204);
+
+    // A device drives in and out; the processor (reading geofences at start) derives it.
+    let id = create_device(&api, &key, IMEI).await;
+    api.start_processor();
+    api.publish_positions(
+        tenant_id,
+        id,
+        IMEI,
+        &["2026-11-25T09:00:00Z", "2026-11-25T09:01:00Z", "2026-11-25T09:02:00Z", "2026-11-25T09:03:00Z"],
+    )
+    .await;
+    // publish_positions puts the fixes at 54.00, 54.01, 54.02, 54.03 (the first on the
+    // southern edge, inside; out after 54.02).
+    let path = "/v1/events?from=2026-11-25T00:00:00Z&to=2026-11-26T00:00:00Z&kind=geofence_exit";
+    eventually("the exit event", || async {
+        api.call("GET", path, Some(&key), None).await.json()["events"].as_array().is_some_and(|e| e.len() == 1)
+    })
+    .await;
+    let exit = &api.call("GET", path, Some(&key), None).await.json()["events"][0];
+    assert_eq!(exit["time"], "2026-11-25T09:03:00Z");
+    assert_eq!(exit["details"]["geofence_id"], fence["id"]);
+    assert_eq!(exit["details"]["name"], "Depot");
+}
