@@ -234,6 +234,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .routes(routes!(reports::job))
         .routes(routes!(resources::list_geofences, resources::create_geofence))
         .routes(routes!(resources::delete_geofence))
+        .routes(routes!(resources::get_report_rules, resources::put_report_rules))
         .routes(routes!(commands::queue_command, commands::list_commands))
         .with_state(state.clone())
         .split_for_parts();

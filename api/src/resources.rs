@@ -153,6 +153,20 @@ pub struct DevicePatch {
     /// Wialon IPS password.
     #[serde(default, deserialize_with = "nullable")]
     pub password: Option<Option<String>>,
+    /// Report rules of this device over its tenant's (docs/REPORTS.md); `null` clears.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Object>)]
+    pub report_rules: Option<Option<serde_json::Value>>,
+}
+
+/// Checks report rules (a JSON object of some of the rules) and gives them as text.
+pub fn report_rules_text(rules: &serde_json::Value) -> ApiResult<String> {
+    if !rules.is_object() {
+        return Err(ApiError::BadRequest("report_rules must be an object of rules".into()));
+    }
+    serde_json::from_value::<fleetgate_processor::reports::Rules>(rules.clone())
+        .map_err(|e| ApiError::BadRequest(format!("report_rules: {e}")))?;
+    Ok(rules.to_string())
 }
 
 fn check_identifier(identifier: &str) -> ApiResult<()> {
@@ -298,6 +312,10 @@ pub async fn update_device(
     check_text("plate", patch.plate.clone().flatten().as_deref().unwrap_or_default(), 32)?;
     check_text("password", patch.password.clone().flatten().as_deref().unwrap_or_default(), 64)?;
     check_speed_limit(patch.speed_limit.flatten())?;
+    let rules = match patch.report_rules.clone().flatten() {
+        Some(rules) => Some(report_rules_text(&rules)?),
+        None => None,
+    };
     let db = state.db().await?;
     check_group(&db, principal.tenant_id, patch.group_id.flatten()).await?;
     let row = db
@@ -309,6 +327,7 @@ pub async fn update_device(
                     group_id = CASE WHEN $6 THEN $7 ELSE group_id END,
                     speed_limit = CASE WHEN $8 THEN $9 ELSE speed_limit END,
                     password = CASE WHEN $10 THEN $11 ELSE password END,
+                    report_rules = CASE WHEN $12 THEN $13::text::jsonb ELSE report_rules END,
                     updated_at = now()
                  WHERE id = $1 AND tenant_id = $2 RETURNING {DEVICE_COLUMNS}"
             ),
@@ -324,6 +343,8 @@ pub async fn update_device(
                 &patch.speed_limit.flatten(),
                 &patch.password.is_some(),
                 &patch.password.flatten(),
+                &patch.report_rules.is_some(),
+                &rules,
             ],
         )
         .await?
@@ -900,4 +921,43 @@ pub async fn delete_geofence(
     principal.require(Role::Dispatcher)?;
     delete_owned(&state, "geofences", id, principal.tenant_id, "geofence").await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The tenant's report rules: the defaults with the tenant's changes, and the changes.
+#[utoipa::path(get, path = "/v1/report-rules", tag = "reports",
+    responses((status = 200, description = "`{\"rules\": {...}, \"changed\": {...}}`")))]
+pub async fn get_report_rules(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+) -> ApiResult<impl IntoResponse> {
+    principal.require(Role::Viewer)?;
+    let db = state.db().await?;
+    let changed: String = db
+        .query_one(
+            "SELECT coalesce(report_rules, '{}'::jsonb)::text FROM tenants WHERE id = $1",
+            &[&principal.tenant_id],
+        )
+        .await?
+        .get(0);
+    let changed: serde_json::Value = serde_json::from_str(&changed).unwrap_or_default();
+    let rules: fleetgate_processor::reports::Rules = serde_json::from_value(changed.clone()).unwrap_or_default();
+    Ok(axum::Json(serde_json::json!({"rules": rules, "changed": changed})))
+}
+
+/// Sets the tenant's report rules (an object of the rules to change from the defaults;
+/// `{}` resets). A device's own rules (`PATCH /v1/devices/{id}` `report_rules`) win.
+#[utoipa::path(put, path = "/v1/report-rules", tag = "reports",
+    responses((status = 200, description = "as GET"), (status = 400)))]
+pub async fn put_report_rules(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+    JsonBody(rules): JsonBody<serde_json::Value>,
+) -> ApiResult<impl IntoResponse> {
+    principal.require(Role::Admin)?;
+    let text = report_rules_text(&rules)?;
+    let db = state.db().await?;
+    db.execute("UPDATE tenants SET report_rules = $2::text::jsonb WHERE id = $1", &[&principal.tenant_id, &text])
+        .await?;
+    let effective: fleetgate_processor::reports::Rules = serde_json::from_value(rules.clone()).unwrap_or_default();
+    Ok(axum::Json(serde_json::json!({"rules": effective, "changed": rules})))
 }

@@ -622,6 +622,24 @@ async fn reports_find_trips_stops_and_totals() {
     assert_eq!((kml.matches("<when>").count(), kml.matches("<gx:coord>").count()), (50, 50));
     assert!(kml.trim_end().ends_with("</kml>"));
 
+    // Rules: the tenant's, then the device's over them.
+    let trips_path = format!("/v1/reports/trips?device={id}&{range}");
+    let count = |body: serde_json::Value| body["trips"].as_array().map_or(0, Vec::len);
+    let put = api.call("PUT", "/v1/report-rules", Some(&key), Some(r#"{"min_stop_s": 3600}"#)).await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert_eq!((&put.json()["rules"]["min_stop_s"], &put.json()["rules"]["max_gap_s"]), (&json!(3600), &json!(600)));
+    assert_eq!(count(api.call("GET", &trips_path, Some(&key), None).await.json()), 1, "one long trip now");
+    let patch = json!({"report_rules": {"min_stop_s": 180}}).to_string();
+    let patched = api.call("PATCH", &format!("/v1/devices/{id}"), Some(&key), Some(&patch)).await;
+    assert_eq!(patched.status, 200, "{}", patched.text());
+    assert_eq!(count(api.call("GET", &trips_path, Some(&key), None).await.json()), 2, "the device's own rule wins");
+    for bad in [r#"{"min_stop": 1}"#, "[1, 2]", r#"{"detection": "telepathy"}"#] {
+        assert_eq!(api.call("PUT", "/v1/report-rules", Some(&key), Some(bad)).await.status, 400, "{bad}");
+    }
+    let reset = api.call("PATCH", &format!("/v1/devices/{id}"), Some(&key), Some(r#"{"report_rules": null}"#)).await;
+    assert_eq!(reset.status, 200);
+    assert_eq!(api.call("PUT", "/v1/report-rules", Some(&key), Some("{}")).await.status, 200);
+
     // A background job gives the same report, later; a long span is one by itself.
     let sync = api.call("GET", &format!("/v1/reports/summary?device={id}&{range}"), Some(&key), None).await.text();
     let queued =
