@@ -168,6 +168,11 @@ proptest! {
         let mut bytes = packet.into_bytes();
         let position = 3 + at.index(covered_end - 2);
         bytes[position] ^= flip;
+        // A corruption that makes a line end cuts the packet in two lines: the first is
+        // then a shorter packet whose last field is read as its checksum, which matches
+        // by chance once in 65,536 (a case proptest found). Any other single-byte
+        // corruption is a burst CRC-16 always detects.
+        prop_assume!(!matches!(bytes[position], b'\r' | b'\n'));
         let mut stream = login(IMEI, None, Version::V2_0).into_bytes();
         stream.extend_from_slice(&bytes);
         let transcript = run_stream(Protocol::Wialon, &stream, options());
