@@ -395,11 +395,14 @@ impl ConnectionArchive {
             }
             return;
         }
-        let origin = self.origin(device, None);
-        for early in std::mem::take(&mut self.early) {
-            gateway.archive(origin, &early);
+        self.publish(gateway, self.origin(device, None), Some(frame));
+    }
+
+    /// Archives the frames waiting for a login, then `frame`, as `origin`'s.
+    fn publish(&mut self, gateway: &Gateway, origin: Origin<'_>, frame: Option<Frame>) {
+        for frame in std::mem::take(&mut self.early).iter().chain(frame.as_ref()) {
+            gateway.archive(origin, frame);
         }
-        gateway.archive(origin, &frame);
     }
 
     /// A refused login: kept under the device when the identifier is registered (wrong
@@ -408,11 +411,7 @@ impl ConnectionArchive {
         match gateway.registry.lookup(identifier) {
             Some(record) => self.record(gateway, Some(&(identifier.to_owned(), record)), frame),
             None if gateway.config.nats.archive => {
-                let origin = self.origin(None, Some(identifier));
-                for early in std::mem::take(&mut self.early) {
-                    gateway.archive(origin, &early);
-                }
-                gateway.archive(origin, &frame);
+                self.publish(gateway, self.origin(None, Some(identifier)), Some(frame))
             }
             None => {}
         }
@@ -439,10 +438,7 @@ impl ConnectionArchive {
 
     /// Frames of a connection that never logged in.
     fn close(&mut self, gateway: &Gateway) {
-        let origin = self.origin(None, None);
-        for early in std::mem::take(&mut self.early) {
-            gateway.archive(origin, &early);
-        }
+        self.publish(gateway, self.origin(None, None), None);
     }
 }
 
