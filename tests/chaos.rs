@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::binary;
+use common::{Acked, binary};
 use fleetgate_codecs::time::UtcMillis;
 use fleetgate_schema::testing::{PrivateNats, PrivatePostgres, PrivateRedis, free_port};
 
@@ -266,42 +266,16 @@ ack_wait_s = 5
     unexpected_exits += usize::from(gateway.ensure_running()) + usize::from(processor.ensure_running());
 
     // What the devices saw acknowledged, and each device's newest.
-    let mut acked: Vec<(String, String)> = Vec::new();
-    let mut newest: BTreeMap<String, String> = BTreeMap::new();
-    for line in std::fs::read_to_string(&acked_path).expect("acked file").lines() {
-        let entry: serde_json::Value = serde_json::from_str(line).expect("acked line");
-        let (device, time) = (entry["device"].as_str().unwrap_or(""), entry["time"].as_str().unwrap_or(""));
-        let best = newest.entry(device.to_owned()).or_default();
-        if UtcMillis::parse_rfc3339(time) > UtcMillis::parse_rfc3339(best) {
-            *best = time.to_owned();
-        }
-        acked.push((device.to_owned(), time.to_owned()));
-    }
-    let identifiers: Vec<&str> = acked.iter().map(|a| a.0.as_str()).collect();
-    let times: Vec<&str> = acked.iter().map(|a| a.1.as_str()).collect();
-    let check = "SELECT count(*) FILTER (WHERE n = 0), count(*) FILTER (WHERE n > 1) FROM (
-        SELECT (SELECT count(*) FROM positions p JOIN devices d ON d.id = p.device_id
-                WHERE d.identifier = a.device AND p.fix_time = a.time::timestamptz) AS n
-        FROM unnest($1::text[], $2::text[]) AS a(device, time)) counts";
-    let waited = Instant::now();
-    let (lost, duplicated) = loop {
-        let counts = match fleetgate_schema::connect(&postgres.url()).await {
-            Ok(client) => client.query_one(check, &[&identifiers, &times]).await.ok().map(|r| (r.get(0), r.get(1))),
-            Err(_) => None,
-        };
-        let (lost, duplicated): (i64, i64) = counts.unwrap_or((-1, -1));
-        if lost == 0 || waited.elapsed() > Duration::from_secs(180) {
-            break (lost, duplicated);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let acked = Acked::read(&acked_path);
+    let (lost, duplicated) = acked.lost_and_duplicated(&postgres.url(), Duration::from_secs(180)).await;
     let client = fleetgate_schema::connect(&postgres.url()).await.expect("connect");
     let stored: i64 = client.query_one("SELECT count(*) FROM positions", &[]).await.expect("count").get(0);
 
     let waited = Instant::now();
     let live_wrong = loop {
         let live = live_times(&redis.url(), prefix, tenant_id, &devices).await;
-        let wrong: Vec<String> = newest
+        let wrong: Vec<String> = acked
+            .newest
             .iter()
             .filter(|(device, time)| live.get(*device) != Some(*time))
             .map(|(device, time)| format!("{device}: live {:?}, newest acknowledged {time}", live.get(device)))
@@ -318,15 +292,15 @@ ack_wait_s = 5
         "faults_by_kind": FAULTS.iter().zip(injected).map(|(k, n)| (k.to_string(), n)).collect::<BTreeMap<_, _>>(),
         "faults_while_devices_sent": under_load,
         "roles_that_exited_on_their_own": unexpected_exits,
-        "acknowledged": acked.len(),
+        "acknowledged": acked.positions.len(),
         "lost": lost,
         "duplicated": duplicated,
-        "stored_not_acknowledged": stored - acked.len() as i64,
+        "stored_not_acknowledged": stored - acked.positions.len() as i64,
         "live_state_wrong": live_wrong.len(),
         "simulator": serde_json::from_slice::<serde_json::Value>(&summary.stdout).unwrap_or_default(),
     });
     println!("chaos report: {report:#}");
-    assert!(acked.len() > 100, "too little was acknowledged to mean anything: {report}");
+    assert!(acked.positions.len() > 100, "too little was acknowledged to mean anything: {report}");
     assert!(under_load * 10 >= faults_wanted * 9, "faults must hit a system under load: {report}");
     assert_eq!((lost, duplicated), (0, 0), "acknowledged positions lost or duplicated: {report}");
     assert!(live_wrong.is_empty(), "live state is not the newest acknowledged fix: {live_wrong:?}");

@@ -7,11 +7,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{System, binary};
+use common::{Acked, System, binary};
 
 #[tokio::test]
 async fn simulated_devices_end_to_end_every_acknowledged_position_stored_once() {
@@ -48,49 +47,21 @@ async fn simulated_devices_end_to_end_every_acknowledged_position_stored_once() 
     assert_eq!(summary["corrupted_sent"], summary["corrupted_refused"], "every corrupted frame refused: {summary}");
     assert!(summary["black_box_bursts"].as_u64() > Some(0), "{summary}");
 
-    // What the devices saw acknowledged.
-    let mut newest: BTreeMap<String, String> = BTreeMap::new();
-    let mut acked: Vec<(String, String)> = Vec::new();
-    for line in std::fs::read_to_string(&acked_path).expect("acked file").lines() {
-        let entry: serde_json::Value = serde_json::from_str(line).expect("acked line");
-        let (device, time) = (entry["device"].as_str().unwrap_or_default(), entry["time"].as_str().unwrap_or_default());
-        let best = newest.entry(device.to_owned()).or_default();
-        if fleetgate_codecs::time::UtcMillis::parse_rfc3339(time)
-            > fleetgate_codecs::time::UtcMillis::parse_rfc3339(best)
-        {
-            *best = time.to_owned();
-        }
-        acked.push((device.to_owned(), time.to_owned()));
-    }
-    assert_eq!(acked.len() as u64, acked_count);
-
-    // Every acknowledged position is in history exactly once (the processor may still be
-    // finishing the last batch).
-    let devices: Vec<String> = acked.iter().map(|a| a.0.clone()).collect();
-    let times: Vec<String> = acked.iter().map(|a| a.1.clone()).collect();
-    let check = "SELECT count(*) FILTER (WHERE n = 0), count(*) FILTER (WHERE n > 1) FROM (
-        SELECT (SELECT count(*) FROM positions p JOIN devices d ON d.id = p.device_id
-                WHERE d.identifier = a.device AND p.fix_time = a.time::timestamptz) AS n
-        FROM unnest($1::text[], $2::text[]) AS a(device, time)) counts";
-    let started = Instant::now();
-    let (missing, duplicated) = loop {
-        let row = client.query_one(check, &[&devices, &times]).await.expect("check");
-        let (missing, duplicated): (i64, i64) = (row.get(0), row.get(1));
-        if missing == 0 || started.elapsed() > Duration::from_secs(30) {
-            break (missing, duplicated);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    // What the devices saw acknowledged: in history exactly once (the processor may
+    // still be finishing the last batch).
+    let acked = Acked::read(&acked_path);
+    assert_eq!(acked.positions.len() as u64, acked_count);
+    let (missing, duplicated) = acked.lost_and_duplicated(&system.url, Duration::from_secs(30)).await;
     assert_eq!((missing, duplicated), (0, 0), "acknowledged positions lost or duplicated");
     let stored: i64 = client.query_one("SELECT count(*) FROM positions", &[]).await.expect("count").get(0);
-    assert_eq!(stored as usize, acked.len(), "nothing stored that was not acknowledged once");
+    assert_eq!(stored as usize, acked.positions.len(), "nothing stored that was not acknowledged once");
 
     // Live state: each device's newest acknowledged fix.
     let rows = client.query("SELECT id, identifier FROM devices", &[]).await.expect("devices");
     assert_eq!(rows.len(), 6, "the simulator registered its devices through the API");
     for row in rows {
         let (id, identifier): (i64, String) = (row.get(0), row.get(1));
-        let Some(expected) = newest.get(&identifier) else { continue };
+        let Some(expected) = acked.newest.get(&identifier) else { continue };
         let started = Instant::now();
         loop {
             let (status, body) = system.get(&format!("/v1/devices/{id}/live"), key);

@@ -23,6 +23,8 @@ impl Drop for Serve {
 /// A running system and what a test needs to talk to it.
 pub struct System {
     pub schema: String,
+    /// The system's Postgres URL (its schema).
+    pub url: String,
     pub client: tokio_postgres::Client,
     pub dir: PathBuf,
     pub config_path: PathBuf,
@@ -143,6 +145,7 @@ bind = "127.0.0.1:{api}"
         let config_path = dir.join("fleetgate.toml");
         std::fs::write(&config_path, config).expect("config");
         let mut system = System {
+            url: url.clone(),
             schema,
             client,
             dir,
@@ -242,5 +245,54 @@ pub async fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() ->
         }
         assert!(started.elapsed() < limit, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What `fleetgate simulate --acked FILE` recorded: every acknowledged (device, time),
+/// and each device's newest time.
+pub struct Acked {
+    pub positions: Vec<(String, String)>,
+    pub newest: std::collections::BTreeMap<String, String>,
+}
+
+impl Acked {
+    pub fn read(path: &std::path::Path) -> Acked {
+        use fleetgate_codecs::time::UtcMillis;
+        let mut acked = Acked { positions: Vec::new(), newest: Default::default() };
+        for line in std::fs::read_to_string(path).expect("acked file").lines() {
+            let entry: serde_json::Value = serde_json::from_str(line).expect("acked line");
+            let (device, time) = (entry["device"].as_str().unwrap_or(""), entry["time"].as_str().unwrap_or(""));
+            let best = acked.newest.entry(device.to_owned()).or_default();
+            if UtcMillis::parse_rfc3339(time) > UtcMillis::parse_rfc3339(best) {
+                *best = time.to_owned();
+            }
+            acked.positions.push((device.to_owned(), time.to_owned()));
+        }
+        acked
+    }
+
+    /// How many acknowledged positions are not in history, and how many are in it more
+    /// than once; asked again (the processor may still be catching up) until none is
+    /// missing or `limit` passes. `postgres` is connected anew each time (the chaos test's
+    /// server may be restarting).
+    pub async fn lost_and_duplicated(&self, postgres: &str, limit: Duration) -> (i64, i64) {
+        let devices: Vec<&str> = self.positions.iter().map(|a| a.0.as_str()).collect();
+        let times: Vec<&str> = self.positions.iter().map(|a| a.1.as_str()).collect();
+        let check = "SELECT count(*) FILTER (WHERE n = 0), count(*) FILTER (WHERE n > 1) FROM (
+            SELECT (SELECT count(*) FROM positions p JOIN devices d ON d.id = p.device_id
+                    WHERE d.identifier = a.device AND p.fix_time = a.time::timestamptz) AS n
+            FROM unnest($1::text[], $2::text[]) AS a(device, time)) counts";
+        let started = Instant::now();
+        loop {
+            let counts = match fleetgate_schema::connect(postgres).await {
+                Ok(client) => client.query_one(check, &[&devices, &times]).await.ok().map(|r| (r.get(0), r.get(1))),
+                Err(_) => None,
+            };
+            let (lost, duplicated): (i64, i64) = counts.unwrap_or((-1, -1));
+            if lost == 0 || started.elapsed() > limit {
+                return (lost, duplicated);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
     }
 }
