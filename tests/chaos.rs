@@ -21,7 +21,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Acked, binary};
-use fleetgate_codecs::time::UtcMillis;
 use fleetgate_schema::testing::{PrivateNats, PrivatePostgres, PrivateRedis, free_port};
 
 /// A role of `fleetgate` as its own process, which the test kills and restarts.
