@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{System, wait_for};
 use fleetgate_codecs::hex;
-use fleetgate_codecs::teltonika::encode::{self as teltonika, IoElement};
+use fleetgate_codecs::teltonika::encode as teltonika;
 use fleetgate_codecs::wialon::Version;
 use fleetgate_codecs::wialon::encode::{self as wialon, Record as WialonRecord};
 use serde_json::Value;
@@ -105,21 +105,8 @@ async fn traffic_is_archived_exported_and_reprocessed() {
     drop(device);
 
     // Teltonika: the handshake and one codec 8E packet, each in pieces.
-    let record = teltonika::Record {
-        time_ms: 1_764_000_000_000,
-        priority: 0,
-        lon: 252_694_000,
-        lat: 546_962_000,
-        altitude: 110,
-        course: 90,
-        satellites: 7,
-        speed: 52,
-        event_io: 0,
-        generation: 0,
-        io: vec![(239, IoElement::U8(1))],
-    };
     let handshake = teltonika::handshake(TELTONIKA_IMEI);
-    let packet = teltonika::avl_packet(0x8E, &[record]);
+    let packet = common::teltonika_packet(1_764_000_000_000);
     let mut tracker = TcpStream::connect(("127.0.0.1", system.teltonika)).await.expect("connect teltonika");
     let mut tracker_received = Vec::new();
     exchange(&mut tracker, &[&handshake[..5], &handshake[5..]], 1, &mut tracker_received).await;

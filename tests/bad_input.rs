@@ -7,30 +7,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Options, System};
-use fleetgate_codecs::teltonika::encode::{self as teltonika, IoElement};
+use common::{Options, System, teltonika_packet as packet};
+use fleetgate_codecs::teltonika::encode as teltonika;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const DEVICES: u64 = 10_000;
 const IMEI_BASE: u64 = 360_000_000_000_000;
-
-fn packet(time_ms: u64) -> bytes::Bytes {
-    let record = teltonika::Record {
-        time_ms,
-        priority: 0,
-        lon: 252_694_000,
-        lat: 546_962_000,
-        altitude: 110,
-        course: 90,
-        satellites: 7,
-        speed: 52,
-        event_io: 0,
-        generation: 0,
-        io: vec![(239, IoElement::U8(1))],
-    };
-    teltonika::avl_packet(0x8E, &[record])
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_simultaneous_handshakes_are_all_answered() {

@@ -302,19 +302,7 @@ async fn the_archive_keeps_every_frame_and_drops_the_oldest_past_its_size() {
     }
     drop(device);
     // The same device over UDP, and an unknown device over TCP.
-    let record = fleetgate_codecs::teltonika::encode::Record {
-        time_ms: 1_700_000_100_000,
-        priority: 0,
-        lon: 252_800_000,
-        lat: 546_900_000,
-        altitude: 110,
-        course: 90,
-        satellites: 9,
-        speed: 52,
-        event_io: 0,
-        generation: 0,
-        io: Vec::new(),
-    };
+    let record = teltonika_record(1_700_000_100_000);
     let datagram = fleetgate_codecs::teltonika::encode::udp_datagram(7, 3, TELTONIKA_IMEI, 0x08, &[record]);
     let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     udp.send_to(&datagram, harness.udp(Protocol::Teltonika)).await.expect("send");

@@ -296,3 +296,22 @@ impl Acked {
         }
     }
 }
+
+/// A Teltonika codec 8E packet with one record at `time_ms` (Vilnius, 52 km/h, ignition on).
+pub fn teltonika_packet(time_ms: u64) -> bytes::Bytes {
+    use fleetgate_codecs::teltonika::encode::{IoElement, Record, avl_packet};
+    let record = Record {
+        time_ms,
+        priority: 0,
+        lon: 252_694_000,
+        lat: 546_962_000,
+        altitude: 110,
+        course: 90,
+        satellites: 7,
+        speed: 52,
+        event_io: 0,
+        generation: 0,
+        io: vec![(239, IoElement::U8(1))],
+    };
+    avl_packet(fleetgate_codecs::teltonika::CODEC_8E, &[record])
+}

@@ -199,8 +199,14 @@ impl Harness {
 
 /// A Teltonika codec 8E packet with one record at `time_ms`.
 pub fn teltonika_packet(time_ms: u64) -> bytes::Bytes {
-    use fleetgate_codecs::teltonika::encode::{IoElement, Record, avl_packet};
-    let record = Record {
+    let record = teltonika_record(time_ms);
+    fleetgate_codecs::teltonika::encode::avl_packet(fleetgate_codecs::teltonika::CODEC_8E, &[record])
+}
+
+/// One AVL record at `time_ms` (ignition on, external power 13.8 V).
+pub fn teltonika_record(time_ms: u64) -> fleetgate_codecs::teltonika::encode::Record {
+    use fleetgate_codecs::teltonika::encode::{IoElement, Record};
+    Record {
         time_ms,
         priority: 0,
         lon: 252_800_000,
@@ -212,8 +218,7 @@ pub fn teltonika_packet(time_ms: u64) -> bytes::Bytes {
         event_io: 0,
         generation: 0,
         io: vec![(239, IoElement::U8(1)), (66, IoElement::U16(13_800))],
-    };
-    avl_packet(fleetgate_codecs::teltonika::CODEC_8E, &[record])
+    }
 }
 
 /// Reads exactly `n` bytes, or fewer when the peer closes or `wait` passes.
