@@ -51,6 +51,20 @@ fn bind_error(address: impl ToString, what: impl Into<String>) -> impl FnOnce(st
     move |source| StartError::Bind { address, what, source }
 }
 
+/// Connections the kernel may hold for a device listener before it accepts them (capped
+/// by `net.core.somaxconn`). Fleets reconnect all at once after an outage; with tokio's
+/// default of 1,024 a storm of 10,000 logins overflowed the queue and the dropped
+/// handshakes waited for TCP's retransmission backoff, up to minutes.
+const DEVICE_BACKLOG: u32 = 65_535;
+
+/// A TCP listener for devices, with [`DEVICE_BACKLOG`].
+fn device_listener(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(DEVICE_BACKLOG)
+}
+
 /// Binds every configured listener.
 pub async fn bind(config: &Config) -> Result<Listeners, StartError> {
     let mut listeners = Listeners { tcp: Vec::new(), udp: Vec::new(), metrics: None };
@@ -61,7 +75,7 @@ pub async fn bind(config: &Config) -> Result<Listeners, StartError> {
         let name = protocol.name();
         if let Some(port) = listener.tcp_port {
             let address = SocketAddr::new(config.gateway.bind, port);
-            let socket = TcpListener::bind(address).await.map_err(bind_error(address, format!("{name} tcp")))?;
+            let socket = device_listener(address).map_err(bind_error(address, format!("{name} tcp")))?;
             listeners.tcp.push((protocol, idle, socket));
         }
         if let Some(port) = listener.udp_port {
