@@ -10,6 +10,7 @@
 //! publishes the queue in batches (a message per frame would double JetStream's work
 //! per frame: measured in BENCHMARKS.md). A full queue drops records and counts them.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -166,7 +167,7 @@ pub struct Frame {
 }
 
 /// The archive record on the wire (JSON on `P.raw...`), and the shape the processor
-/// reads back.
+/// reads back. The fixed words borrow: a record is made for every frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// Owner of the device; absent for an unregistered device.
@@ -179,14 +180,14 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
     /// Codec name.
-    pub protocol: String,
+    pub protocol: Cow<'static, str>,
     /// `tcp` or `udp`.
-    pub transport: String,
+    pub transport: Cow<'static, str>,
     /// The connection (TCP) or peer session (UDP) the frame belongs to, unique per gateway
     /// run: frames of one connection form one stream for the codec.
     pub connection: String,
     /// `in` (from the device) or `out` (a command to it).
-    pub direction: String,
+    pub direction: Cow<'static, str>,
     /// Receive or send time, RFC 3339 with milliseconds.
     pub time: String,
     /// The bytes, lowercase hex.
@@ -197,7 +198,7 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
     /// [`Outcome::name`].
-    pub outcome: String,
+    pub outcome: Cow<'static, str>,
     /// Positions decoded from the frame.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub positions: Option<usize>,
@@ -245,15 +246,15 @@ impl Record {
             tenant_id: origin.device.map(|d| d.1),
             device_id: origin.device.map(|d| d.2),
             device: origin.device.map(|d| d.0).or(origin.identifier).map(str::to_owned),
-            protocol: origin.protocol.name().to_owned(),
-            transport: origin.transport.to_owned(),
+            protocol: Cow::Borrowed(origin.protocol.name()),
+            transport: Cow::Borrowed(origin.transport),
             connection: format!("{:016x}", origin.connection),
-            direction: if frame.outcome == Outcome::Command { "out" } else { "in" }.to_owned(),
+            direction: Cow::Borrowed(if frame.outcome == Outcome::Command { "out" } else { "in" }),
             time: format_time(frame.time),
             hex: HexDisplay(&frame.bytes).to_string(),
             size: frame.size,
             truncated: frame.size > frame.bytes.len(),
-            outcome: frame.outcome.name().to_owned(),
+            outcome: Cow::Borrowed(frame.outcome.name()),
             positions,
             kind,
             offset,
