@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use fleetgate_codecs::time::UtcMillis;
 use fleetgate_gateway::stream;
 use fleetgate_processor::history::Timestamp;
-use fleetgate_processor::reports::{Rules, Sample, Stop, Summary, Trip, summary, trips_and_stops};
+use fleetgate_processor::reports::{Rules, Sample, Stop, Summary, Trip, singles, summary, trips_and_stops};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -268,7 +268,7 @@ async fn compute(
     let rules = rules(state, tenant_id, devices).await?;
     let mut items = Vec::new();
     for (device, rules) in devices.iter().zip(&rules) {
-        let samples = samples(state, device.id, from, to).await?;
+        let samples = singles(&samples(state, device.id, from, to).await?);
         let (trips, stops) = trips_and_stops(&samples, rules);
         match kind {
             Report::Trips => items.extend(trips.iter().map(|t| trip_json(device.id, t))),

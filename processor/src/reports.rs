@@ -144,11 +144,153 @@ fn seconds(from: UtcMillis, to: UtcMillis) -> i64 {
     (to.0 - from.0) / 1000
 }
 
-fn uses_ignition(samples: &[Sample], rules: &Rules) -> bool {
+/// Data gaps longer than this (seconds) start a new segment.
+pub const SEGMENT_MAX_GAP_S: i64 = 300;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// A run of consecutive samples of one device in the same state (ignition, moving), on
+/// one UTC day, without a data gap over [`SEGMENT_MAX_GAP_S`]: everything the reports
+/// need of those samples, so a report reads a few segments a day instead of every
+/// position. A single sample is a segment too, which is how a report over raw positions
+/// runs the same code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    /// First sample's time.
+    pub start: UtcMillis,
+    /// Last sample's time.
+    pub end: UtcMillis,
+    /// How many samples.
+    pub samples: u32,
+    /// Every sample's `ignition`.
+    pub ignition: Option<bool>,
+    /// Every sample's motion (the device's flag, else speed over 3 km/h).
+    pub moving: bool,
+    /// First valid fix.
+    pub first_fix: Option<(f64, f64)>,
+    /// Last valid fix.
+    pub last_fix: Option<(f64, f64)>,
+    /// Sum of the samples' `distance_m`, the first one's included.
+    pub distance_m: f64,
+    /// The first sample's `distance_m` (the step from before the segment).
+    pub first_distance_m: f64,
+    /// Highest speed, 0 without any (km/h).
+    pub max_speed: f64,
+    /// Longest time between two consecutive samples inside (milliseconds).
+    pub max_gap_ms: i64,
+    /// First odometer reading.
+    pub first_odometer: Option<f64>,
+    /// Last odometer reading.
+    pub last_odometer: Option<f64>,
+    /// The odometer never decreased inside.
+    pub odometer_rising: bool,
+    /// First fuel reading.
+    pub first_fuel: Option<f64>,
+    /// Last fuel reading.
+    pub last_fuel: Option<f64>,
+    /// How many fuel readings.
+    pub fuel_readings: u32,
+    /// Sum of the falls between consecutive fuel readings inside.
+    pub fuel_falls: f64,
+}
+
+impl Segment {
+    /// The segment of one sample.
+    pub fn of(sample: &Sample) -> Self {
+        Segment {
+            start: sample.time,
+            end: sample.time,
+            samples: 1,
+            ignition: sample.ignition,
+            moving: moving(sample),
+            first_fix: sample.fix,
+            last_fix: sample.fix,
+            distance_m: sample.distance_m.unwrap_or(0.0),
+            first_distance_m: sample.distance_m.unwrap_or(0.0),
+            max_speed: sample.speed.unwrap_or(0.0).max(0.0),
+            max_gap_ms: 0,
+            first_odometer: sample.odometer,
+            last_odometer: sample.odometer,
+            odometer_rising: true,
+            first_fuel: sample.fuel,
+            last_fuel: sample.fuel,
+            fuel_readings: u32::from(sample.fuel.is_some()),
+            fuel_falls: 0.0,
+        }
+    }
+
+    /// Adds `sample` (later than the segment's end) if it continues the segment: the same
+    /// state, the same UTC day, no gap over [`SEGMENT_MAX_GAP_S`]. False if it does not.
+    pub fn extend(&mut self, sample: &Sample) -> bool {
+        let gap_ms = sample.time.0 - self.end.0;
+        if sample.ignition != self.ignition
+            || moving(sample) != self.moving
+            || sample.time.0.div_euclid(DAY_MS) != self.start.0.div_euclid(DAY_MS)
+            || gap_ms <= 0
+            || gap_ms > SEGMENT_MAX_GAP_S * 1000
+        {
+            return false;
+        }
+        self.end = sample.time;
+        self.samples += 1;
+        if sample.fix.is_some() {
+            self.first_fix = self.first_fix.or(sample.fix);
+            self.last_fix = sample.fix;
+        }
+        self.distance_m += sample.distance_m.unwrap_or(0.0);
+        self.max_speed = self.max_speed.max(sample.speed.unwrap_or(0.0));
+        self.max_gap_ms = self.max_gap_ms.max(gap_ms);
+        if let Some(odometer) = sample.odometer {
+            self.odometer_rising &= self.last_odometer.is_none_or(|last| odometer >= last);
+            self.first_odometer = self.first_odometer.or(Some(odometer));
+            self.last_odometer = Some(odometer);
+        }
+        if let Some(fuel) = sample.fuel {
+            if let Some(last) = self.last_fuel
+                && fuel < last
+            {
+                self.fuel_falls += last - fuel;
+            }
+            self.first_fuel = self.first_fuel.or(Some(fuel));
+            self.last_fuel = Some(fuel);
+            self.fuel_readings += 1;
+        }
+        true
+    }
+
+    /// Milliseconds from the first sample to the last.
+    fn span_ms(&self) -> i64 {
+        self.end.0 - self.start.0
+    }
+
+    /// True when `rules` allow a shorter data gap than one inside the segment: a report
+    /// must then read its samples instead.
+    pub fn needs_samples(&self, rules: &Rules) -> bool {
+        self.max_gap_ms / 1000 > rules.max_gap_s
+    }
+}
+
+/// `samples` (time order, one device) cut into segments.
+pub fn segments(samples: &[Sample]) -> Vec<Segment> {
+    let mut cut: Vec<Segment> = Vec::new();
+    for sample in samples {
+        if !cut.last_mut().is_some_and(|open| open.extend(sample)) {
+            cut.push(Segment::of(sample));
+        }
+    }
+    cut
+}
+
+/// One segment per sample: a report over raw positions.
+pub fn singles(samples: &[Sample]) -> Vec<Segment> {
+    samples.iter().map(Segment::of).collect()
+}
+
+fn uses_ignition(pieces: &[Segment], rules: &Rules) -> bool {
     match rules.detection {
         Detection::Ignition => true,
         Detection::Motion => false,
-        Detection::Auto => samples.iter().any(|s| s.ignition.is_some()),
+        Detection::Auto => pieces.iter().any(|s| s.ignition.is_some()),
     }
 }
 
@@ -156,108 +298,134 @@ fn moving(sample: &Sample) -> bool {
     sample.moving.unwrap_or_else(|| sample.speed.is_some_and(|v| v > 3.0))
 }
 
-/// The trips and stops of `samples` (time order, one device).
-pub fn trips_and_stops(samples: &[Sample], rules: &Rules) -> (Vec<Trip>, Vec<Stop>) {
-    let ignition = uses_ignition(samples, rules);
-    let active = |s: &Sample| if ignition { s.ignition == Some(true) } else { moving(s) };
+/// The trips and stops of a device's segments (time order; none with a gap inside
+/// longer than `max_gap_s`: see [`Segment::needs_samples`]). The answer is the same
+/// however the samples are cut, one segment each or the longest runs.
+pub fn trips_and_stops(pieces: &[Segment], rules: &Rules) -> (Vec<Trip>, Vec<Stop>) {
+    debug_assert!(pieces.iter().all(|p| !p.needs_samples(rules)), "segments with gaps over max_gap_s");
+    let ignition = uses_ignition(pieces, rules);
+    let active = |p: &Segment| if ignition { p.ignition == Some(true) } else { p.moving };
     // Runs of activity: (first index, last active index).
     let mut runs: Vec<(usize, usize)> = Vec::new();
     let mut open: Option<(usize, usize)> = None;
-    for (i, sample) in samples.iter().enumerate() {
+    for (i, piece) in pieces.iter().enumerate() {
         if let Some((first, last)) = open {
-            let gap = seconds(samples[i - 1].time, sample.time) > rules.max_gap_s;
+            let gap = seconds(pieces[i - 1].end, piece.start) > rules.max_gap_s;
             // Inactive since the run's last active sample for `min_stop_s`: seen at an
             // inactive sample, or at an active one after inactive ones (sparse samples).
-            let stopped =
-                seconds(samples[last].time, sample.time) >= rules.min_stop_s && (!active(sample) || last + 1 < i);
+            let stopped = if active(piece) {
+                last + 1 < i && seconds(pieces[last].end, piece.end) >= rules.min_stop_s
+            } else {
+                seconds(pieces[last].end, piece.end) >= rules.min_stop_s
+            };
             if gap || stopped {
                 runs.push((first, last));
                 open = None;
             }
         }
-        if active(sample) {
+        if active(piece) {
             open = Some(open.map_or((i, i), |(first, _)| (first, i)));
         }
     }
     runs.extend(open);
     let mut trips = Vec::new();
     for (first, last) in runs {
-        let run = &samples[first..=last];
+        let run = &pieces[first..=last];
         // The step into the trip's first sample is the vehicle leaving; the span's very
         // first step comes from before the span.
-        let distance_m: f64 = run.iter().skip(usize::from(first == 0)).filter_map(|s| s.distance_m).sum();
-        let duration_s = seconds(run[0].time, run[run.len() - 1].time);
+        let leaving = if first == 0 { run[0].first_distance_m } else { 0.0 };
+        let distance_m = run.iter().map(|s| s.distance_m).sum::<f64>() - leaving;
+        let duration_s = seconds(run[0].start, run[run.len() - 1].end);
         if distance_m < rules.min_trip_distance_m || duration_s < rules.min_trip_s {
             continue;
         }
-        let max_speed = run.iter().filter_map(|s| s.speed).fold(0.0, f64::max);
         trips.push(Trip {
-            start_time: run[0].time,
-            end_time: run[run.len() - 1].time,
-            start: run.iter().find_map(|s| s.fix),
-            end: run.iter().rev().find_map(|s| s.fix),
+            start_time: run[0].start,
+            end_time: run[run.len() - 1].end,
+            start: run.iter().find_map(|s| s.first_fix),
+            end: run.iter().rev().find_map(|s| s.last_fix),
             distance_m,
             duration_s,
-            max_speed,
+            max_speed: run.iter().map(|s| s.max_speed).fold(0.0, f64::max),
             avg_speed: if duration_s > 0 { distance_m / duration_s as f64 * 3.6 } else { 0.0 },
         });
     }
-    let stops = stops_between(samples, &trips, rules);
+    let stops = stops_between(pieces, &trips, rules);
     (trips, stops)
 }
 
 /// The stops between trips (and before the first, after the last) of at least
-/// `min_stop_s`.
-fn stops_between(samples: &[Sample], trips: &[Trip], rules: &Rules) -> Vec<Stop> {
-    let (Some(first), Some(last)) = (samples.first(), samples.last()) else { return Vec::new() };
+/// `min_stop_s`. Every bound is a segment's first or last sample.
+fn stops_between(pieces: &[Segment], trips: &[Trip], rules: &Rules) -> Vec<Stop> {
+    let (Some(first), Some(last)) = (pieces.first(), pieces.last()) else { return Vec::new() };
     let mut bounds: Vec<(UtcMillis, UtcMillis)> = Vec::new();
-    let mut from = first.time;
+    let mut from = first.start;
     for trip in trips {
         bounds.push((from, trip.start_time));
         from = trip.end_time;
     }
-    bounds.push((from, last.time));
+    bounds.push((from, last.end));
     let mut stops = Vec::new();
     for (start, end) in bounds {
         if seconds(start, end) < rules.min_stop_s {
             continue;
         }
-        let inside = samples.iter().filter(|s| s.time >= start && s.time <= end);
-        let position = samples
+        // Where it stood: the last fix up to the stop's start, else the first after it.
+        let position = pieces
             .iter()
-            .filter(|s| s.time <= start)
+            .filter(|p| p.end <= start)
             .rev()
-            .find_map(|s| s.fix)
-            .or_else(|| samples.iter().filter(|s| s.time >= start).find_map(|s| s.fix));
+            .find_map(|p| p.last_fix)
+            .or_else(|| pieces.iter().filter(|p| p.end >= start).find_map(|p| p.first_fix));
         stops.push(Stop {
             start_time: start,
             end_time: end,
             position,
             duration_s: seconds(start, end),
-            engine_on_s: ignition_seconds(inside.collect::<Vec<_>>().as_slice(), rules, |_| true),
+            engine_on_s: ignition_ms(pieces, (start, end), rules, |_| true) / 1000,
         });
     }
     stops
 }
 
-/// Seconds between consecutive samples whose earlier one has the ignition on and meets
-/// `also`; gaps longer than `max_gap_s` count for nothing.
-fn ignition_seconds(samples: &[&Sample], rules: &Rules, also: impl Fn(&Sample) -> bool) -> i64 {
-    samples
-        .windows(2)
-        .filter(|w| w[0].ignition == Some(true) && also(w[0]))
-        .map(|w| seconds(w[0].time, w[1].time))
-        .filter(|s| *s <= rules.max_gap_s)
-        .sum()
+/// Milliseconds between consecutive samples inside `window` whose earlier one has the
+/// ignition on and meets `also`; gaps longer than `max_gap_s` count for nothing.
+fn ignition_ms(
+    pieces: &[Segment],
+    (from, to): (UtcMillis, UtcMillis),
+    rules: &Rules,
+    also: impl Fn(&Segment) -> bool,
+) -> i64 {
+    let counts = |p: &Segment| p.ignition == Some(true) && also(p);
+    let mut total = 0;
+    for (i, piece) in pieces.iter().enumerate() {
+        // Between the samples inside the segment (no gap there is over `max_gap_s`).
+        if piece.start >= from && piece.end <= to && counts(piece) {
+            total += piece.span_ms();
+        }
+        // From the previous segment's last sample to this one's first.
+        if let Some(before) = i.checked_sub(1).map(|j| &pieces[j])
+            && before.end >= from
+            && piece.start <= to
+            && counts(before)
+            && seconds(before.end, piece.start) <= rules.max_gap_s
+        {
+            total += piece.start.0 - before.end.0;
+        }
+    }
+    total
 }
 
-/// The totals of `samples` given their trips.
-pub fn summary(samples: &[Sample], trips: &[Trip], rules: &Rules) -> Summary {
-    let all: Vec<&Sample> = samples.iter().collect();
-    let track: f64 = samples.iter().skip(1).filter_map(|s| s.distance_m).sum();
-    let odometers: Vec<f64> = samples.iter().filter_map(|s| s.odometer).collect();
+/// The totals of a device's segments given their trips.
+pub fn summary(pieces: &[Segment], trips: &[Trip], rules: &Rules) -> Summary {
+    let (Some(first), Some(last)) = (pieces.first(), pieces.last()) else { return Summary::default() };
+    let whole = (first.start, last.end);
+    let track = pieces.iter().map(|p| p.distance_m).sum::<f64>() - first.first_distance_m;
+    let odometers: Vec<&Segment> = pieces.iter().filter(|p| p.first_odometer.is_some()).collect();
+    let rising = odometers.iter().all(|p| p.odometer_rising)
+        && odometers.windows(2).all(|w| w[1].first_odometer >= w[0].last_odometer);
     let odometer = match (odometers.first(), odometers.last()) {
-        (Some(first), Some(last)) if odometers.windows(2).all(|w| w[1] >= w[0]) => Some(last - first),
+        (Some(first), Some(last)) if rising => last.last_odometer.zip(first.first_odometer).map(|(b, a)| b - a),
         _ => None,
     };
     let distance_m = match odometer {
@@ -266,13 +434,13 @@ pub fn summary(samples: &[Sample], trips: &[Trip], rules: &Rules) -> Summary {
     };
     let driving_s: i64 = trips.iter().map(|t| t.duration_s).sum();
     let trip_distance: f64 = trips.iter().map(|t| t.distance_m).sum();
-    let (fuel_used_l, refuels, drains) = fuel(samples, rules);
+    let (fuel_used_l, refuels, drains) = fuel(pieces, rules);
     Summary {
         distance_m,
         driving_s,
-        idle_s: ignition_seconds(&all, rules, |s| !moving(s)),
-        engine_s: ignition_seconds(&all, rules, |_| true),
-        max_speed: samples.iter().filter_map(|s| s.speed).fold(0.0, f64::max),
+        idle_s: ignition_ms(pieces, whole, rules, |p| !p.moving) / 1000,
+        engine_s: ignition_ms(pieces, whole, rules, |_| true) / 1000,
+        max_speed: pieces.iter().map(|p| p.max_speed).fold(0.0, f64::max),
         avg_speed: if driving_s > 0 { trip_distance / driving_s as f64 * 3.6 } else { 0.0 },
         fuel_used_l,
         refuels,
@@ -282,20 +450,27 @@ pub fn summary(samples: &[Sample], trips: &[Trip], rules: &Rules) -> Summary {
 
 /// Fuel burned, refuels and drains from the level. Sensors are noisy: a change counts as
 /// a refuel or drain only when the vehicle stands and the level moved by the threshold
-/// between the stop's first and last readings; while driving, falls are consumption.
-fn fuel(samples: &[Sample], rules: &Rules) -> (f64, u32, u32) {
-    let readings: Vec<(&Sample, f64)> = samples.iter().filter_map(|s| s.fuel.map(|f| (s, f))).collect();
+/// between the first and last readings while it stood; while driving, and from one state
+/// to the other, falls are consumption.
+fn fuel(pieces: &[Segment], rules: &Rules) -> (f64, u32, u32) {
+    let readings: Vec<&Segment> = pieces.iter().filter(|p| p.fuel_readings > 0).collect();
     let (mut used, mut refuels, mut drains) = (0.0, 0, 0);
+    let fall = |from: Option<f64>, to: Option<f64>| from.zip(to).map_or(0.0, |(a, b)| (a - b).max(0.0));
     let mut i = 0;
-    while i + 1 < readings.len() {
-        // A standing run: consecutive readings without motion.
-        if !moving(readings[i].0) {
-            let mut j = i;
-            while j + 1 < readings.len() && !moving(readings[j + 1].0) {
-                j += 1;
+    while i < readings.len() {
+        let mut end = i;
+        if readings[i].moving {
+            used += readings[i].fuel_falls;
+        } else {
+            // A standing run: consecutive readings without motion, however many segments.
+            while end + 1 < readings.len() && !readings[end + 1].moving {
+                end += 1;
             }
-            if j > i {
-                let change = readings[j].1 - readings[i].1;
+            let count: u32 = readings[i..=end].iter().map(|p| p.fuel_readings).sum();
+            if count >= 2
+                && let (Some(before), Some(after)) = (readings[i].first_fuel, readings[end].last_fuel)
+            {
+                let change = after - before;
                 if change >= rules.refuel_min {
                     refuels += 1;
                 } else if -change >= rules.drain_min {
@@ -303,15 +478,12 @@ fn fuel(samples: &[Sample], rules: &Rules) -> (f64, u32, u32) {
                 } else if change < 0.0 {
                     used -= change;
                 }
-                i = j;
-                continue;
             }
         }
-        let change = readings[i + 1].1 - readings[i].1;
-        if change < 0.0 {
-            used -= change;
+        if let Some(next) = readings.get(end + 1) {
+            used += fall(readings[end].last_fuel, next.first_fuel);
         }
-        i += 1;
+        i = end + 1;
     }
     (used, refuels, drains)
 }
@@ -332,6 +504,21 @@ mod tests {
             odometer: None,
             fuel: None,
         }
+    }
+
+    /// Trips, stops and summary of `samples`, checked to be the same whether the samples
+    /// are cut into segments or taken one by one.
+    fn report(samples: &[Sample], rules: &Rules) -> (Vec<Trip>, Vec<Stop>, Summary) {
+        let one_by_one = singles(samples);
+        let (trips, stops) = trips_and_stops(&one_by_one, rules);
+        let total = summary(&one_by_one, &trips, rules);
+        let cut = segments(samples);
+        assert!(cut.len() < samples.len(), "runs are cut into fewer segments");
+        let (cut_trips, cut_stops) = trips_and_stops(&cut, rules);
+        assert_eq!(cut_trips, trips);
+        assert_eq!(cut_stops, stops);
+        assert_eq!(summary(&cut, &cut_trips, rules), total);
+        (trips, stops, total)
     }
 
     fn drive(t: i64, speed: f64, ignition: bool, step_m: f64, fuel: f64) -> Sample {
@@ -369,7 +556,7 @@ mod tests {
             samples.push(drive(t, 40.0, true, 700.0, 80.0));
         }
         let rules = Rules::default();
-        let (trips, stops) = trips_and_stops(&samples, &rules);
+        let (trips, stops, total) = report(&samples, &rules);
         assert_eq!(trips.len(), 2, "{trips:#?}");
         assert_eq!((trips[0].start_time.0 / 1000, trips[0].end_time.0 / 1000), (600, 1500));
         assert_eq!(trips[0].distance_m, 11_000.0, "the step into the first sample is leaving");
@@ -378,7 +565,6 @@ mod tests {
         assert_eq!(stops.len(), 2, "{stops:#?}");
         assert_eq!((stops[0].start_time.0 / 1000, stops[0].end_time.0 / 1000), (0, 600));
         assert_eq!((stops[1].start_time.0 / 1000, stops[1].end_time.0 / 1000, stops[1].engine_on_s), (1500, 2760, 60));
-        let total = summary(&samples, &trips, &rules);
         assert_eq!(total.distance_m, 15_200.0, "the trips' distances: nothing moved outside them");
         assert_eq!(total.engine_s, 960 + 300, "ignition on from 600 s to 1,560 s, and trip 2");
         assert_eq!(total.idle_s, 300, "on, not moving");
@@ -402,7 +588,7 @@ mod tests {
         samples.push(drive(3600, 5.0, true, 25.0, 40.0));
         samples.push(drive(3630, 5.0, true, 25.0, 40.0));
         samples.push(drive(4200, 0.0, false, 0.0, 40.0));
-        let (trips, _) = trips_and_stops(&samples, &Rules::default());
+        let (trips, _, _) = report(&samples, &Rules::default());
         let spans: Vec<(i64, i64)> = trips.iter().map(|t| (t.start_time.0 / 1000, t.end_time.0 / 1000)).collect();
         assert_eq!(spans, [(0, 600), (1800, 2400)]);
     }
@@ -413,7 +599,7 @@ mod tests {
         for t in (0..600).step_by(60) {
             samples.push(drive(t, 0.0, false, 0.0, if t < 300 { 60.0 } else { 45.0 }));
         }
-        let total = summary(&samples, &[], &Rules::default());
+        let (_, _, total) = report(&samples, &Rules::default());
         assert_eq!((total.drains, total.refuels), (1, 0));
         assert_eq!(total.fuel_used_l, 0.0);
     }
@@ -428,7 +614,7 @@ mod tests {
                 ..at(i * 60)
             })
             .collect();
-        let (trips, stops) = trips_and_stops(&samples, &Rules::default());
+        let (trips, stops, _) = report(&samples, &Rules::default());
         assert_eq!(trips.len(), 1);
         assert_eq!((trips[0].start_time.0 / 1000, trips[0].end_time.0 / 1000), (300, 900));
         assert_eq!(trips[0].distance_m, 5000.0, "the step into the first moving sample was 0");
