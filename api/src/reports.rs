@@ -19,7 +19,8 @@ use axum::response::{IntoResponse, Response};
 use fleetgate_codecs::time::UtcMillis;
 use fleetgate_gateway::stream;
 use fleetgate_processor::history::Timestamp;
-use fleetgate_processor::reports::{Rules, Sample, Stop, Summary, Trip, singles, summary, trips_and_stops};
+use fleetgate_processor::reports::{Rules, Segment, Stop, Summary, Trip, singles, summary, trips_and_stops};
+use fleetgate_processor::segments;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -57,6 +58,9 @@ pub struct ReportQuery {
     pub format: Option<String>,
     /// Run as a background job whatever the size (a large one always does).
     pub background: Option<bool>,
+    /// `segments` (default): what the processor keeps for reports; `positions`: every
+    /// position of the span, read one by one (slow; the same answer, for checking).
+    pub source: Option<String>,
 }
 
 /// The devices and span a query names, checked against the caller's tenant.
@@ -123,33 +127,6 @@ async fn rules(state: &AppState, tenant_id: i64, devices: &[DeviceMeta]) -> ApiR
         by_device.insert(row.get::<_, i64>(0), rules);
     }
     Ok(ids.iter().map(|id| by_device.get(id).copied().unwrap_or_default()).collect())
-}
-
-/// One device's samples in the span, in time order.
-async fn samples(state: &AppState, device_id: i64, from: UtcMillis, to: UtcMillis) -> ApiResult<Vec<Sample>> {
-    let db = state.db().await?;
-    let rows = db
-        .query(
-            "SELECT fix_time, CASE WHEN valid THEN lat END, CASE WHEN valid THEN lon END, speed,
-                    (attrs->>'ignition')::boolean, moving, distance_m, (attrs->>'odometer')::float8,
-                    coalesce((attrs->>'fuel_litres')::float8, (attrs->>'fuel_level')::float8)
-             FROM positions WHERE device_id = $1 AND fix_time >= $2 AND fix_time <= $3 ORDER BY fix_time",
-            &[&device_id, &Timestamp(from), &Timestamp(to)],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|row| Sample {
-            time: row.get::<_, Timestamp>(0).0,
-            fix: row.get::<_, Option<f64>>(1).zip(row.get::<_, Option<f64>>(2)),
-            speed: row.get(3),
-            ignition: row.get(4),
-            moving: row.get(5),
-            distance_m: row.get(6),
-            odometer: row.get(7),
-            fuel: row.get(8),
-        })
-        .collect())
 }
 
 fn round(value: f64, places: i32) -> f64 {
@@ -263,23 +240,43 @@ async fn compute(
     from: UtcMillis,
     to: UtcMillis,
     kind: Report,
-    csv: bool,
+    format: Format,
 ) -> ApiResult<(&'static str, String)> {
     let rules = rules(state, tenant_id, devices).await?;
+    let db = state.db().await?;
+    let pieces: Vec<Vec<Segment>> = if format.positions {
+        let mut each = Vec::new();
+        for device in devices {
+            each.push(singles(&segments::samples(&**db, device.id, from, to).await?));
+        }
+        each
+    } else {
+        let ids: Vec<(i64, Rules)> = devices.iter().zip(&rules).map(|(d, r)| (d.id, *r)).collect();
+        segments::pieces(&**db, &ids, from, to).await?
+    };
     let mut items = Vec::new();
-    for (device, rules) in devices.iter().zip(&rules) {
-        let samples = singles(&samples(state, device.id, from, to).await?);
-        let (trips, stops) = trips_and_stops(&samples, rules);
+    for ((device, rules), pieces) in devices.iter().zip(&rules).zip(&pieces) {
+        let (trips, stops) = trips_and_stops(pieces, rules);
         match kind {
             Report::Trips => items.extend(trips.iter().map(|t| trip_json(device.id, t))),
             Report::Stops => items.extend(stops.iter().map(|s| stop_json(device.id, s))),
-            Report::Summary => items.push(summary_json(device.id, &summary(&samples, &trips, rules))),
+            Report::Summary => items.push(summary_json(device.id, &summary(pieces, &trips, rules))),
         }
     }
+    let csv = format.csv;
     if csv {
         return Ok(("text/csv; charset=utf-8", exports::csv(&items, kind.columns())));
     }
     Ok(("application/json", json!({ kind.name(): items }).to_string()))
+}
+
+/// How a report is read and written.
+#[derive(Clone, Copy)]
+struct Format {
+    /// CSV, else JSON.
+    csv: bool,
+    /// From every position instead of the segments.
+    positions: bool,
 }
 
 async fn report(state: &AppState, principal: &Principal, query: &ReportQuery, kind: Report) -> ApiResult<Response> {
@@ -288,6 +285,12 @@ async fn report(state: &AppState, principal: &Principal, query: &ReportQuery, ki
         Some("csv") => true,
         Some(_) => return Err(ApiError::BadRequest("format must be json or csv".into())),
     };
+    let positions = match query.source.as_deref() {
+        None | Some("segments") => false,
+        Some("positions") => true,
+        Some(_) => return Err(ApiError::BadRequest("source must be segments or positions".into())),
+    };
+    let format = Format { csv, positions };
     let (devices, from, to) = scope(state, principal, query).await?;
     let days = (to.0 - from.0) / 86_400_000 + 1;
     let background = query.background == Some(true) || devices.len() as i64 * days > BACKGROUND_DEVICE_DAYS;
@@ -297,7 +300,7 @@ async fn report(state: &AppState, principal: &Principal, query: &ReportQuery, ki
                 "a report answered at once spans at most {MAX_SPAN_DAYS} days; ask with background=true"
             )));
         }
-        let (content_type, body) = compute(state, principal.tenant_id, &devices, from, to, kind, csv).await?;
+        let (content_type, body) = compute(state, principal.tenant_id, &devices, from, to, kind, format).await?;
         return Ok(([(CONTENT_TYPE, content_type)], body).into_response());
     }
     let id = crate::auth::new_token("job_")?;
@@ -429,7 +432,7 @@ async fn run_job(state: &AppState, id: &str) -> ApiResult<()> {
     let tenant = state.device_cache.get(state, tenant_id).await?;
     let devices: Vec<DeviceMeta> = ids.iter().filter_map(|id| tenant.get(*id).cloned()).collect();
     let outcome = match Report::from_name(&kind) {
-        Some(kind) => compute(state, tenant_id, &devices, from.0, to.0, kind, csv).await,
+        Some(kind) => compute(state, tenant_id, &devices, from.0, to.0, kind, Format { csv, positions: false }).await,
         None => Err(ApiError::BadRequest(format!("unknown report {kind}"))),
     };
     match outcome {

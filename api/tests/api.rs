@@ -592,6 +592,26 @@ async fn reports_find_trips_stops_and_totals() {
         assert_eq!(summary["max_speed"], 60.0);
     }
 
+    // The processor's segments and a scan of every position give the same reports, over
+    // the whole range and over one that cuts through the first drive.
+    let segments: i64 = api
+        .postgres
+        .query_one("SELECT count(*) FROM segments WHERE device_id = $1", &[&id])
+        .await
+        .expect("segments")
+        .get(0);
+    assert!((4..20).contains(&segments), "a few segments for 50 positions: {segments}");
+    for span in [range, "from=2026-11-25T08:15:30Z&to=2026-11-25T08:42:00Z"] {
+        for report in ["trips", "stops", "summary"] {
+            let path = format!("/v1/reports/{report}?device={id}&{span}");
+            let read = api.call("GET", &path, Some(&key), None).await.text();
+            let scanned = api.call("GET", &format!("{path}&source=positions"), Some(&key), None).await.text();
+            assert_eq!(read, scanned, "{path}");
+        }
+    }
+    let wrong = api.call("GET", &format!("/v1/reports/trips?device={id}&{range}&source=cache"), Some(&key), None).await;
+    assert_eq!(wrong.status, 400);
+
     // Exports: CSV of every report, GPX and KML of the track.
     let csv = api.call("GET", &format!("/v1/reports/trips?device={id}&{range}&format=csv"), Some(&key), None).await;
     assert_eq!(csv.status, 200);

@@ -21,6 +21,8 @@ use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use crate::geofence::Fences;
 use crate::message::{DeviceMessage, Position, Status};
 pub use crate::partitions::Partitions;
+use crate::reports::Sample;
+use crate::segments;
 
 /// Microseconds between the Unix epoch and Postgres' epoch (2000-01-01).
 const POSTGRES_EPOCH_US: i64 = 946_684_800_000_000;
@@ -392,6 +394,9 @@ struct EventState {
     power: Option<f64>,
     battery: Option<f64>,
     alarm: Option<String>,
+    /// Read for report segments only.
+    odometer: Option<f64>,
+    fuel: Option<f64>,
 }
 
 impl EventState {
@@ -403,6 +408,9 @@ impl EventState {
             power_voltage: Option<serde_json::Value>,
             battery_voltage: Option<serde_json::Value>,
             alarm: Option<serde_json::Value>,
+            odometer: Option<serde_json::Value>,
+            fuel_litres: Option<serde_json::Value>,
+            fuel_level: Option<serde_json::Value>,
         }
         let attrs: Option<Attrs> = serde_json::from_str(&p.attrs).ok();
         let attrs = attrs.as_ref();
@@ -413,6 +421,11 @@ impl EventState {
             power: attrs.and_then(|a| a.power_voltage.as_ref()?.as_f64()),
             battery: attrs.and_then(|a| a.battery_voltage.as_ref()?.as_f64()),
             alarm: attrs.and_then(|a| Some(a.alarm.as_ref()?.as_str()?.to_owned())),
+            odometer: attrs.and_then(|a| a.odometer.as_ref()?.as_f64()),
+            fuel: attrs.and_then(|a| {
+                let number = |value: &Option<serde_json::Value>| value.as_ref().and_then(serde_json::Value::as_f64);
+                number(&a.fuel_litres).or_else(|| number(&a.fuel_level))
+            }),
         }
     }
 
@@ -488,6 +501,8 @@ struct BatchDerivation {
     late: BTreeSet<i64>,
     /// Events of the devices that only appended.
     events: Vec<NewEvent>,
+    /// The report samples of the devices that only appended, in time order.
+    appended: BTreeMap<i64, Vec<Sample>>,
 }
 
 /// Derives distance, motion and events for the batch in memory, chaining each device's
@@ -524,6 +539,7 @@ async fn derive_in_batch(
             power: row.get(7),
             battery: row.get(8),
             alarm: row.get(9),
+            ..EventState::default()
         });
         previous_row.insert(device, state);
         limits.insert(device, row.get(10));
@@ -532,6 +548,7 @@ async fn derive_in_batch(
     order.sort_by_key(|&i| (unique[i].device_id, unique[i].fix_time));
     let mut derived = vec![Derived::default(); unique.len()];
     let mut events = Vec::new();
+    let mut appended: BTreeMap<i64, Vec<Sample>> = BTreeMap::new();
     for i in order {
         let p = unique[i];
         let state = EventState::of(p);
@@ -544,6 +561,16 @@ async fn derive_in_batch(
             *last = Some(here);
         }
         if !late.contains(&p.device_id) {
+            appended.entry(p.device_id).or_default().push(Sample {
+                time: p.fix_time,
+                fix: p.coordinates.filter(|_| p.valid),
+                speed: p.speed,
+                ignition: state.ignition,
+                moving: derived[i].moving,
+                distance_m: derived[i].distance_m,
+                odometer: state.odometer,
+                fuel: state.fuel,
+            });
             let before = previous_row.entry(p.device_id).or_insert(None);
             let limit = limits.get(&p.device_id).copied().flatten();
             for (kind, details) in fired(&state, before.as_ref(), limit, thresholds) {
@@ -559,7 +586,7 @@ async fn derive_in_batch(
             *before = Some(state);
         }
     }
-    Ok(BatchDerivation { derived, late, events })
+    Ok(BatchDerivation { derived, late, events, appended })
 }
 
 /// Inserts events derived in memory; returns the new ones for the live stream.
@@ -654,6 +681,7 @@ impl History {
             .await?;
         let mut written = write_positions(&transaction, positions, thresholds).await?;
         written.events.extend(rederive(&transaction, &[(device_id, span.0, span.1)], thresholds).await?);
+        segments::recut(&transaction, &[(device_id, span.0, span.1)]).await?;
         let spans = [(device_id, tenant_id, span.0.0, span.1.0)];
         written.events.extend(geofence_events(&transaction, &spans, &self.fences.clone()).await?);
         transaction
@@ -749,6 +777,8 @@ async fn write_positions(
         .map(|(id, span)| (*id, Timestamp(span.0), Timestamp(span.1)))
         .collect();
     written.events.extend(rederive(transaction, &late_spans, thresholds).await?);
+    segments::append(transaction, &batch.appended).await?;
+    segments::recut(transaction, &late_spans).await?;
     Ok(written)
 }
 

@@ -10,6 +10,8 @@
 //! - [`geofence`] says whether a fix is inside a tenant's circle or polygon.
 //! - [`live`] keeps each device's newest fix, sensors and status in Redis, newest wins.
 //! - [`reports`] finds trips and stops and sums up a span of one device's positions.
+//! - [`segments`] keeps each device's positions cut into runs of one state, which
+//!   reports read instead of every position.
 //! - [`reprocess`] decodes a device's archived frames again and replaces the history
 //!   rows that changed (`fleetgate reprocess`).
 //! - [`processor`] pulls batches, acknowledges only after history and live state, and
@@ -25,5 +27,6 @@ pub mod partitions;
 pub mod processor;
 pub mod reports;
 pub mod reprocess;
+pub mod segments;
 
 pub use processor::{StartError, run};

@@ -79,6 +79,13 @@ impl Partitions {
         }
     }
 
+    /// When the period `index` starts.
+    pub fn start_of(&self, index: i64) -> UtcMillis {
+        let (_, from, _) = self.partition_of(index);
+        let rfc3339 = format!("{}T{}Z", &from[..10], &from[11..19]);
+        UtcMillis::parse_rfc3339(&rfc3339).unwrap_or(UtcMillis(0))
+    }
+
     /// The period index of a partition name of this table, if it is one.
     fn index_of(&self, name: &str) -> Option<i64> {
         let suffix = name.strip_prefix(self.table)?;
@@ -200,6 +207,7 @@ mod tests {
         assert_eq!(to, "2027-01-01 00:00:00+00");
         assert_eq!(positions.index_of(&name), Some(index));
         assert_eq!(positions.index_of("positions_before_2000"), None);
+        assert_eq!(positions.start_of(index), at("2026-12-01T00:00:00Z"));
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::history::{History, POSITION_COLUMNS, Partitions, Thresholds, Timestam
 use crate::live::{Live, LiveUpdate, reduce};
 use crate::message::{self, DeviceMessage, Incoming, Position, Status};
 use crate::metrics::Metrics;
+use crate::segments;
 
 /// Why the processor could not start.
 #[derive(Debug, thiserror::Error)]
@@ -518,6 +519,10 @@ async fn maintain(shared: Arc<Shared>, mut consumer: PullConsumer, shutdown: Can
                 shared.partitions.ensure_ahead(db.client(), now(), processor.partitions_ahead_months).await?;
                 let mut dropped =
                     shared.partitions.drop_expired(db.client(), now(), processor.retention_months).await?;
+                if processor.retention_months > 0 {
+                    let oldest = shared.partitions.oldest_kept(now(), processor.retention_months);
+                    segments::drop_before(db.client(), shared.partitions.start_of(oldest)).await?;
+                }
                 let archive_days = processor.archive_retention_days;
                 dropped.extend(archive::maintain(db.client(), &shared.archive_partitions, archive_days).await?);
                 Ok::<_, tokio_postgres::Error>(dropped)
@@ -533,6 +538,9 @@ async fn maintain(shared: Arc<Shared>, mut consumer: PullConsumer, shutdown: Can
                 Err(error) => tracing::warn!(error = %error_chain(&error), "partition maintenance failed"),
             }
         }
+        if let Err(error) = backfill_segments(db.client()).await {
+            tracing::warn!(error = %error_chain(&error), "cannot cut stored history into report segments; retrying");
+        }
         if let Err(error) = notice_empty_redis(&shared, db, &mut live).await {
             tracing::warn!(error = %error_chain(&*error), "cannot check redis for lost live state; retrying");
         }
@@ -540,6 +548,20 @@ async fn maintain(shared: Arc<Shared>, mut consumer: PullConsumer, shutdown: Can
             tracing::warn!(error = %error_chain(&*error), "live state repair failed; retrying");
         }
     }
+}
+
+/// Cuts the history of devices stored before report segments existed, a few devices per
+/// tick (each in its own transaction, under its lock) so batches keep flowing.
+async fn backfill_segments(client: &mut tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    let started = Instant::now();
+    let mut done = 0u32;
+    while started.elapsed() < Duration::from_secs(1) && segments::backfill_one(client).await? {
+        done += 1;
+    }
+    if done > 0 {
+        tracing::info!(devices = done, "stored history cut into report segments");
+    }
+    Ok(())
 }
 
 /// Schedules every device's live state for a rebuild from history when Redis holds

@@ -270,15 +270,21 @@ impl Segment {
     }
 }
 
+/// Adds `sample` (later than any before) to the `open` segment, or closes that one and
+/// opens the next with it: returns the segment closed.
+pub fn cut(open: &mut Option<Segment>, sample: &Sample) -> Option<Segment> {
+    if open.as_mut().is_some_and(|segment| segment.extend(sample)) {
+        return None;
+    }
+    open.replace(Segment::of(sample))
+}
+
 /// `samples` (time order, one device) cut into segments.
 pub fn segments(samples: &[Sample]) -> Vec<Segment> {
-    let mut cut: Vec<Segment> = Vec::new();
-    for sample in samples {
-        if !cut.last_mut().is_some_and(|open| open.extend(sample)) {
-            cut.push(Segment::of(sample));
-        }
-    }
-    cut
+    let mut open = None;
+    let mut closed: Vec<Segment> = samples.iter().filter_map(|sample| cut(&mut open, sample)).collect();
+    closed.extend(open);
+    closed
 }
 
 /// One segment per sample: a report over raw positions.
@@ -314,7 +320,7 @@ pub fn trips_and_stops(pieces: &[Segment], rules: &Rules) -> (Vec<Trip>, Vec<Sto
             // Inactive since the run's last active sample for `min_stop_s`: seen at an
             // inactive sample, or at an active one after inactive ones (sparse samples).
             let stopped = if active(piece) {
-                last + 1 < i && seconds(pieces[last].end, piece.end) >= rules.min_stop_s
+                last + 1 < i && seconds(pieces[last].end, piece.start) >= rules.min_stop_s
             } else {
                 seconds(pieces[last].end, piece.end) >= rules.min_stop_s
             };

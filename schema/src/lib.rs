@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 7, name: "report_rules", sql: include_str!("../migrations/0007_report_rules.sql") },
     Migration { version: 8, name: "report_jobs", sql: include_str!("../migrations/0008_report_jobs.sql") },
     Migration { version: 9, name: "geofences", sql: include_str!("../migrations/0009_geofences.sql") },
+    Migration { version: 10, name: "segments", sql: include_str!("../migrations/0010_segments.sql") },
 ];
 
 /// Why the schema could not be reached or brought up to date.

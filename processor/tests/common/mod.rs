@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+#[allow(unused_imports)]
 pub use fleetgate_schema::testing::{PrivatePostgres, PrivateRedis, eventually, unique};
 
 use async_nats::jetstream;
