@@ -1,8 +1,10 @@
 //! Reports: trips, stops and summaries of a device or a group over a span, computed by
-//! `fleetgate_processor::reports` from the devices' history with the rules of the device,
-//! else its tenant, else the defaults (docs/REPORTS.md). Speeds in km/h, times RFC 3339.
+//! `fleetgate_processor::reports` from the devices' report segments (the positions
+//! themselves where a segment is cut by the span) with the rules of the device, else its
+//! tenant, else the defaults (docs/REPORTS.md). Speeds in km/h, times RFC 3339.
 //!
-//! A report over many device-days (or one asked for with `background=true`) is a job: a
+//! A report over many device-days or more than 93 days (or one asked for with
+//! `background=true`) is a job: a
 //! row in `report_jobs`, its id on the `{stream}_JOBS` work queue, a `202` with the job's
 //! URL; whichever API process takes the id computes the report and stores the body, which
 //! `GET /v1/reports/jobs/{id}` then returns as the report itself.
@@ -39,8 +41,10 @@ const MAX_SPAN_DAYS: i64 = 93;
 /// Longest span of a background report.
 const MAX_JOB_SPAN_DAYS: i64 = 366;
 
-/// Device-days beyond which a report runs in the background.
-const BACKGROUND_DEVICE_DAYS: i64 = 100;
+/// Device-days beyond which a report runs in the background: a group of 1,000 over five
+/// days, one device over the longest span answered at once. A device-day is a few
+/// segments, read in well under a millisecond (BENCHMARKS.md).
+const BACKGROUND_DEVICE_DAYS: i64 = 5_000;
 
 /// Whose report, over which span.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -293,13 +297,14 @@ async fn report(state: &AppState, principal: &Principal, query: &ReportQuery, ki
     let format = Format { csv, positions };
     let (devices, from, to) = scope(state, principal, query).await?;
     let days = (to.0 - from.0) / 86_400_000 + 1;
-    let background = query.background == Some(true) || devices.len() as i64 * days > BACKGROUND_DEVICE_DAYS;
-    if !background {
-        if days > MAX_SPAN_DAYS {
-            return Err(ApiError::BadRequest(format!(
-                "a report answered at once spans at most {MAX_SPAN_DAYS} days; ask with background=true"
-            )));
-        }
+    let large = devices.len() as i64 * days > BACKGROUND_DEVICE_DAYS || days > MAX_SPAN_DAYS;
+    if query.background == Some(false) && large {
+        return Err(ApiError::BadRequest(format!(
+            "a report answered at once spans at most {MAX_SPAN_DAYS} days and {BACKGROUND_DEVICE_DAYS} device-days; \
+             leave background out or ask with background=true"
+        )));
+    }
+    if query.background != Some(true) && !large {
         let (content_type, body) = compute(state, principal.tenant_id, &devices, from, to, kind, format).await?;
         return Ok(([(CONTENT_TYPE, content_type)], body).into_response());
     }

@@ -12,7 +12,9 @@
 //!    `--history-requests` times in a row: latency percentiles.
 //! 3. With `--report-days N` (default 0: skipped): trips, stops and summary of one device
 //!    over N days at 10 s (two drives a day, idling, parking), 20 times each; and the
-//!    summary of a group of all `--vehicles` vehicles over one day at 10 s, 5 times.
+//!    summary of a group of all `--vehicles` vehicles over one day at 10 s, 20 times.
+//!    Each from the report segments (the default) and again scanning every position
+//!    (`source=positions`; the group 3 times).
 //!
 //! Prints one JSON object.
 
@@ -32,13 +34,15 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 /// A keep-alive HTTP/1.1 connection that reads whole responses (length or chunked).
 struct Connection {
     reader: BufReader<TcpStream>,
+    /// The last response's body.
+    body: Vec<u8>,
 }
 
 impl Connection {
     async fn open(address: SocketAddr) -> Result<Self, Error> {
         let stream = TcpStream::connect(address).await?;
         stream.set_nodelay(true)?;
-        Ok(Connection { reader: BufReader::new(stream) })
+        Ok(Connection { reader: BufReader::new(stream), body: Vec::new() })
     }
 
     /// Sends a GET and reads the response; returns the status and body length.
@@ -63,7 +67,7 @@ impl Connection {
                 chunked = true;
             }
         }
-        let mut body = 0;
+        self.body.clear();
         if chunked {
             loop {
                 line.clear();
@@ -71,17 +75,16 @@ impl Connection {
                 let size = usize::from_str_radix(line.trim(), 16)?;
                 let mut chunk = vec![0u8; size + 2];
                 self.reader.read_exact(&mut chunk).await?;
-                body += size;
+                self.body.extend_from_slice(&chunk[..size]);
                 if size == 0 {
                     break;
                 }
             }
         } else {
-            let mut data = vec![0u8; length];
-            self.reader.read_exact(&mut data).await?;
-            body = length;
+            self.body.resize(length, 0);
+            self.reader.read_exact(&mut self.body).await?;
         }
-        Ok((status, body))
+        Ok((status, self.body.len()))
     }
 }
 
@@ -255,7 +258,7 @@ async fn run() -> Result<serde_json::Value, Error> {
     }
 
     let reports = if report_days > 0 {
-        reports(&mut postgres, address, &key, tenant_id, first_device, vehicles, report_days).await?
+        reports(&mut postgres, &state, address, &key, tenant_id, first_device, vehicles, report_days).await?
     } else {
         serde_json::Value::Null
     };
@@ -310,13 +313,21 @@ async fn insert_days(
             &[&first, &tenant_id, &count, &days],
         )
         .await?;
-    postgres.batch_execute("ANALYZE positions").await?;
+    // Written straight into the table: the processor's background task would cut them
+    // into report segments; here the same code runs at once.
+    postgres
+        .execute("INSERT INTO segments_pending SELECT generate_series($1::bigint, $1::bigint + $2::bigint - 1) ON CONFLICT DO NOTHING", &[&first, &count])
+        .await?;
+    while fleetgate_processor::segments::backfill_one(postgres).await? {}
+    postgres.batch_execute("ANALYZE positions; ANALYZE segments").await?;
     Ok(())
 }
 
 /// Section 3: report latencies over raw positions.
+#[allow(clippy::too_many_arguments)]
 async fn reports(
     postgres: &mut tokio_postgres::Client,
+    state: &fleetgate_api::AppState,
     address: SocketAddr,
     key: &str,
     tenant_id: i64,
@@ -325,7 +336,7 @@ async fn reports(
     days: i64,
 ) -> Result<serde_json::Value, Error> {
     // The history section's device gets the days; every other vehicle one day.
-    postgres.execute("DELETE FROM positions", &[]).await?;
+    postgres.batch_execute("DELETE FROM positions; DELETE FROM segments").await?;
     insert_days(postgres, tenant_id, first_device, 1, days).await?;
     insert_days(postgres, tenant_id, first_device + 1, vehicles - 1, 1).await?;
     let group: i64 = postgres
@@ -333,39 +344,60 @@ async fn reports(
         .await?
         .get(0);
     postgres.execute("UPDATE devices SET group_id = $1 WHERE tenant_id = $2", &[&group, &tenant_id]).await?;
-    // The API caches device metadata (groups included) briefly.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The API caches device metadata (groups included): it must see the new group.
+    state.device_cache.invalidate(tenant_id);
     let mut connection = Connection::open(address).await?;
     let to = UtcMillis(UtcMillis::parse_rfc3339("2026-10-01T00:00:00Z").ok_or("time")?.0 + days * 86_400_000 - 1000);
     let span = format!("from=2026-10-01T00:00:00Z&to={to}");
     let mut device = serde_json::Map::new();
     for report in ["trips", "stops", "summary"] {
-        let path = format!("/v1/reports/{report}?device={first_device}&{span}");
-        let (status, bytes) = connection.get(&path, key).await?;
-        if status != 200 {
-            return Err(format!("{path} answered {status}").into());
+        let mut sources = serde_json::Map::new();
+        let mut bodies = Vec::new();
+        // The same report from segments (the default) and from every position.
+        for (source, query) in [("segments", ""), ("positions", "&source=positions")] {
+            let path = format!("/v1/reports/{report}?device={first_device}&{span}{query}");
+            let (status, bytes) = connection.get(&path, key).await?;
+            if status != 200 {
+                return Err(format!("{path} answered {status}").into());
+            }
+            bodies.push(connection.body.clone());
+            let mut samples = Vec::new();
+            for _ in 0..20 {
+                let started = Instant::now();
+                connection.get(&path, key).await?;
+                samples.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+            sources.insert(source.to_owned(), serde_json::json!({"bytes": bytes, "ms": percentiles(samples)}));
         }
+        if bodies[0] != bodies[1] {
+            return Err(format!("{report}: segments and positions give different reports").into());
+        }
+        device.insert(report.to_owned(), sources.into());
+    }
+    let mut group_day = serde_json::Map::new();
+    let mut bodies = Vec::new();
+    for (source, query, runs) in [("segments", "", 20), ("positions", "&source=positions", 3)] {
+        let path =
+            format!("/v1/reports/summary?group={group}&from=2026-10-01T00:00:00Z&to=2026-10-01T23:59:59Z{query}");
         let mut samples = Vec::new();
-        for _ in 0..20 {
+        for _ in 0..runs {
             let started = Instant::now();
-            connection.get(&path, key).await?;
+            let (status, _) = connection.get(&path, key).await?;
+            if status != 200 {
+                return Err(format!("{path} answered {status}").into());
+            }
             samples.push(started.elapsed().as_secs_f64() * 1000.0);
         }
-        device.insert(report.to_owned(), serde_json::json!({"bytes": bytes, "ms": percentiles(samples)}));
+        bodies.push(connection.body.clone());
+        group_day.insert(source.to_owned(), serde_json::json!({"ms": percentiles(samples)}));
     }
-    let path = format!("/v1/reports/summary?group={group}&from=2026-10-01T00:00:00Z&to=2026-10-01T23:59:59Z");
-    let mut samples = Vec::new();
-    for _ in 0..5 {
-        let started = Instant::now();
-        let (status, _) = connection.get(&path, key).await?;
-        if status != 200 {
-            return Err(format!("{path} answered {status}").into());
-        }
-        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+    if bodies[0] != bodies[1] {
+        let text = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned();
+        return Err(format!("group summary: {} vs {}", text(&bodies[0]), text(&bodies[1])).into());
     }
     Ok(serde_json::json!({
         "device": {"days": days, "positions": days * 8640, "reports": device},
-        "group_day_summary": {"vehicles": vehicles, "positions": vehicles * 8640, "ms": percentiles(samples)},
+        "group_day_summary": {"vehicles": vehicles, "positions": vehicles * 8640, "sources": group_day},
     }))
 }
 
