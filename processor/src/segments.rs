@@ -219,6 +219,25 @@ pub async fn recut(
     Ok(())
 }
 
+/// One device's (`$1`) positions from `$2` to `$3` (inclusive) as samples, in time order.
+pub fn samples_query() -> String {
+    format!(
+        "SELECT {SAMPLE_COLUMNS} FROM positions p
+         WHERE p.device_id = $1 AND p.fix_time >= $2 AND p.fix_time <= $3 ORDER BY p.fix_time"
+    )
+}
+
+/// The segments of devices `$1` reaching into the span from `$3` to `$4`; `$2` is the
+/// start of the UTC day of `$3` (a segment lies within one day, so the primary key's
+/// range on the start time finds them all).
+pub fn segments_query() -> String {
+    format!(
+        "SELECT device_id, {SEGMENT_COLUMNS} FROM segments
+         WHERE device_id = ANY($1) AND start_time >= $2 AND start_time <= $4 AND end_time >= $3
+         ORDER BY device_id, start_time"
+    )
+}
+
 /// One device's samples from `from` to `to` (inclusive), in time order.
 pub async fn samples(
     client: &impl GenericClient,
@@ -226,15 +245,7 @@ pub async fn samples(
     from: UtcMillis,
     to: UtcMillis,
 ) -> Result<Vec<Sample>, tokio_postgres::Error> {
-    let rows = client
-        .query(
-            &format!(
-                "SELECT {SAMPLE_COLUMNS} FROM positions p
-                 WHERE p.device_id = $1 AND p.fix_time >= $2 AND p.fix_time <= $3 ORDER BY p.fix_time"
-            ),
-            &[&device, &Timestamp(from), &Timestamp(to)],
-        )
-        .await?;
+    let rows = client.query(&samples_query(), &[&device, &Timestamp(from), &Timestamp(to)]).await?;
     Ok(rows.iter().map(|row| sample_of(row, 0)).collect())
 }
 
@@ -299,19 +310,8 @@ pub async fn pieces(
         .iter()
         .map(|row| row.get(0))
         .collect();
-    // A segment lies within one UTC day: one reaching into the span starts on or after
-    // the day `from` falls on.
     let day_start = UtcMillis(from.0.div_euclid(86_400_000) * 86_400_000);
-    let rows = client
-        .query(
-            &format!(
-                "SELECT device_id, {SEGMENT_COLUMNS} FROM segments
-                 WHERE device_id = ANY($1) AND start_time >= $2 AND start_time <= $4 AND end_time >= $3
-                 ORDER BY device_id, start_time"
-            ),
-            &[&ids, &Timestamp(day_start), &Timestamp(from), &Timestamp(to)],
-        )
-        .await?;
+    let rows = client.query(&segments_query(), &[&ids, &Timestamp(day_start), &Timestamp(from), &Timestamp(to)]).await?;
     let mut stored: HashMap<i64, Vec<Segment>> = HashMap::new();
     for row in &rows {
         stored.entry(row.get(0)).or_default().push(segment_of(row, 1));

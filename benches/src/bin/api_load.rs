@@ -16,6 +16,9 @@
 //!    Each from the report segments (the default) and again scanning every position
 //!    (`source=positions`; the group 3 times).
 //!
+//! With `--explain`, also prints to stderr the query plans (`EXPLAIN ANALYZE`) of what
+//! section 3's reports read.
+//!
 //! Prints one JSON object.
 
 use std::net::SocketAddr;
@@ -100,7 +103,12 @@ async fn run() -> Result<serde_json::Value, Error> {
     let (mut vehicles, mut connections, mut seconds, mut history_requests) = (1000i64, 32usize, 20u64, 200usize);
     let mut live_cache_ms: Option<u64> = None;
     let mut report_days = 0i64;
+    let mut explain = false;
     while let Some(flag) = args.next() {
+        if flag == "--explain" {
+            explain = true;
+            continue;
+        }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--vehicles" => vehicles = value.parse()?,
@@ -258,7 +266,7 @@ async fn run() -> Result<serde_json::Value, Error> {
     }
 
     let reports = if report_days > 0 {
-        reports(&mut postgres, &state, address, &key, tenant_id, first_device, vehicles, report_days).await?
+        reports(&mut postgres, &state, address, &key, tenant_id, (first_device, vehicles), report_days, explain).await?
     } else {
         serde_json::Value::Null
     };
@@ -324,6 +332,49 @@ async fn insert_days(
 }
 
 /// Section 3: report latencies over raw positions.
+/// Prints (to stderr) the plans of what the reports above read: the device's segments
+/// over the days, the same span's positions, and the group's segments of one day.
+async fn explain_reads(
+    postgres: &tokio_postgres::Client,
+    first_device: i64,
+    vehicles: i64,
+    days: i64,
+) -> Result<(), Error> {
+    use fleetgate_processor::history::Timestamp;
+    use fleetgate_processor::segments::{samples_query, segments_query};
+    let from = UtcMillis::parse_rfc3339("2026-10-01T00:00:00Z").ok_or("time")?;
+    let (to, day_end) = (UtcMillis(from.0 + days * 86_400_000 - 1000), UtcMillis(from.0 + 86_400_000 - 1000));
+    let group: Vec<i64> = (first_device..first_device + vehicles).collect();
+    let device = vec![first_device];
+    let (from, to, day_end) = (Timestamp(from), Timestamp(to), Timestamp(day_end));
+    let plans: [(String, String, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>); 3] = [
+        (
+            format!("one device, {days} days, from segments"),
+            segments_query(),
+            vec![&device, &from, &from, &to],
+        ),
+        (
+            format!("one device, {days} days, every position"),
+            samples_query(),
+            vec![&first_device, &from, &to],
+        ),
+        (
+            format!("{vehicles} vehicles, one day, from segments"),
+            segments_query(),
+            vec![&group, &from, &from, &day_end],
+        ),
+    ];
+    for (title, query, params) in plans {
+        let rows = postgres.query(&format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {query}"), &params).await?;
+        eprintln!("-- {title}\n{query};");
+        for row in rows {
+            eprintln!("{}", row.get::<_, String>(0));
+        }
+        eprintln!();
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn reports(
     postgres: &mut tokio_postgres::Client,
@@ -331,9 +382,9 @@ async fn reports(
     address: SocketAddr,
     key: &str,
     tenant_id: i64,
-    first_device: i64,
-    vehicles: i64,
+    (first_device, vehicles): (i64, i64),
     days: i64,
+    explain: bool,
 ) -> Result<serde_json::Value, Error> {
     // The history section's device gets the days; every other vehicle one day.
     postgres.batch_execute("DELETE FROM positions; DELETE FROM segments").await?;
@@ -394,6 +445,9 @@ async fn reports(
     if bodies[0] != bodies[1] {
         let text = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned();
         return Err(format!("group summary: {} vs {}", text(&bodies[0]), text(&bodies[1])).into());
+    }
+    if explain {
+        explain_reads(postgres, first_device, vehicles, days).await?;
     }
     Ok(serde_json::json!({
         "device": {"days": days, "positions": days * 8640, "reports": device},
