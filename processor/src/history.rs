@@ -369,7 +369,8 @@ pub fn haversine_m((lat1, lon1): (f64, f64), (lat2, lon2): (f64, f64)) -> f64 {
 const PREVIOUS_ROWS: &str = "SELECT s.device_id, fix.lat, fix.lon,
         EXISTS (SELECT 1 FROM positions p WHERE p.device_id = s.device_id AND p.fix_time >= s.lo) AS late,
         prev.fix_time IS NOT NULL, prev.ignition, prev.speed, prev.power, prev.battery, prev.alarm, d.speed_limit::float8,
-        prev.motion
+        prev.motion, prev.fix_time,
+        EXISTS (SELECT 1 FROM segments_pending sp WHERE sp.device_id = s.device_id) AS segments_pending
     FROM unnest($1::bigint[], $2::timestamptz[]) AS s(device_id, lo)
     LEFT JOIN devices d ON d.id = s.device_id
     LEFT JOIN LATERAL (
@@ -501,8 +502,8 @@ struct BatchDerivation {
     late: BTreeSet<i64>,
     /// Events of the devices that only appended.
     events: Vec<NewEvent>,
-    /// The report samples of the devices that only appended, in time order.
-    appended: BTreeMap<i64, Vec<Sample>>,
+    /// What the devices that only appended add to their report segments.
+    segments: segments::Appended,
 }
 
 /// Derives distance, motion and events for the batch in memory, chaining each device's
@@ -526,6 +527,7 @@ async fn derive_in_batch(
     let mut previous_row: BTreeMap<i64, Option<EventState>> = BTreeMap::new();
     let mut limits: BTreeMap<i64, Option<f64>> = BTreeMap::new();
     let mut late = BTreeSet::new();
+    let mut segment_work = segments::Appended::default();
     for row in rows {
         let device: i64 = row.get(0);
         previous_fix.insert(device, row.get::<_, Option<f64>>(1).zip(row.get::<_, Option<f64>>(2)));
@@ -541,6 +543,14 @@ async fn derive_in_batch(
             alarm: row.get(9),
             ..EventState::default()
         });
+        if let Some(state) = &state {
+            let time: Timestamp = row.get(12);
+            let last = Sample { time: time.0, ignition: state.ignition, moving: state.moving(), ..Sample::at(time.0) };
+            segment_work.last_stored.insert(device, last);
+        }
+        if row.get::<_, bool>(13) {
+            segment_work.pending.insert(device);
+        }
         previous_row.insert(device, state);
         limits.insert(device, row.get(10));
     }
@@ -548,7 +558,6 @@ async fn derive_in_batch(
     order.sort_by_key(|&i| (unique[i].device_id, unique[i].fix_time));
     let mut derived = vec![Derived::default(); unique.len()];
     let mut events = Vec::new();
-    let mut appended: BTreeMap<i64, Vec<Sample>> = BTreeMap::new();
     for i in order {
         let p = unique[i];
         let state = EventState::of(p);
@@ -561,7 +570,7 @@ async fn derive_in_batch(
             *last = Some(here);
         }
         if !late.contains(&p.device_id) {
-            appended.entry(p.device_id).or_default().push(Sample {
+            segment_work.new.entry(p.device_id).or_default().push(Sample {
                 time: p.fix_time,
                 fix: p.coordinates.filter(|_| p.valid),
                 speed: p.speed,
@@ -586,7 +595,7 @@ async fn derive_in_batch(
             *before = Some(state);
         }
     }
-    Ok(BatchDerivation { derived, late, events, appended })
+    Ok(BatchDerivation { derived, late, events, segments: segment_work })
 }
 
 /// Inserts events derived in memory; returns the new ones for the live stream.
@@ -777,7 +786,7 @@ async fn write_positions(
         .map(|(id, span)| (*id, Timestamp(span.0), Timestamp(span.1)))
         .collect();
     written.events.extend(rederive(transaction, &late_spans, thresholds).await?);
-    segments::append(transaction, &batch.appended).await?;
+    segments::append(transaction, &batch.segments).await?;
     segments::recut(transaction, &late_spans).await?;
     Ok(written)
 }

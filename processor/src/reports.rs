@@ -80,6 +80,22 @@ pub struct Sample {
     pub fuel: Option<f64>,
 }
 
+impl Sample {
+    /// A sample at `time` with nothing in it.
+    pub fn at(time: UtcMillis) -> Self {
+        Sample {
+            time,
+            fix: None,
+            speed: None,
+            ignition: None,
+            moving: None,
+            distance_m: None,
+            odometer: None,
+            fuel: None,
+        }
+    }
+}
+
 /// One trip.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trip {

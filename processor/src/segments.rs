@@ -147,16 +147,54 @@ async fn upsert(client: &impl GenericClient, rows: &[(i64, Segment)]) -> Result<
     Ok(())
 }
 
-/// Extends the segments of devices whose new samples (time order) all come after every
-/// stored position: the last stored segment grows or is followed by new ones.
-pub async fn append(
-    transaction: &Transaction<'_>,
-    new: &BTreeMap<i64, Vec<Sample>>,
-) -> Result<(), tokio_postgres::Error> {
-    if new.is_empty() {
+/// What one batch appends to the segments of devices whose new positions all come after
+/// every stored one.
+#[derive(Debug, Default)]
+pub struct Appended {
+    /// Each device's new samples, in time order.
+    pub new: BTreeMap<i64, Vec<Sample>>,
+    /// Each device's last stored position (time, ignition, motion), if it has one.
+    pub last_stored: HashMap<i64, Sample>,
+    /// Devices whose older history is still to be cut ([`backfill_one`] does it all).
+    pub pending: HashSet<i64>,
+}
+
+/// True when `next` continues the segment `before` is the last sample of.
+fn continues(before: &Sample, next: &Sample) -> bool {
+    Segment::of(before).extend(next)
+}
+
+const MINUTE_MS: i64 = 60_000;
+
+/// Extends the segments of appending devices. The stored segments may lag the positions
+/// by the device's last minute (the tail, which reports read as positions), so most
+/// batches write nothing: a device's segments are written when its new positions close
+/// a segment or cross a minute boundary; then its last segment and tail are read, the new
+/// samples cut onto them, and the result upserted.
+pub async fn append(transaction: &Transaction<'_>, batch: &Appended) -> Result<(), tokio_postgres::Error> {
+    let mut due: Vec<(i64, &Vec<Sample>)> = Vec::new();
+    for (device, new) in &batch.new {
+        let (Some(first), Some(last)) = (new.first(), new.last()) else { continue };
+        if batch.pending.contains(device) {
+            continue;
+        }
+        let closes = new.windows(2).any(|w| !continues(&w[0], &w[1]));
+        let write = match batch.last_stored.get(device) {
+            None => true,
+            Some(stored) => {
+                closes
+                    || !continues(stored, first)
+                    || last.time.0.div_euclid(MINUTE_MS) != stored.time.0.div_euclid(MINUTE_MS)
+            }
+        };
+        if write {
+            due.push((*device, new));
+        }
+    }
+    if due.is_empty() {
         return Ok(());
     }
-    let ids: Vec<i64> = new.keys().copied().collect();
+    let ids: Vec<i64> = due.iter().map(|d| d.0).collect();
     let last = transaction
         .query(
             &format!(
@@ -168,21 +206,73 @@ pub async fn append(
         )
         .await?;
     let mut open: HashMap<i64, Segment> = last.iter().map(|row| (row.get(0), segment_of(row, 1))).collect();
+    // The tails: stored positions after each device's last segment.
+    let tails: Vec<(i64, Timestamp, Timestamp)> = due
+        .iter()
+        .filter_map(|(device, new)| {
+            let after = open.get(device).map_or(UtcMillis(FIRST_TIME), |s| UtcMillis(s.end.0 + 1));
+            let before = UtcMillis(new[0].time.0 - 1);
+            (after <= before).then_some((*device, Timestamp(after), Timestamp(before)))
+        })
+        .collect();
+    let mut tail_samples: HashMap<i64, Vec<Sample>> = HashMap::new();
+    for ((device, _, _), samples) in tails.iter().zip(read_ranges(transaction, &tails).await?) {
+        tail_samples.insert(*device, samples);
+    }
     let mut rows = Vec::new();
-    for (device, samples) in new {
-        let mut current = open.remove(device);
-        for sample in samples {
-            rows.extend(cut(&mut current, sample).map(|s| (*device, s)));
+    for (device, new) in due {
+        let mut current = open.remove(&device);
+        let tail = tail_samples.remove(&device).unwrap_or_default();
+        for sample in tail.iter().chain(new) {
+            rows.extend(cut(&mut current, sample).map(|s| (device, s)));
         }
-        rows.extend(current.map(|s| (*device, s)));
+        rows.extend(current.map(|s| (device, s)));
     }
     upsert(transaction, &rows).await
+}
+
+/// Before any clock a device could have (year 1).
+const FIRST_TIME: i64 = -62_135_596_800_000;
+
+/// The stored positions of each range (device, first and last time, inclusive) as
+/// samples, in time order, one list per range.
+async fn read_ranges(
+    client: &impl GenericClient,
+    ranges: &[(i64, Timestamp, Timestamp)],
+) -> Result<Vec<Vec<Sample>>, tokio_postgres::Error> {
+    let mut read: Vec<Vec<Sample>> = vec![Vec::new(); ranges.len()];
+    if ranges.is_empty() {
+        return Ok(read);
+    }
+    let devices: Vec<i64> = ranges.iter().map(|r| r.0).collect();
+    let lows: Vec<Timestamp> = ranges.iter().map(|r| r.1).collect();
+    let highs: Vec<Timestamp> = ranges.iter().map(|r| r.2).collect();
+    let rows = client
+        .query(
+            &format!(
+                "SELECT r.i, {SAMPLE_COLUMNS}
+                 FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[]) WITH ORDINALITY AS r(device_id, lo, hi, i)
+                 CROSS JOIN LATERAL (
+                     SELECT * FROM positions p WHERE p.device_id = r.device_id AND p.fix_time >= r.lo
+                       AND p.fix_time <= r.hi ORDER BY p.fix_time OFFSET 0
+                 ) p
+                 ORDER BY r.i, p.fix_time"
+            ),
+            &[&devices, &lows, &highs],
+        )
+        .await?;
+    for row in &rows {
+        let index = row.get::<_, i64>(0) as usize - 1;
+        read[index].push(sample_of(row, 1));
+    }
+    Ok(read)
 }
 
 /// The span to cut again around changed positions from `$2` to `$3` of device `$1`,
 /// widened so both ends are segment bounds that the change cannot move: back to the
 /// start of the segment before (the first new position may join it), forward past the
-/// next valid fix (whose distance changed) to the end of the segment after it.
+/// next valid fix (whose distance changed) to the end of the segment after it, or to the
+/// last position when no segment starts after it.
 const RECUT_SPAN: &str = "WITH target AS (
         SELECT greatest($3, coalesce((SELECT fix_time FROM positions
                                        WHERE device_id = $1 AND fix_time > $3 AND valid AND lat IS NOT NULL
@@ -190,11 +280,10 @@ const RECUT_SPAN: &str = "WITH target AS (
     )
     SELECT coalesce((SELECT start_time FROM segments WHERE device_id = $1 AND start_time < $2
                      ORDER BY start_time DESC LIMIT 1), $2),
-           greatest(t.at,
-                    (SELECT end_time FROM segments WHERE device_id = $1 AND start_time <= t.at
-                     ORDER BY start_time DESC LIMIT 1),
-                    (SELECT end_time FROM segments WHERE device_id = $1 AND start_time > t.at
-                     ORDER BY start_time LIMIT 1))
+           -- Past the last segment: through the tail to the last position.
+           coalesce((SELECT end_time FROM segments WHERE device_id = $1 AND start_time > t.at
+                     ORDER BY start_time LIMIT 1),
+                    greatest(t.at, (SELECT fix_time FROM positions WHERE device_id = $1 ORDER BY fix_time DESC LIMIT 1)))
     FROM target t";
 
 /// Cuts the segments of each span (device, first and last changed position) again from
@@ -267,8 +356,7 @@ pub async fn backfill_one(client: &mut Client) -> Result<bool, tokio_postgres::E
     transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&device]).await?;
     transaction.execute("DELETE FROM segments WHERE device_id = $1", &[&device]).await?;
     let mut open: Option<Segment> = None;
-    // Before any clock a device could have (year 1).
-    let mut after = Timestamp(UtcMillis(-62_135_596_800_000));
+    let mut after = Timestamp(UtcMillis(FIRST_TIME));
     loop {
         let rows = transaction
             .query(
@@ -295,8 +383,9 @@ pub async fn backfill_one(client: &mut Client) -> Result<bool, tokio_postgres::E
 
 /// What a report reads of each device from `from` to `to`: the stored segments inside,
 /// and the positions themselves where a segment reaches over an end of the span, has a
-/// data gap longer than the device's `max_gap_s`, or the device is still waiting for its
-/// history to be cut. Same answer as reading every position, far fewer rows.
+/// data gap longer than the device's `max_gap_s`, after the last segment (the tail, at
+/// most the last minute), or the device is still waiting for its history to be cut.
+/// Same answer as reading every position, far fewer rows.
 pub async fn pieces(
     client: &impl GenericClient,
     devices: &[(i64, Rules)],
@@ -311,7 +400,8 @@ pub async fn pieces(
         .map(|row| row.get(0))
         .collect();
     let day_start = UtcMillis(from.0.div_euclid(86_400_000) * 86_400_000);
-    let rows = client.query(&segments_query(), &[&ids, &Timestamp(day_start), &Timestamp(from), &Timestamp(to)]).await?;
+    let rows =
+        client.query(&segments_query(), &[&ids, &Timestamp(day_start), &Timestamp(from), &Timestamp(to)]).await?;
     let mut stored: HashMap<i64, Vec<Segment>> = HashMap::new();
     for row in &rows {
         stored.entry(row.get(0)).or_default().push(segment_of(row, 1));
@@ -329,7 +419,9 @@ pub async fn pieces(
             plan.push(Piece::Read(ranges.len()));
             ranges.push((*device, Timestamp(from), Timestamp(to)));
         } else {
+            let mut covered = UtcMillis(from.0 - 1);
             for segment in stored.remove(device).unwrap_or_default() {
+                covered = segment.end;
                 if segment.start < from || segment.end > to || segment.needs_samples(rules) {
                     plan.push(Piece::Read(ranges.len()));
                     ranges.push((*device, Timestamp(segment.start.max(from)), Timestamp(segment.end.min(to))));
@@ -337,33 +429,15 @@ pub async fn pieces(
                     plan.push(Piece::Stored(segment));
                 }
             }
+            // Positions after the last segment in the span: none, or the tail.
+            if covered < to {
+                plan.push(Piece::Read(ranges.len()));
+                ranges.push((*device, Timestamp(UtcMillis(covered.0 + 1)), Timestamp(to)));
+            }
         }
         plans.push(plan);
     }
-    let mut read: Vec<Vec<Sample>> = vec![Vec::new(); ranges.len()];
-    if !ranges.is_empty() {
-        let range_devices: Vec<i64> = ranges.iter().map(|r| r.0).collect();
-        let lows: Vec<Timestamp> = ranges.iter().map(|r| r.1).collect();
-        let highs: Vec<Timestamp> = ranges.iter().map(|r| r.2).collect();
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT r.i, {SAMPLE_COLUMNS}
-                     FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[]) WITH ORDINALITY AS r(device_id, lo, hi, i)
-                     CROSS JOIN LATERAL (
-                         SELECT * FROM positions p WHERE p.device_id = r.device_id AND p.fix_time >= r.lo
-                           AND p.fix_time <= r.hi ORDER BY p.fix_time OFFSET 0
-                     ) p
-                     ORDER BY r.i, p.fix_time"
-                ),
-                &[&range_devices, &lows, &highs],
-            )
-            .await?;
-        for row in &rows {
-            let index = row.get::<_, i64>(0) as usize - 1;
-            read[index].push(sample_of(row, 1));
-        }
-    }
+    let read = read_ranges(client, &ranges).await?;
     Ok(plans
         .into_iter()
         .map(|plan| {

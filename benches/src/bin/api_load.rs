@@ -348,16 +348,8 @@ async fn explain_reads(
     let device = vec![first_device];
     let (from, to, day_end) = (Timestamp(from), Timestamp(to), Timestamp(day_end));
     let plans: [(String, String, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>); 3] = [
-        (
-            format!("one device, {days} days, from segments"),
-            segments_query(),
-            vec![&device, &from, &from, &to],
-        ),
-        (
-            format!("one device, {days} days, every position"),
-            samples_query(),
-            vec![&first_device, &from, &to],
-        ),
+        (format!("one device, {days} days, from segments"), segments_query(), vec![&device, &from, &from, &to]),
+        (format!("one device, {days} days, every position"), samples_query(), vec![&first_device, &from, &to]),
         (
             format!("{vehicles} vehicles, one day, from segments"),
             segments_query(),
