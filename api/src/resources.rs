@@ -90,11 +90,15 @@ pub struct Device {
     pub group_id: Option<i64>,
     /// km/h; overspeed events use it.
     pub speed_limit: Option<f32>,
+    /// Seconds a run over the speed limit lasts before it is an `overspeed` event (0: at
+    /// once).
+    pub overspeed_min_s: i32,
     /// RFC 3339.
     pub created_at: String,
 }
 
-const DEVICE_COLUMNS: &str = "id, identifier, protocol, name, plate, group_id, speed_limit, rfc3339(created_at)";
+const DEVICE_COLUMNS: &str =
+    "id, identifier, protocol, name, plate, group_id, speed_limit, rfc3339(created_at), overspeed_min_s";
 
 fn device_from(row: &tokio_postgres::Row) -> Device {
     Device {
@@ -105,6 +109,7 @@ fn device_from(row: &tokio_postgres::Row) -> Device {
         plate: row.get(4),
         group_id: row.get(5),
         speed_limit: row.get(6),
+        overspeed_min_s: row.get(8),
         created_at: row.get(7),
     }
 }
@@ -129,6 +134,9 @@ pub struct NewDevice {
     /// km/h, 1-500.
     #[serde(default)]
     pub speed_limit: Option<f32>,
+    /// Seconds over the limit before an overspeed event, 0-3600 (default 0: at once).
+    #[serde(default)]
+    pub overspeed_min_s: Option<i32>,
     /// Wialon IPS login password the device must present (never shown back).
     #[serde(default)]
     pub password: Option<String>,
@@ -150,6 +158,9 @@ pub struct DevicePatch {
     /// km/h.
     #[serde(default, deserialize_with = "nullable")]
     pub speed_limit: Option<Option<f32>>,
+    /// Seconds over the limit before an overspeed event, 0-3600.
+    #[serde(default)]
+    pub overspeed_min_s: Option<i32>,
     /// Wialon IPS password.
     #[serde(default, deserialize_with = "nullable")]
     pub password: Option<Option<String>>,
@@ -173,6 +184,13 @@ fn check_identifier(identifier: &str) -> ApiResult<()> {
     let ok = (1..=64).contains(&identifier.len())
         && identifier.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok { Ok(()) } else { Err(ApiError::BadRequest("identifier must be 1-64 letters, digits, '-' or '_'".into())) }
+}
+
+fn check_overspeed_min(seconds: Option<i32>) -> ApiResult<()> {
+    match seconds {
+        Some(s) if !(0..=3600).contains(&s) => Err(ApiError::BadRequest("overspeed_min_s must be 0 to 3600".into())),
+        _ => Ok(()),
+    }
 }
 
 fn check_speed_limit(limit: Option<f32>) -> ApiResult<()> {
@@ -252,13 +270,15 @@ pub async fn create_device(
     check_text("plate", new.plate.as_deref().unwrap_or_default(), 32)?;
     check_text("password", new.password.as_deref().unwrap_or_default(), 64)?;
     check_speed_limit(new.speed_limit)?;
+    check_overspeed_min(new.overspeed_min_s)?;
     let db = state.db().await?;
     check_group(&db, principal.tenant_id, new.group_id).await?;
     let row = db
         .query_one(
             &format!(
-                "INSERT INTO devices (tenant_id, identifier, protocol, name, plate, group_id, speed_limit, password)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {DEVICE_COLUMNS}"
+                "INSERT INTO devices (tenant_id, identifier, protocol, name, plate, group_id, speed_limit, password,
+                                      overspeed_min_s)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {DEVICE_COLUMNS}"
             ),
             &[
                 &principal.tenant_id,
@@ -269,6 +289,7 @@ pub async fn create_device(
                 &new.group_id,
                 &new.speed_limit,
                 &new.password,
+                &new.overspeed_min_s.unwrap_or(0),
             ],
         )
         .await
@@ -312,6 +333,7 @@ pub async fn update_device(
     check_text("plate", patch.plate.clone().flatten().as_deref().unwrap_or_default(), 32)?;
     check_text("password", patch.password.clone().flatten().as_deref().unwrap_or_default(), 64)?;
     check_speed_limit(patch.speed_limit.flatten())?;
+    check_overspeed_min(patch.overspeed_min_s)?;
     let rules = match patch.report_rules.clone().flatten() {
         Some(rules) => Some(report_rules_text(&rules)?),
         None => None,
@@ -328,6 +350,7 @@ pub async fn update_device(
                     speed_limit = CASE WHEN $8 THEN $9 ELSE speed_limit END,
                     password = CASE WHEN $10 THEN $11 ELSE password END,
                     report_rules = CASE WHEN $12 THEN $13::text::jsonb ELSE report_rules END,
+                    overspeed_min_s = coalesce($14, overspeed_min_s),
                     updated_at = now()
                  WHERE id = $1 AND tenant_id = $2 RETURNING {DEVICE_COLUMNS}"
             ),
@@ -345,6 +368,7 @@ pub async fn update_device(
                 &patch.password.flatten(),
                 &patch.report_rules.is_some(),
                 &rules,
+                &patch.overspeed_min_s,
             ],
         )
         .await?

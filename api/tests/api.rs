@@ -656,6 +656,12 @@ async fn reports_find_trips_stops_and_totals() {
     for bad in [r#"{"min_stop": 1}"#, "[1, 2]", r#"{"detection": "telepathy"}"#] {
         assert_eq!(api.call("PUT", "/v1/report-rules", Some(&key), Some(bad)).await.status, 400, "{bad}");
     }
+    // The overspeed minimum is a device setting, checked.
+    let minimum = api.call("PATCH", &format!("/v1/devices/{id}"), Some(&key), Some(r#"{"overspeed_min_s": 60}"#)).await;
+    assert_eq!((minimum.status, &minimum.json()["overspeed_min_s"]), (200, &json!(60)));
+    for bad in [r#"{"overspeed_min_s": -1}"#, r#"{"overspeed_min_s": 3601}"#] {
+        assert_eq!(api.call("PATCH", &format!("/v1/devices/{id}"), Some(&key), Some(bad)).await.status, 400, "{bad}");
+    }
     let reset = api.call("PATCH", &format!("/v1/devices/{id}"), Some(&key), Some(r#"{"report_rules": null}"#)).await;
     assert_eq!(reset.status, 200);
     assert_eq!(api.call("PUT", "/v1/report-rules", Some(&key), Some("{}")).await.status, 200);

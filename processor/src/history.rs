@@ -20,6 +20,7 @@ use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
 use crate::geofence::Fences;
 use crate::message::{DeviceMessage, Position, Status};
+use crate::overspeed;
 pub use crate::partitions::Partitions;
 use crate::reports::Sample;
 use crate::segments;
@@ -246,7 +247,8 @@ const DERIVE_EVENTS: &str = "WITH bounds AS MATERIALIZED (
             ('ignition_off', NOT r.ignition AND r.prev_ignition, '{}'::jsonb),
             ('moving_start', r.moving AND NOT r.prev_moving, '{}'::jsonb),
             ('moving_stop', NOT r.moving AND r.prev_moving, '{}'::jsonb),
-            ('overspeed', r.speed > d.speed_limit AND NOT coalesce(r.prev_speed > d.speed_limit, false),
+            ('overspeed', r.speed > d.speed_limit AND NOT coalesce(r.prev_speed > d.speed_limit, false)
+                AND d.overspeed_min_s = 0,
                 jsonb_build_object('speed', r.speed, 'limit', d.speed_limit)),
             ('power_cut', r.power < $4 AND r.prev_power >= $4, jsonb_build_object('voltage', r.power)),
             ('low_battery', r.battery < $5 AND r.prev_battery >= $5, jsonb_build_object('voltage', r.battery)),
@@ -368,7 +370,9 @@ pub fn haversine_m((lat1, lon1): (f64, f64), (lat2, lon2): (f64, f64)) -> f64 {
 /// limit, and whether anything is stored at or after that first new fix (late data).
 const PREVIOUS_ROWS: &str = "SELECT s.device_id, fix.lat, fix.lon,
         EXISTS (SELECT 1 FROM positions p WHERE p.device_id = s.device_id AND p.fix_time >= s.lo) AS late,
-        prev.fix_time IS NOT NULL, prev.ignition, prev.speed, prev.power, prev.battery, prev.alarm, d.speed_limit::float8,
+        prev.fix_time IS NOT NULL, prev.ignition, prev.speed, prev.power, prev.battery, prev.alarm,
+        -- Devices with a minimum overspeed duration get theirs from `overspeed`.
+        CASE WHEN d.overspeed_min_s = 0 THEN d.speed_limit::float8 END,
         prev.motion, prev.fix_time,
         EXISTS (SELECT 1 FROM segments_pending sp WHERE sp.device_id = s.device_id) AS segments_pending
     FROM unnest($1::bigint[], $2::timestamptz[]) AS s(device_id, lo)
@@ -693,6 +697,7 @@ impl History {
         segments::recut(&transaction, &[(device_id, span.0, span.1)]).await?;
         let spans = [(device_id, tenant_id, span.0.0, span.1.0)];
         written.events.extend(geofence_events(&transaction, &spans, &self.fences.clone()).await?);
+        written.events.extend(overspeed::derive(&transaction, &spans).await?);
         transaction
             .execute(
                 "INSERT INTO live_pending (device_id, tenant_id) VALUES ($1, $2)
@@ -730,6 +735,7 @@ impl History {
 
         let mut written = write_positions(&transaction, positions, thresholds).await?;
         written.events.extend(derive_geofence_events(&transaction, positions, &fences).await?);
+        written.events.extend(overspeed::derive(&transaction, &spans_of(positions.iter())).await?);
         for m in messages {
             let digest = format!("{:016x}", digest(m.hex.as_bytes(), m.command_id.as_deref()));
             transaction
@@ -804,6 +810,17 @@ const GEOFENCE_SPAN: &str = "SELECT fix_time, lat, lon FROM positions p
                                 ORDER BY fix_time LIMIT 1), $3)
     ORDER BY fix_time";
 
+/// Each device's span in `positions`: (device, tenant, first and last fix time).
+fn spans_of<'a>(positions: impl IntoIterator<Item = &'a Position>) -> Vec<(i64, i64, UtcMillis, UtcMillis)> {
+    let mut spans: BTreeMap<i64, (i64, UtcMillis, UtcMillis)> = BTreeMap::new();
+    for p in positions {
+        let span = spans.entry(p.device_id).or_insert((p.tenant_id, p.fix_time, p.fix_time));
+        span.1 = span.1.min(p.fix_time);
+        span.2 = span.2.max(p.fix_time);
+    }
+    spans.into_iter().map(|(device, (tenant, lo, hi))| (device, tenant, lo, hi)).collect()
+}
+
 /// Geofence enter and exit events for the devices of a batch whose tenants have
 /// geofences: derived over each device's new span widened to its neighbours, so late data
 /// gets the same events as data in order. Events that no longer follow are deleted; the
@@ -813,15 +830,8 @@ async fn derive_geofence_events(
     positions: &[Position],
     fences: &Fences,
 ) -> Result<Vec<(i64, i64, String)>, tokio_postgres::Error> {
-    let mut spans: BTreeMap<i64, (i64, UtcMillis, UtcMillis)> = BTreeMap::new();
-    for p in positions.iter().filter(|p| p.valid && p.coordinates.is_some()) {
-        let span = spans.entry(p.device_id).or_insert((p.tenant_id, p.fix_time, p.fix_time));
-        span.1 = span.1.min(p.fix_time);
-        span.2 = span.2.max(p.fix_time);
-    }
-    let spans: Vec<(i64, i64, UtcMillis, UtcMillis)> =
-        spans.into_iter().map(|(device, (tenant, lo, hi))| (device, tenant, lo, hi)).collect();
-    geofence_events(transaction, &spans, fences).await
+    let fixes = positions.iter().filter(|p| p.valid && p.coordinates.is_some());
+    geofence_events(transaction, &spans_of(fixes), fences).await
 }
 
 /// [`derive_geofence_events`] for spans (device, tenant, first and last fix time).

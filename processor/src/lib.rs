@@ -8,6 +8,7 @@
 //! - [`archive`] indexes the gateway's raw frame archive into `device_frames`.
 //! - [`partitions`] creates and drops the time partitions of both tables.
 //! - [`geofence`] says whether a fix is inside a tenant's circle or polygon.
+//! - [`overspeed`] derives overspeed events of devices with a minimum duration.
 //! - [`live`] keeps each device's newest fix, sensors and status in Redis, newest wins.
 //! - [`reports`] finds trips and stops and sums up a span of one device's positions.
 //! - [`segments`] keeps each device's positions cut into runs of one state, which
@@ -23,6 +24,7 @@ pub mod history;
 pub mod live;
 pub mod message;
 pub mod metrics;
+pub mod overspeed;
 pub mod partitions;
 pub mod processor;
 pub mod reports;

@@ -215,6 +215,43 @@ async fn events_are_the_same_whatever_order_the_positions_arrive_in() {
 }
 
 #[tokio::test]
+async fn an_overspeed_with_a_minimum_duration_is_the_same_whatever_order_the_positions_arrive_in() {
+    // Limit 90 km/h for at least 60 s: overtaking from :10 to :30 is not an overspeed; the
+    // run from 01:00 is, at 02:00 (60 s into it); the run at 04:30 ends too soon.
+    let speeds = [80.0, 95.0, 97.0, 85.0, 80.0, 80.0, 92.0, 95.0, 99.0, 101.0, 103.0, 100.0, 98.0, 70.0];
+    let times = [0, 10, 30, 40, 50, 55, 60, 90, 100, 120, 150, 200, 240, 250];
+    let mut track: Vec<(String, f64)> =
+        times.iter().zip(speeds).map(|(t, v)| (format!("2026-05-02T08:{:02}:{:02}Z", t / 60, t % 60), v)).collect();
+    track.push(("2026-05-02T08:04:30Z".into(), 120.0));
+    track.push(("2026-05-02T08:05:00Z".into(), 60.0));
+    let n = track.len();
+    let reversed: Vec<usize> = (0..n).rev().collect();
+    let shuffled: Vec<usize> = vec![9, 2, 14, 0, 5, 11, 1, 13, 7, 3, 15, 8, 12, 4, 10, 6, 9];
+    for order in [(0..n).collect::<Vec<_>>(), reversed, shuffled] {
+        let mut h = Harness::start(None, redis_url(), Some(90.0)).await;
+        h.postgres
+            .execute("UPDATE devices SET overspeed_min_s = 60 WHERE id = $1", &[&h.device_id])
+            .await
+            .expect("minimum");
+        for index in order {
+            let (time, speed) = &track[index];
+            h.publish_positions(&[position(time, 54.0, *speed, true, json!({}))]).await;
+            tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        }
+        eventually("every row", || async { h.count("SELECT count(*) FROM positions").await == n as i64 }).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let rows = h
+            .postgres
+            .query("SELECT rfc3339(time), details->>'since' FROM events WHERE kind = 'overspeed' ORDER BY time", &[])
+            .await
+            .expect("events");
+        let events: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert_eq!(events, [("2026-05-02T08:02:00Z".to_owned(), "2026-05-02T08:01:00Z".to_owned())]);
+        h.stop_processor().await;
+    }
+}
+
+#[tokio::test]
 async fn geofence_events_are_the_same_whatever_order_the_positions_arrive_in() {
     // A square from 54.00 to 54.02 N, 24.9 to 25.1 E; the track leaves and comes back.
     let track = [

@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 8, name: "report_jobs", sql: include_str!("../migrations/0008_report_jobs.sql") },
     Migration { version: 9, name: "geofences", sql: include_str!("../migrations/0009_geofences.sql") },
     Migration { version: 10, name: "segments", sql: include_str!("../migrations/0010_segments.sql") },
+    Migration { version: 11, name: "overspeed_min", sql: include_str!("../migrations/0011_overspeed_min.sql") },
 ];
 
 /// Why the schema could not be reached or brought up to date.
