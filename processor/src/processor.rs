@@ -519,7 +519,9 @@ async fn maintain(shared: Arc<Shared>, mut consumer: PullConsumer, shutdown: Can
                 shared.partitions.ensure_ahead(db.client(), now(), processor.partitions_ahead_months).await?;
                 let mut dropped =
                     shared.partitions.drop_expired(db.client(), now(), processor.retention_months).await?;
-                if processor.retention_months > 0 {
+                // Segments go with the positions they were cut from (a table scan, so only
+                // when a month went).
+                if !dropped.is_empty() {
                     let oldest = shared.partitions.oldest_kept(now(), processor.retention_months);
                     segments::drop_before(db.client(), shared.partitions.start_of(oldest)).await?;
                 }

@@ -446,6 +446,18 @@ async fn partitions_are_created_ahead_and_dropped_past_the_retention() {
     assert_eq!(dropped, ["positions_y2025m10"]);
     assert_eq!(partition_names(&client).await.len(), 4);
     assert!(partitions.drop_expired(&mut client, now, 0).await.expect("keep forever").is_empty());
+    // The report segments of the dropped month go too.
+    client
+        .batch_execute(
+            "INSERT INTO segments (device_id, start_time, end_time, samples, moving, distance_m, first_distance_m,
+                                   max_speed, max_gap_ms, odometer_rising, fuel_readings, fuel_falls)
+             VALUES (1, '2025-10-31T23:00:00Z', '2025-10-31T23:59:59Z', 2, false, 0, 0, 0, 0, true, 0, 0),
+                    (1, '2025-11-01T00:00:00Z', '2025-11-01T01:00:00Z', 2, false, 0, 0, 0, 0, true, 0, 0)",
+        )
+        .await
+        .expect("segments");
+    let oldest = partitions.start_of(partitions.oldest_kept(now, 12));
+    assert_eq!(fleetgate_processor::segments::drop_before(&client, oldest).await.expect("drop segments"), 1);
 }
 
 #[tokio::test]
