@@ -7,7 +7,7 @@
 //! take its advisory lock first, in device order, so each derivation sees the rows the
 //! other committed and no two deadlock.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write;
 
 use bytes::{BufMut, BytesMut};
@@ -18,6 +18,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
+use crate::fuel;
 use crate::geofence::Fences;
 use crate::message::{DeviceMessage, Position, Status};
 use crate::overspeed;
@@ -698,6 +699,7 @@ impl History {
         let spans = [(device_id, tenant_id, span.0.0, span.1.0)];
         written.events.extend(geofence_events(&transaction, &spans, &self.fences.clone()).await?);
         written.events.extend(overspeed::derive(&transaction, &spans).await?);
+        written.events.extend(fuel::derive(&transaction, &BTreeMap::new(), &HashMap::new(), &spans).await?);
         transaction
             .execute(
                 "INSERT INTO live_pending (device_id, tenant_id) VALUES ($1, $2)
@@ -794,6 +796,10 @@ async fn write_positions(
     written.events.extend(rederive(transaction, &late_spans, thresholds).await?);
     segments::append(transaction, &batch.segments).await?;
     segments::recut(transaction, &late_spans).await?;
+    let tenants: HashMap<i64, i64> = unique.iter().map(|p| (p.device_id, p.tenant_id)).collect();
+    let late_fuel: Vec<(i64, i64, UtcMillis, UtcMillis)> =
+        late_spans.iter().filter_map(|(d, lo, hi)| Some((*d, *tenants.get(d)?, lo.0, hi.0))).collect();
+    written.events.extend(fuel::derive(transaction, &batch.segments.new, &tenants, &late_fuel).await?);
     Ok(written)
 }
 

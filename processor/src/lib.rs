@@ -8,6 +8,7 @@
 //! - [`archive`] indexes the gateway's raw frame archive into `device_frames`.
 //! - [`partitions`] creates and drops the time partitions of both tables.
 //! - [`geofence`] says whether a fix is inside a tenant's circle or polygon.
+//! - [`fuel`] derives fuel drain events (fuel taken while the vehicle stands).
 //! - [`overspeed`] derives overspeed events of devices with a minimum duration.
 //! - [`live`] keeps each device's newest fix, sensors and status in Redis, newest wins.
 //! - [`reports`] finds trips and stops and sums up a span of one device's positions.
@@ -19,6 +20,7 @@
 //!   runs the maintenance tasks.
 
 pub mod archive;
+pub mod fuel;
 pub mod geofence;
 pub mod history;
 pub mod live;

@@ -116,7 +116,11 @@ pub async fn derive(
             let inserted = transaction
                 .query(
                     "INSERT INTO events (device_id, time, kind, tenant_id, lat, lon, details)
-                     VALUES ($1, $2, 'overspeed', $3, $4, $5, $6) ON CONFLICT DO NOTHING
+                     VALUES ($1, $2, 'overspeed', $3, $4, $5, $6)
+             -- Derived again with what came late (an earlier start): the same event, new details.
+             ON CONFLICT (device_id, time, kind, ref) DO UPDATE
+                 SET lat = EXCLUDED.lat, lon = EXCLUDED.lon, details = EXCLUDED.details
+                 WHERE events.details IS DISTINCT FROM EXCLUDED.details
                      RETURNING json_build_object('device_id', device_id, 'time', rfc3339(time), 'kind', kind,
                          'lat', lat, 'lon', lon, 'details', details)::text",
                     &[&device, &Timestamp(event.time), &tenant, &lat, &lon, &Jsonb(&details.to_string())],

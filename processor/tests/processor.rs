@@ -252,6 +252,44 @@ async fn an_overspeed_with_a_minimum_duration_is_the_same_whatever_order_the_pos
 }
 
 #[tokio::test]
+async fn fuel_drains_are_the_same_whatever_order_the_positions_arrive_in() {
+    // Parked from :30 with 79 l: 73 l at 01:30 is a drain (6 l, the default threshold is
+    // 5), 60 l later is the same one; parked again from 03:00 with 58 l: 54 l is noise,
+    // 52.5 l at 04:00 a second drain.
+    let track = [(0, 50.0, 80.0), (30, 0.0, 79.0), (60, 0.0, 78.5), (90, 0.0, 73.0), (120, 0.0, 60.0)]
+        .into_iter()
+        .chain([(150, 50.0, 59.0), (180, 0.0, 58.0), (210, 0.0, 54.0), (240, 0.0, 52.5), (270, 50.0, 52.0)])
+        .map(|(t, speed, fuel)| (format!("2026-05-03T08:{:02}:{:02}Z", t / 60, t % 60), speed, fuel))
+        .collect::<Vec<_>>();
+    let n = track.len();
+    let expected =
+        vec![("2026-05-03T08:01:30Z".to_owned(), 79.0, 73.0), ("2026-05-03T08:04:00Z".to_owned(), 58.0, 52.5)];
+    for order in [(0..n).collect::<Vec<_>>(), (0..n).rev().collect(), vec![4, 8, 1, 9, 0, 6, 3, 7, 2, 5, 3]] {
+        let order_name = format!("{order:?}");
+        let mut h = Harness::start(None, redis_url(), None).await;
+        for index in order {
+            let (time, speed, fuel) = &track[index];
+            h.publish_positions(&[position(time, 54.0, *speed, true, json!({"fuel_litres": fuel}))]).await;
+            tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        }
+        eventually("every row", || async { h.count("SELECT count(*) FROM positions").await == n as i64 }).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let rows = h
+            .postgres
+            .query(
+                "SELECT rfc3339(time), (details->>'from')::float8, (details->>'to')::float8 FROM events
+                 WHERE kind = 'fuel_drain' ORDER BY time",
+                &[],
+            )
+            .await
+            .expect("events");
+        let drains: Vec<(String, f64, f64)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+        assert_eq!(drains, expected, "{order_name}");
+        h.stop_processor().await;
+    }
+}
+
+#[tokio::test]
 async fn geofence_events_are_the_same_whatever_order_the_positions_arrive_in() {
     // A square from 54.00 to 54.02 N, 24.9 to 25.1 E; the track leaves and comes back.
     let track = [
