@@ -227,31 +227,40 @@ pub async fn events(
     principal.require(Role::Viewer)?;
     let (from, to) = (parse_time("from", &query.from)?, parse_time("to", &query.to)?);
     let (_, _, limit) = page(&query.from, &query.to, query.limit, None)?;
-    // The cursor is the key of the last event shown: time in ms, device id, kind.
-    let after: Option<(i64, i64, String)> = match query.cursor.as_deref() {
+    // The cursor is the key of the last event shown: time in ms, device id, kind, ref
+    // (two geofences entered at once are two events). A cursor without the ref (given
+    // before refs existed) goes on after every ref of its event, as it did then.
+    let after: Option<(i64, i64, String, i64)> = match query.cursor.as_deref() {
         None => None,
         Some(cursor) => {
-            let mut parts = cursor.splitn(3, '.');
-            let parsed =
-                (|| Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.to_owned())))();
+            let mut parts = cursor.splitn(4, '.');
+            let parsed = (|| {
+                let (time, device, kind) =
+                    (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.to_owned());
+                let reference = match parts.next() {
+                    None => i64::MAX,
+                    Some(text) => text.parse().ok()?,
+                };
+                Some((time, device, kind, reference))
+            })();
             Some(parsed.ok_or_else(|| ApiError::BadRequest("cursor is not one this API gave".into()))?)
         }
     };
-    let (after_time, after_device, after_kind) = match &after {
-        Some((t, d, k)) => (Some(Timestamp(UtcMillis(*t))), Some(*d), Some(k.as_str())),
-        None => (None, None, None),
+    let (after_time, after_device, after_kind, after_ref) = match &after {
+        Some((t, d, k, r)) => (Some(Timestamp(UtcMillis(*t))), Some(*d), Some(k.as_str()), Some(*r)),
+        None => (None, None, None, None),
     };
     let db = state.db().await?;
     let rows = db
         .query(
             "SELECT (extract(epoch FROM time) * 1000)::bigint, device_id, kind,
                     json_build_object('device_id', device_id, 'time', rfc3339(time), 'kind', kind,
-                                      'lat', lat, 'lon', lon, 'details', details)::text
+                                      'lat', lat, 'lon', lon, 'details', details)::text, ref
              FROM events
              WHERE tenant_id = $1 AND time >= $2 AND time <= $3
                AND ($4::bigint IS NULL OR device_id = $4) AND ($5::text IS NULL OR kind = $5)
-               AND ($6::timestamptz IS NULL OR (time, device_id, kind) > ($6, $7, $8))
-             ORDER BY time, device_id, kind LIMIT $9",
+               AND ($6::timestamptz IS NULL OR (time, device_id, kind, ref) > ($6, $7, $8, $10))
+             ORDER BY time, device_id, kind, ref LIMIT $9",
             &[
                 &principal.tenant_id,
                 &Timestamp(from),
@@ -262,15 +271,15 @@ pub async fn events(
                 &after_device,
                 &after_kind,
                 &(limit + 1),
+                &after_ref,
             ],
         )
         .await?;
     let more = rows.len() as i64 > limit;
     let shown = &rows[..rows.len().min(limit as usize)];
-    let next = shown
-        .last()
-        .filter(|_| more)
-        .map(|r| format!("{}.{}.{}", r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, String>(2)));
+    let next = shown.last().filter(|_| more).map(|r| {
+        format!("{}.{}.{}.{}", r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, String>(2), r.get::<_, i64>(4))
+    });
     let events: Vec<&str> = shown.iter().map(|r| r.get(3)).collect();
     let body = format!(
         r#"{{"events":[{}],"next":{}}}"#,

@@ -730,6 +730,9 @@ async fn geofences_are_managed_per_tenant_and_give_enter_and_exit_events() {
     let yard = listed["geofences"][1]["id"].as_i64().unwrap_or(0);
     assert_eq!(api.call("DELETE", &format!("/v1/geofences/{yard}"), Some(&other_key), None).await.status, 404);
     assert_eq!(api.call("DELETE", &format!("/v1/geofences/{yard}"), Some(&key), None).await.status, 204);
+    // A second fence with the same square: leaving both at once is two events.
+    let annex = json!({"name": "Annex", "polygon": [[54.0, 24.9], [54.0, 25.1], [54.02, 25.1], [54.02, 24.9]]});
+    assert_eq!(api.call("POST", "/v1/geofences", Some(&key), Some(&annex.to_string())).await.status, 201);
 
     // A device drives in and out; the processor (reading geofences at start) derives it.
     let id = create_device(&api, &key, IMEI).await;
@@ -744,12 +747,22 @@ async fn geofences_are_managed_per_tenant_and_give_enter_and_exit_events() {
     // publish_positions puts the fixes at 54.00, 54.01, 54.02, 54.03 (the first on the
     // southern edge, inside; out after 54.02).
     let path = "/v1/events?from=2026-11-25T00:00:00Z&to=2026-11-26T00:00:00Z&kind=geofence_exit";
-    eventually("the exit event", || async {
-        api.call("GET", path, Some(&key), None).await.json()["events"].as_array().is_some_and(|e| e.len() == 1)
+    eventually("the exit events", || async {
+        api.call("GET", path, Some(&key), None).await.json()["events"].as_array().is_some_and(|e| e.len() == 2)
     })
     .await;
     let exit = &api.call("GET", path, Some(&key), None).await.json()["events"][0];
     assert_eq!(exit["time"], "2026-11-25T09:03:00Z");
     assert_eq!(exit["details"]["geofence_id"], fence["id"]);
     assert_eq!(exit["details"]["name"], "Depot");
+    // One a page: the cursor tells the two apart, so paging shows both.
+    let first = api.call("GET", &format!("{path}&limit=1"), Some(&key), None).await.json();
+    let cursor = first["next"].as_str().unwrap_or_default().to_owned();
+    let second = api.call("GET", &format!("{path}&limit=1&cursor={cursor}"), Some(&key), None).await.json();
+    assert_eq!(second["events"][0]["details"]["name"], "Annex", "{first} then {second}");
+    assert_eq!(second["next"], serde_json::Value::Null);
+    // A cursor given before refs existed (time.device.kind) still reads: past that event.
+    let old = cursor.rsplit_once('.').map(|(before, _)| before.to_owned()).unwrap_or_default();
+    let after_old = api.call("GET", &format!("{path}&limit=1&cursor={old}"), Some(&key), None).await;
+    assert_eq!((after_old.status, &after_old.json()["events"]), (200, &json!([])));
 }

@@ -2,12 +2,14 @@
 //! isolated schema, stream and key prefix of its own (dropped afterwards).
 //!
 //! ```text
-//! processor_load throughput --positions 300000 [--devices 1000] [--per-message 5] [--workers 2]
+//! processor_load throughput --positions 300000 [--devices 1000] [--per-message 5] [--workers 2] [--parked]
 //! processor_load ratios --rows 20000
 //! processor_load freshness --rate 20000 --seconds 30 [--devices 1000]
 //! ```
 //! - `throughput`: publishes every message first, then starts the processor and times
-//!   how long it takes to drain the stream into Postgres and Redis.
+//!   how long it takes to drain the stream into Postgres and Redis. With `--parked` the
+//!   vehicles stand still with the engine off and a fuel level (what fuel drain checks
+//!   read), instead of driving.
 //! - `ratios`: the same kind of rows written row by row with INSERT (one statement and
 //!   transaction each) and with one raw binary COPY, for comparison with `throughput`.
 //! - `freshness`: publishes at a steady rate while the processor runs and times each
@@ -38,6 +40,7 @@ struct Args {
     rows: u64,
     rate: f64,
     seconds: u64,
+    parked: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -52,8 +55,13 @@ fn parse_args() -> Result<Args, String> {
         rows: 20_000,
         rate: 20_000.0,
         seconds: 30,
+        parked: false,
     };
     while let Some(flag) = it.next() {
+        if flag == "--parked" {
+            args.parked = true;
+            continue;
+        }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let bad = |e: &dyn std::fmt::Display| format!("{flag}: {e}");
         match flag.as_str() {
@@ -71,10 +79,13 @@ fn parse_args() -> Result<Args, String> {
 }
 
 /// A typical position: a moving vehicle with a dozen sensors.
-fn position_json(device: i64, time: UtcMillis, received: UtcMillis, step: u64) -> String {
-    let lat = 54.0 + (step % 10_000) as f64 * 1e-4;
+fn position_json(device: i64, time: UtcMillis, received: UtcMillis, step: u64, parked: bool) -> String {
+    let (lat, speed, driving) = match parked {
+        false => (54.0 + (step % 10_000) as f64 * 1e-4, 52, true),
+        true => (54.0, 0, false),
+    };
     format!(
-        r#"{{"device":"{}","protocol":"teltonika","time":"{time}","received":"{received}","lat":{lat},"lon":25.2694,"altitude":110,"speed":52,"course":90,"satellites":9,"valid":true,"attrs":{{"ignition":true,"motion":true,"power_voltage":12.6,"battery_voltage":4.1,"odometer":{},"gsm_signal":4,"fuel_level":63}},"io":{{"239":1,"240":1,"21":4,"66":12600,"67":4100,"16":{},"69":1,"181":9,"182":8,"24":52,"200":0,"89":63}}}}"#,
+        r#"{{"device":"{}","protocol":"teltonika","time":"{time}","received":"{received}","lat":{lat},"lon":25.2694,"altitude":110,"speed":{speed},"course":90,"satellites":9,"valid":true,"attrs":{{"ignition":{driving},"motion":{driving},"power_voltage":12.6,"battery_voltage":4.1,"odometer":{},"gsm_signal":4,"fuel_level":63}},"io":{{"239":1,"240":1,"21":4,"66":12600,"67":4100,"16":{},"69":1,"181":9,"182":8,"24":{speed},"200":0,"89":63}}}}"#,
         350_000_000_000_000 + device,
         step * 100,
         step * 100,
@@ -163,7 +174,7 @@ async fn throughput(args: &Args) -> Result<serde_json::Value, Error> {
         let positions: Vec<String> = (0..args.per_message as u64)
             .map(|k| {
                 let step = round * args.per_message as u64 + k;
-                position_json(device, UtcMillis(base.0 + step as i64 * 1000), now(), step)
+                position_json(device, UtcMillis(base.0 + step as i64 * 1000), now(), step, args.parked)
             })
             .collect();
         pending.push(publish(&js, &setup, device, &positions).await?);
@@ -354,7 +365,7 @@ async fn freshness(args: &Args) -> Result<serde_json::Value, Error> {
             let device = setup.first_device + (sent as i64 % args.devices);
             let at = now();
             let positions: Vec<String> = (0..args.per_message as u64)
-                .map(|k| position_json(device, UtcMillis(at.0 - 1000 + k as i64), at, sent))
+                .map(|k| position_json(device, UtcMillis(at.0 - 1000 + k as i64), at, sent, false))
                 .collect();
             pending.push(publish(&js, &setup, device, &positions).await?);
             sent += 1;
