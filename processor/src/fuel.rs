@@ -15,6 +15,7 @@ use tokio_postgres::Transaction;
 
 use crate::history::{Jsonb, Timestamp};
 use crate::reports::{Rules, Sample};
+use crate::segments;
 
 /// A fuel reading: when, the level, whether the vehicle moved, where.
 #[derive(Debug, Clone, Copy)]
@@ -81,10 +82,8 @@ pub fn drains(stretch: &mut Stretch, readings: &[Reading], drain_min: f64) -> Ve
     found
 }
 
-/// A fuel reading in SQL (as `segments::SAMPLE_COLUMNS` reads it).
-const FUEL: &str =
-    "coalesce(CASE WHEN jsonb_typeof(p.attrs->'fuel_litres') = 'number' THEN (p.attrs->>'fuel_litres')::float8 END,
-    CASE WHEN jsonb_typeof(p.attrs->'fuel_level') = 'number' THEN (p.attrs->>'fuel_level')::float8 END)";
+/// A fuel reading in SQL, as reports read it.
+const FUEL: &str = segments::FUEL_READING;
 
 /// The time of device `device`'s last moving reading before `before` (SQL expressions):
 /// from the report segments, then from the tail of positions after the last segment.

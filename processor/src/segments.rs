@@ -19,15 +19,27 @@ use tokio_postgres::{Client, GenericClient, Row, Transaction};
 use crate::history::Timestamp;
 use crate::reports::{Rules, Sample, Segment, cut, segments};
 
+/// A position's fuel reading in SQL: `attrs.fuel_litres`, else `attrs.fuel_level`.
+macro_rules! fuel_reading {
+    () => {
+        "coalesce(CASE WHEN jsonb_typeof(p.attrs->'fuel_litres') = 'number' THEN (p.attrs->>'fuel_litres')::float8 END,
+             CASE WHEN jsonb_typeof(p.attrs->'fuel_level') = 'number' THEN (p.attrs->>'fuel_level')::float8 END)"
+    };
+}
+
+/// A position's (`p`) fuel reading in SQL: `attrs.fuel_litres`, else `attrs.fuel_level`;
+/// null when it has neither (or they are not numbers).
+pub const FUEL_READING: &str = fuel_reading!();
+
 /// What a report reads of a stored position, in [`sample_of`]'s order. Attributes of an
 /// unexpected JSON type read as absent, as the processor's own parsing does.
-pub const SAMPLE_COLUMNS: &str =
+pub const SAMPLE_COLUMNS: &str = concat!(
     "p.fix_time, CASE WHEN p.valid THEN p.lat END, CASE WHEN p.valid THEN p.lon END, p.speed,
     CASE WHEN jsonb_typeof(p.attrs->'ignition') = 'boolean' THEN (p.attrs->>'ignition')::boolean END, p.moving,
     p.distance_m,
-    CASE WHEN jsonb_typeof(p.attrs->'odometer') = 'number' THEN (p.attrs->>'odometer')::float8 END,
-    coalesce(CASE WHEN jsonb_typeof(p.attrs->'fuel_litres') = 'number' THEN (p.attrs->>'fuel_litres')::float8 END,
-             CASE WHEN jsonb_typeof(p.attrs->'fuel_level') = 'number' THEN (p.attrs->>'fuel_level')::float8 END)";
+    CASE WHEN jsonb_typeof(p.attrs->'odometer') = 'number' THEN (p.attrs->>'odometer')::float8 END, ",
+    fuel_reading!()
+);
 
 /// A row selected with [`SAMPLE_COLUMNS`] starting at column `at`.
 pub fn sample_of(row: &Row, at: usize) -> Sample {
