@@ -2,8 +2,11 @@
 //! into runs of one state ([`Segment`]), kept by the processor in the transaction that
 //! stores the positions, read by reports instead of every position.
 //!
-//! - A device that only appends extends its last segment in memory: one indexed read of
-//!   that row per batch, one upsert.
+//! - A device that only appends writes its segments when its batch closes one or crosses
+//!   a minute boundary (its last segment and the positions after it are read, the new
+//!   samples cut onto them, the result upserted); other batches write nothing, so the
+//!   stored segments lag by at most the device's last minute, the tail, which reports
+//!   read as positions.
 //! - Late data (and `fleetgate reprocess`) cuts the segments of its span again from the
 //!   stored positions, the span widened to the segments around it: the result is the
 //!   one positions sent in order would have given.
@@ -19,7 +22,7 @@ use tokio_postgres::{Client, GenericClient, Row, Transaction};
 use crate::history::Timestamp;
 use crate::reports::{Rules, Sample, Segment, cut, segments};
 
-/// A position's fuel reading in SQL: `attrs.fuel_litres`, else `attrs.fuel_level`.
+/// [`FUEL_READING`], as a literal for `concat!`.
 macro_rules! fuel_reading {
     () => {
         "coalesce(CASE WHEN jsonb_typeof(p.attrs->'fuel_litres') = 'number' THEN (p.attrs->>'fuel_litres')::float8 END,
