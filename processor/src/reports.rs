@@ -1,6 +1,8 @@
 //! Trips, stops and the summary of one device over a span, computed from its positions in
-//! time order. Pure: the API feeds it rows read from history; the rules come from the
-//! device, its tenant or the defaults below (docs/REPORTS.md).
+//! time order cut into [`Segment`]s (runs of one state: what the processor stores so a
+//! report reads a few rows a day; a single position is a segment too). Pure: the API
+//! feeds it segments and positions read from history; the rules come from the device,
+//! its tenant or the defaults below (docs/REPORTS.md).
 //!
 //! A trip is a run of activity (ignition on, or motion where the device reports no
 //! ignition) that ends when the device stays inactive for `min_stop_s` or its data has a
