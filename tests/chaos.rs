@@ -1,7 +1,8 @@
 //! Chaos: while simulated devices send, the gateway and the processor are killed with
 //! SIGKILL and restarted, and nats-server, PostgreSQL and Redis are restarted, at random
 //! moments. Afterwards every position a device saw acknowledged must be in Postgres
-//! exactly once, and each device's live position must be its newest acknowledged fix.
+//! exactly once, each device's live position must be its newest acknowledged fix, and
+//! each device's report segments must be the cut of its stored positions.
 //!
 //! Everything runs against private servers (temporary folders, free ports), so killing
 //! them never disturbs the machine's shared servers or other tests. `./test` runs a short
@@ -117,6 +118,49 @@ async fn live_times(
         }
     }
     times
+}
+
+/// The devices whose report segments are not their stored positions cut into segments
+/// (the last one may lag by the tail), read in one snapshot.
+async fn segments_wrong(client: &mut tokio_postgres::Client) -> Vec<String> {
+    use fleetgate_codecs::time::UtcMillis;
+    use fleetgate_processor::history::Timestamp;
+    let snapshot = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .expect("snapshot");
+    let devices = snapshot.query("SELECT DISTINCT device_id FROM positions", &[]).await.expect("devices");
+    let mut wrong = Vec::new();
+    for row in devices {
+        let device: i64 = row.get(0);
+        let (first, last) = (UtcMillis(-62_135_596_800_000), UtcMillis(253_402_300_799_000));
+        let samples = fleetgate_processor::segments::samples(&snapshot, device, first, last).await.expect("samples");
+        let expected = fleetgate_processor::reports::segments(&samples);
+        let stored: Vec<(UtcMillis, UtcMillis, i32)> = snapshot
+            .query(
+                "SELECT start_time, end_time, samples FROM segments WHERE device_id = $1 ORDER BY start_time",
+                &[&device],
+            )
+            .await
+            .expect("segments")
+            .iter()
+            .map(|r| (r.get::<_, Timestamp>(0).0, r.get::<_, Timestamp>(1).0, r.get(2)))
+            .collect();
+        let agrees = stored.len() == expected.len()
+            && stored.iter().zip(&expected).enumerate().all(|(i, (s, e))| {
+                let whole = (s.0, s.1, s.2 as u32) == (e.start, e.end, e.samples);
+                // The open segment may lag by the tail (under a minute).
+                let lagging = i + 1 == expected.len() && s.0 == e.start && s.1 <= e.end && e.end.0 - s.1.0 < 60_000;
+                whole || lagging
+            });
+        if !agrees {
+            wrong.push(format!("device {device}: {} stored, {} expected", stored.len(), expected.len()));
+        }
+    }
+    wrong
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,8 +311,9 @@ ack_wait_s = 5
     // What the devices saw acknowledged, and each device's newest.
     let acked = Acked::read(&acked_path);
     let (lost, duplicated) = acked.lost_and_duplicated(&postgres.url(), Duration::from_secs(180)).await;
-    let client = fleetgate_schema::connect(&postgres.url()).await.expect("connect");
+    let mut client = fleetgate_schema::connect(&postgres.url()).await.expect("connect");
     let stored: i64 = client.query_one("SELECT count(*) FROM positions", &[]).await.expect("count").get(0);
+    let segments_wrong = segments_wrong(&mut client).await;
 
     let waited = Instant::now();
     let live_wrong = loop {
@@ -296,6 +341,7 @@ ack_wait_s = 5
         "duplicated": duplicated,
         "stored_not_acknowledged": stored - acked.positions.len() as i64,
         "live_state_wrong": live_wrong.len(),
+        "segments_wrong": segments_wrong.len(),
         "simulator": serde_json::from_slice::<serde_json::Value>(&summary.stdout).unwrap_or_default(),
     });
     println!("chaos report: {report:#}");
@@ -303,6 +349,7 @@ ack_wait_s = 5
     assert!(under_load * 10 >= faults_wanted * 9, "faults must hit a system under load: {report}");
     assert_eq!((lost, duplicated), (0, 0), "acknowledged positions lost or duplicated: {report}");
     assert!(live_wrong.is_empty(), "live state is not the newest acknowledged fix: {live_wrong:?}");
+    assert!(segments_wrong.is_empty(), "report segments are not the cut of the positions: {segments_wrong:?}");
     assert_eq!(unexpected_exits, 0, "a role exited without being killed (logs in {})", dir.display());
     drop((gateway, processor));
     let _ = std::fs::remove_dir_all(&dir);
