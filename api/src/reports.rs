@@ -304,7 +304,12 @@ async fn report(state: &AppState, principal: &Principal, query: &ReportQuery, ki
              leave background out or ask with background=true"
         )));
     }
-    if query.background != Some(true) && !large {
+    let background = query.background == Some(true) || large;
+    if background && format.positions {
+        // A check against the segments is answered at once; jobs read the segments.
+        return Err(ApiError::BadRequest("source=positions is answered at once only: a smaller report".into()));
+    }
+    if !background {
         let (content_type, body) = compute(state, principal.tenant_id, &devices, from, to, kind, format).await?;
         return Ok(([(CONTENT_TYPE, content_type)], body).into_response());
     }

@@ -611,6 +611,8 @@ async fn reports_find_trips_stops_and_totals() {
     }
     let wrong = api.call("GET", &format!("/v1/reports/trips?device={id}&{range}&source=cache"), Some(&key), None).await;
     assert_eq!(wrong.status, 400);
+    let path = format!("/v1/reports/trips?device={id}&{range}&source=positions&background=true");
+    assert_eq!(api.call("GET", &path, Some(&key), None).await.status, 400, "jobs read the segments");
 
     // Exports: CSV of every report, GPX and KML of the track.
     let csv = api.call("GET", &format!("/v1/reports/trips?device={id}&{range}&format=csv"), Some(&key), None).await;
