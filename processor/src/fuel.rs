@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use fleetgate_codecs::time::UtcMillis;
 use tokio_postgres::Transaction;
 
-use crate::history::{Jsonb, Timestamp};
+use crate::history::{RunEvent, Timestamp, replace_run_events, store_run_events};
 use crate::reports::{Rules, Sample};
 use crate::segments;
 
@@ -148,27 +148,11 @@ async fn thresholds(transaction: &Transaction<'_>, ids: &[i64]) -> Result<HashMa
     Ok(rows.iter().map(|r| (r.get(0), r.get::<_, Option<f64>>(1).unwrap_or(default))).collect())
 }
 
-async fn insert(
-    transaction: &Transaction<'_>,
-    (tenant, device): (i64, i64),
-    drain: &Drain,
-) -> Result<Vec<(i64, i64, String)>, tokio_postgres::Error> {
-    let details = serde_json::json!({"from": drain.from, "to": drain.to}).to_string();
-    let (lat, lon) = drain.fix.unzip();
-    let rows = transaction
-        .query(
-            "INSERT INTO events (device_id, time, kind, tenant_id, lat, lon, details)
-             VALUES ($1, $2, 'fuel_drain', $3, $4, $5, $6)
-             -- Derived again with what came late (an earlier start): the same event, new details.
-             ON CONFLICT (device_id, time, kind, ref) DO UPDATE
-                 SET lat = EXCLUDED.lat, lon = EXCLUDED.lon, details = EXCLUDED.details
-                 WHERE events.details IS DISTINCT FROM EXCLUDED.details
-             RETURNING json_build_object('device_id', device_id, 'time', rfc3339(time), 'kind', kind,
-                 'lat', lat, 'lon', lon, 'details', details)::text",
-            &[&device, &Timestamp(drain.time), &tenant, &lat, &lon, &Jsonb(&details)],
-        )
-        .await?;
-    Ok(rows.into_iter().map(|r| (tenant, device, r.get(0))).collect())
+impl Drain {
+    fn event(&self) -> RunEvent {
+        let details = serde_json::json!({"from": self.from, "to": self.to}).to_string();
+        RunEvent { time: self.time, coordinates: self.fix, details }
+    }
 }
 
 /// Derives the fuel drains of a batch: `appended` (the new samples of each device that
@@ -205,9 +189,8 @@ pub async fn derive(
         for (device, tenant, readings) in &standing {
             let mut stretch = stretches.get(device).copied().unwrap_or_default();
             let threshold = drain_min.get(device).copied().unwrap_or(Rules::default().drain_min);
-            for drain in drains(&mut stretch, readings, threshold) {
-                new_events.extend(insert(transaction, (*tenant, *device), &drain).await?);
-            }
+            let found: Vec<RunEvent> = drains(&mut stretch, readings, threshold).iter().map(Drain::event).collect();
+            new_events.extend(store_run_events(transaction, (*tenant, *device), "fuel_drain", &found).await?);
         }
     }
     for &(device, tenant, lo, hi) in late {
@@ -223,18 +206,10 @@ pub async fn derive(
             .collect();
         let (Some(first), Some(last)) = (readings.first(), readings.last()) else { continue };
         let threshold = drain_min.get(&device).copied().unwrap_or(Rules::default().drain_min);
-        let wanted = drains(&mut Stretch::default(), &readings, threshold);
-        let times: Vec<Timestamp> = wanted.iter().map(|d| Timestamp(d.time)).collect();
-        transaction
-            .execute(
-                "DELETE FROM events WHERE device_id = $1 AND kind = 'fuel_drain' AND time >= $2 AND time <= $3
-                   AND NOT time = ANY($4)",
-                &[&device, &Timestamp(first.time), &Timestamp(last.time), &times],
-            )
-            .await?;
-        for drain in &wanted {
-            new_events.extend(insert(transaction, (tenant, device), drain).await?);
-        }
+        let wanted: Vec<RunEvent> =
+            drains(&mut Stretch::default(), &readings, threshold).iter().map(Drain::event).collect();
+        let window = (first.time, last.time);
+        new_events.extend(replace_run_events(transaction, (tenant, device), "fuel_drain", window, &wanted).await?);
     }
     Ok(new_events)
 }

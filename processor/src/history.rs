@@ -375,7 +375,8 @@ const PREVIOUS_ROWS: &str = "SELECT s.device_id, fix.lat, fix.lon,
         -- Devices with a minimum overspeed duration get theirs from `overspeed`.
         CASE WHEN d.overspeed_min_s = 0 THEN d.speed_limit::float8 END,
         prev.motion, prev.fix_time,
-        EXISTS (SELECT 1 FROM segments_pending sp WHERE sp.device_id = s.device_id) AS segments_pending
+        EXISTS (SELECT 1 FROM segments_pending sp WHERE sp.device_id = s.device_id) AS segments_pending,
+        d.speed_limit::float8, d.overspeed_min_s
     FROM unnest($1::bigint[], $2::timestamptz[]) AS s(device_id, lo)
     LEFT JOIN devices d ON d.id = s.device_id
     LEFT JOIN LATERAL (
@@ -509,6 +510,8 @@ struct BatchDerivation {
     events: Vec<NewEvent>,
     /// What the devices that only appended add to their report segments.
     segments: segments::Appended,
+    /// The batch's devices with a minimum overspeed duration.
+    overspeed: overspeed::Limits,
 }
 
 /// Derives distance, motion and events for the batch in memory, chaining each device's
@@ -533,6 +536,7 @@ async fn derive_in_batch(
     let mut limits: BTreeMap<i64, Option<f64>> = BTreeMap::new();
     let mut late = BTreeSet::new();
     let mut segment_work = segments::Appended::default();
+    let mut overspeed_limits = overspeed::Limits::new();
     for row in rows {
         let device: i64 = row.get(0);
         previous_fix.insert(device, row.get::<_, Option<f64>>(1).zip(row.get::<_, Option<f64>>(2)));
@@ -555,6 +559,11 @@ async fn derive_in_batch(
         }
         if row.get::<_, bool>(13) {
             segment_work.pending.insert(device);
+        }
+        if let (Some(limit), Some(min_s)) = (row.get::<_, Option<f64>>(14), row.get::<_, Option<i32>>(15))
+            && min_s > 0
+        {
+            overspeed_limits.insert(device, (limit, i64::from(min_s)));
         }
         previous_row.insert(device, state);
         limits.insert(device, row.get(10));
@@ -600,7 +609,69 @@ async fn derive_in_batch(
             *before = Some(state);
         }
     }
-    Ok(BatchDerivation { derived, late, events, segments: segment_work })
+    Ok(BatchDerivation { derived, late, events, segments: segment_work, overspeed: overspeed_limits })
+}
+
+/// An event of one device derived from a run of its positions (an overspeed, a fuel
+/// drain), to store.
+#[derive(Debug, Clone)]
+pub struct RunEvent {
+    /// When.
+    pub time: UtcMillis,
+    /// Where.
+    pub coordinates: Option<(f64, f64)>,
+    /// `details` (JSON).
+    pub details: String,
+}
+
+/// Stores `events` of `kind` for one device (tenant, device): new ones are inserted, one
+/// derived again with other details (late data moved its run's start) is updated.
+/// Returns the new and changed ones for the live stream.
+pub async fn store_run_events(
+    transaction: &tokio_postgres::Transaction<'_>,
+    (tenant, device): (i64, i64),
+    kind: &str,
+    events: &[RunEvent],
+) -> Result<Vec<(i64, i64, String)>, tokio_postgres::Error> {
+    let mut stored = Vec::new();
+    for event in events {
+        let (lat, lon) = event.coordinates.unzip();
+        let rows = transaction
+            .query(
+                "INSERT INTO events (device_id, time, kind, tenant_id, lat, lon, details)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (device_id, time, kind, ref) DO UPDATE
+                     SET lat = EXCLUDED.lat, lon = EXCLUDED.lon, details = EXCLUDED.details
+                     WHERE events.details IS DISTINCT FROM EXCLUDED.details
+                 RETURNING json_build_object('device_id', device_id, 'time', rfc3339(time), 'kind', kind,
+                     'lat', lat, 'lon', lon, 'details', details)::text",
+                &[&device, &Timestamp(event.time), &kind, &tenant, &lat, &lon, &Jsonb(&event.details)],
+            )
+            .await?;
+        stored.extend(rows.into_iter().map(|r| (tenant, device, r.get(0))));
+    }
+    Ok(stored)
+}
+
+/// Makes `events` the device's events of `kind` from `from` to `to` (a window derived
+/// again): the ones no longer derived are deleted, the rest stored as by
+/// [`store_run_events`].
+pub async fn replace_run_events(
+    transaction: &tokio_postgres::Transaction<'_>,
+    (tenant, device): (i64, i64),
+    kind: &str,
+    (from, to): (UtcMillis, UtcMillis),
+    events: &[RunEvent],
+) -> Result<Vec<(i64, i64, String)>, tokio_postgres::Error> {
+    let kept: Vec<Timestamp> = events.iter().map(|e| Timestamp(e.time)).collect();
+    transaction
+        .execute(
+            "DELETE FROM events WHERE device_id = $1 AND kind = $2 AND time >= $3 AND time <= $4
+               AND NOT time = ANY($5)",
+            &[&device, &kind, &Timestamp(from), &Timestamp(to), &kept],
+        )
+        .await?;
+    store_run_events(transaction, (tenant, device), kind, events).await
 }
 
 /// Inserts events derived in memory; returns the new ones for the live stream.
@@ -693,12 +764,13 @@ impl History {
                 &[&device_id, &remove, &received],
             )
             .await?;
-        let mut written = write_positions(&transaction, positions, thresholds).await?;
+        let (mut written, _) = write_positions(&transaction, positions, thresholds).await?;
         written.events.extend(rederive(&transaction, &[(device_id, span.0, span.1)], thresholds).await?);
         segments::recut(&transaction, &[(device_id, span.0, span.1)]).await?;
         let spans = [(device_id, tenant_id, span.0.0, span.1.0)];
         written.events.extend(geofence_events(&transaction, &spans, &self.fences.clone()).await?);
-        written.events.extend(overspeed::derive(&transaction, &spans).await?);
+        let limits = overspeed::limits(&transaction, &[device_id]).await?;
+        written.events.extend(overspeed::derive(&transaction, &spans, &limits).await?);
         written.events.extend(fuel::derive(&transaction, &BTreeMap::new(), &HashMap::new(), &spans).await?);
         transaction
             .execute(
@@ -735,9 +807,12 @@ impl History {
             .execute("SELECT pg_advisory_xact_lock(id) FROM unnest($1::bigint[]) AS d(id)", &[&devices])
             .await?;
 
-        let mut written = write_positions(&transaction, positions, thresholds).await?;
+        let (mut written, overspeed_limits) = write_positions(&transaction, positions, thresholds).await?;
         written.events.extend(derive_geofence_events(&transaction, positions, &fences).await?);
-        written.events.extend(overspeed::derive(&transaction, &spans_of(positions.iter())).await?);
+        if !overspeed_limits.is_empty() {
+            let spans = spans_of(positions.iter());
+            written.events.extend(overspeed::derive(&transaction, &spans, &overspeed_limits).await?);
+        }
         for m in messages {
             let digest = format!("{:016x}", digest(m.hex.as_bytes(), m.command_id.as_deref()));
             transaction
@@ -767,15 +842,16 @@ impl History {
 }
 
 /// Inserts positions (each key once; rows already stored are skipped) with their derived
-/// values and events, inside the caller's transaction and advisory locks.
+/// values and events, inside the caller's transaction and advisory locks. Also gives the
+/// batch's devices with a minimum overspeed duration (read with their previous rows).
 async fn write_positions(
     transaction: &tokio_postgres::Transaction<'_>,
     positions: &[Position],
     thresholds: Thresholds,
-) -> Result<Written, tokio_postgres::Error> {
+) -> Result<(Written, overspeed::Limits), tokio_postgres::Error> {
     let mut written = Written::default();
     if positions.is_empty() {
-        return Ok(written);
+        return Ok((written, overspeed::Limits::new()));
     }
     // A device may send two records with one timestamp, and a batch may hold a
     // resent frame: one row per key, the first one wins (as the insert would).
@@ -800,7 +876,7 @@ async fn write_positions(
     let late_fuel: Vec<(i64, i64, UtcMillis, UtcMillis)> =
         late_spans.iter().filter_map(|(d, lo, hi)| Some((*d, *tenants.get(d)?, lo.0, hi.0))).collect();
     written.events.extend(fuel::derive(transaction, &batch.segments.new, &tenants, &late_fuel).await?);
-    Ok(written)
+    Ok((written, batch.overspeed))
 }
 
 /// The valid, possible fixes of a device from its last one before `$2` (or `$2`) to its

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use fleetgate_codecs::time::UtcMillis;
 use tokio_postgres::Transaction;
 
-use crate::history::{Jsonb, Timestamp};
+use crate::history::{RunEvent, Timestamp, replace_run_events};
 
 /// One overspeed event: the position at which the run had lasted the minimum.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,17 +68,12 @@ const WINDOW: &str = "SELECT fix_time, speed, lat, lon FROM positions
                                   AND NOT coalesce(speed > $4, false) ORDER BY fix_time LIMIT 1), 'infinity')
     ORDER BY fix_time";
 
-/// Derives the overspeed events of the devices with a minimum duration among `spans`
-/// (device, tenant, first and last new fix time); deletes those that no longer follow
-/// and returns the new ones (tenant, device, JSON) for the live stream.
-pub async fn derive(
-    transaction: &Transaction<'_>,
-    spans: &[(i64, i64, UtcMillis, UtcMillis)],
-) -> Result<Vec<(i64, i64, String)>, tokio_postgres::Error> {
-    if spans.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<i64> = spans.iter().map(|s| s.0).collect();
+/// The devices with a minimum overspeed duration: their speed limit (km/h) and minimum
+/// (seconds).
+pub type Limits = BTreeMap<i64, (f64, i64)>;
+
+/// The [`Limits`] of `ids` (a batch reads them with its previous rows instead).
+pub async fn limits(transaction: &Transaction<'_>, ids: &[i64]) -> Result<Limits, tokio_postgres::Error> {
     let rows = transaction
         .query(
             "SELECT id, speed_limit::float8, overspeed_min_s FROM devices
@@ -86,11 +81,20 @@ pub async fn derive(
             &[&ids],
         )
         .await?;
-    let rules: BTreeMap<i64, (f64, i64)> =
-        rows.iter().map(|r| (r.get(0), (r.get(1), i64::from(r.get::<_, i32>(2))))).collect();
+    Ok(rows.iter().map(|r| (r.get(0), (r.get(1), i64::from(r.get::<_, i32>(2))))).collect())
+}
+
+/// Derives the overspeed events of the devices in `limits` among `spans` (device,
+/// tenant, first and last new fix time); deletes those that no longer follow and returns
+/// the new ones (tenant, device, JSON) for the live stream.
+pub async fn derive(
+    transaction: &Transaction<'_>,
+    spans: &[(i64, i64, UtcMillis, UtcMillis)],
+    limits: &Limits,
+) -> Result<Vec<(i64, i64, String)>, tokio_postgres::Error> {
     let mut new_events = Vec::new();
     for &(device, tenant, lo, hi) in spans {
-        let Some(&(limit, min_s)) = rules.get(&device) else { continue };
+        let Some(&(limit, min_s)) = limits.get(&device) else { continue };
         let rows = transaction.query(WINDOW, &[&device, &Timestamp(lo), &Timestamp(hi), &limit]).await?;
         let readings: Vec<Reading> = rows
             .iter()
@@ -101,33 +105,17 @@ pub async fn derive(
             })
             .collect();
         let (Some(first), Some(last)) = (readings.first(), readings.last()) else { continue };
-        let wanted = events(&readings, limit, min_s);
-        let wanted_times: Vec<Timestamp> = wanted.iter().map(|e| Timestamp(e.time)).collect();
-        transaction
-            .execute(
-                "DELETE FROM events WHERE device_id = $1 AND kind = 'overspeed' AND time >= $2 AND time <= $3
-                   AND NOT time = ANY($4)",
-                &[&device, &Timestamp(first.time), &Timestamp(last.time), &wanted_times],
-            )
-            .await?;
-        for event in wanted {
-            let details = serde_json::json!({"speed": event.speed, "limit": limit, "since": event.since.to_string()});
-            let (lat, lon) = event.coordinates.unzip();
-            let inserted = transaction
-                .query(
-                    "INSERT INTO events (device_id, time, kind, tenant_id, lat, lon, details)
-                     VALUES ($1, $2, 'overspeed', $3, $4, $5, $6)
-             -- Derived again with what came late (an earlier start): the same event, new details.
-             ON CONFLICT (device_id, time, kind, ref) DO UPDATE
-                 SET lat = EXCLUDED.lat, lon = EXCLUDED.lon, details = EXCLUDED.details
-                 WHERE events.details IS DISTINCT FROM EXCLUDED.details
-                     RETURNING json_build_object('device_id', device_id, 'time', rfc3339(time), 'kind', kind,
-                         'lat', lat, 'lon', lon, 'details', details)::text",
-                    &[&device, &Timestamp(event.time), &tenant, &lat, &lon, &Jsonb(&details.to_string())],
-                )
-                .await?;
-            new_events.extend(inserted.into_iter().map(|r| (tenant, device, r.get(0))));
-        }
+        let wanted: Vec<RunEvent> = events(&readings, limit, min_s)
+            .into_iter()
+            .map(|e| RunEvent {
+                time: e.time,
+                coordinates: e.coordinates,
+                details: serde_json::json!({"speed": e.speed, "limit": limit, "since": e.since.to_string()})
+                    .to_string(),
+            })
+            .collect();
+        let window = (first.time, last.time);
+        new_events.extend(replace_run_events(transaction, (tenant, device), "overspeed", window, &wanted).await?);
     }
     Ok(new_events)
 }
