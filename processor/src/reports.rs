@@ -518,16 +518,7 @@ mod tests {
 
     /// A sample at `t` seconds with nothing in it.
     fn at(t: i64) -> Sample {
-        Sample {
-            time: UtcMillis(t * 1000),
-            fix: None,
-            speed: None,
-            ignition: None,
-            moving: None,
-            distance_m: None,
-            odometer: None,
-            fuel: None,
-        }
+        Sample::at(UtcMillis(t * 1000))
     }
 
     /// Trips, stops and summary of `samples`, checked to be the same whether the samples

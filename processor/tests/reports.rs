@@ -6,10 +6,11 @@
 //! and the same answers whether the samples are cut into segments (what the processor
 //! stores) or read one by one (a raw scan).
 
+mod common;
+
+use common::{close, report};
 use fleetgate_codecs::time::UtcMillis;
-use fleetgate_processor::reports::{
-    Detection, Rules, Sample, Segment, Stop, Summary, Trip, segments, singles, summary, trips_and_stops,
-};
+use fleetgate_processor::reports::{Detection, Rules, Sample, Segment, segments, singles};
 
 struct Random(u64);
 
@@ -175,16 +176,6 @@ fn cut(samples: &[Sample], rules: &Rules) -> Vec<Segment> {
         }
     }
     pieces
-}
-
-fn report(pieces: &[Segment], rules: &Rules) -> (Vec<Trip>, Vec<Stop>, Summary) {
-    let (trips, stops) = trips_and_stops(pieces, rules);
-    let total = summary(pieces, &trips, rules);
-    (trips, stops, total)
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0)
 }
 
 #[test]

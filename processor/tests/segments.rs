@@ -6,11 +6,10 @@
 
 mod common;
 
-use common::{Harness, IMEI, eventually, redis_url};
+use common::{Harness, IMEI, close, eventually, redis_url, report};
 use fleetgate_codecs::time::UtcMillis;
 use fleetgate_processor::history::{Partitions, Timestamp};
-use fleetgate_processor::reports::{Detection, Rules, Segment, Stop, Summary, Trip, segments, singles};
-use fleetgate_processor::reports::{summary, trips_and_stops};
+use fleetgate_processor::reports::{Detection, Rules, Segment, segments, singles};
 use fleetgate_processor::segments::{pieces, samples};
 use serde_json::json;
 
@@ -106,16 +105,6 @@ fn assert_cut_of(name: &str, stored: &[Stored], expected: &[Segment]) {
         assert_eq!((a.0, a.1, a.2, a.3, a.4, a.6), (b.0, b.1, b.2, b.3, b.4, b.6), "{name}");
         assert!(close(a.5, b.5), "{name}: {a:?} vs {b:?}");
     }
-}
-
-fn report(pieces: &[Segment], rules: &Rules) -> (Vec<Trip>, Vec<Stop>, Summary) {
-    let (trips, stops) = trips_and_stops(pieces, rules);
-    let total = summary(pieces, &trips, rules);
-    (trips, stops, total)
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0)
 }
 
 /// Reports over segments equal reports over every position, for spans that cut through

@@ -175,3 +175,22 @@ pub fn position(time: &str, lat: f64, speed: f64, valid: bool, attrs: serde_json
 pub fn now_text() -> String {
     fleetgate_gateway::connection::now().to_string()
 }
+
+/// Trips, stops and summary of a device's segments.
+pub fn report(
+    pieces: &[fleetgate_processor::reports::Segment],
+    rules: &fleetgate_processor::reports::Rules,
+) -> (
+    Vec<fleetgate_processor::reports::Trip>,
+    Vec<fleetgate_processor::reports::Stop>,
+    fleetgate_processor::reports::Summary,
+) {
+    let (trips, stops) = fleetgate_processor::reports::trips_and_stops(pieces, rules);
+    let total = fleetgate_processor::reports::summary(pieces, &trips, rules);
+    (trips, stops, total)
+}
+
+/// Equal but for floating-point rounding (sums taken in another order).
+pub fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0)
+}
