@@ -108,28 +108,10 @@ async fn scope(
     Ok((chosen, from, to))
 }
 
-/// The rules of each device: its own over its tenant's over the defaults.
-async fn rules(state: &AppState, tenant_id: i64, devices: &[DeviceMeta]) -> ApiResult<Vec<Rules>> {
-    let db = state.db().await?;
+/// The rules of each device (its own over its tenant's over the defaults), in order.
+async fn rules(state: &AppState, devices: &[DeviceMeta]) -> ApiResult<Vec<Rules>> {
     let ids: Vec<i64> = devices.iter().map(|d| d.id).collect();
-    let rows = db
-        .query(
-            "SELECT d.id, (coalesce(t.report_rules, '{}'::jsonb) || coalesce(d.report_rules, '{}'::jsonb))::text
-             FROM devices d JOIN tenants t ON t.id = d.tenant_id WHERE d.tenant_id = $1 AND d.id = ANY($2)",
-            &[&tenant_id, &ids],
-        )
-        .await?;
-    let mut by_device = std::collections::HashMap::new();
-    for row in rows {
-        let merged: &str = row.get(1);
-        // A rule that does not read (set by hand in SQL) falls back to the defaults, and
-        // says so in the log.
-        let rules = serde_json::from_str::<Rules>(merged).unwrap_or_else(|error| {
-            tracing::warn!(%error, device_id = row.get::<_, i64>(0), "report rules do not read; using the defaults");
-            Rules::default()
-        });
-        by_device.insert(row.get::<_, i64>(0), rules);
-    }
+    let by_device = segments::device_rules(&**state.db().await?, &ids).await?;
     Ok(ids.iter().map(|id| by_device.get(id).copied().unwrap_or_default()).collect())
 }
 
@@ -236,17 +218,17 @@ impl Report {
     }
 }
 
-/// Computes a report: its content type and body.
+/// Computes a report of `devices` (one tenant's, as its device cache gives them): its
+/// content type and body.
 async fn compute(
     state: &AppState,
-    tenant_id: i64,
     devices: &[DeviceMeta],
     from: UtcMillis,
     to: UtcMillis,
     kind: Report,
     format: Format,
 ) -> ApiResult<(&'static str, String)> {
-    let rules = rules(state, tenant_id, devices).await?;
+    let rules = rules(state, devices).await?;
     let db = state.db().await?;
     let pieces: Vec<Vec<Segment>> = if format.positions {
         let mut each = Vec::new();
@@ -310,7 +292,7 @@ async fn report(state: &AppState, principal: &Principal, query: &ReportQuery, ki
         return Err(ApiError::BadRequest("source=positions is answered at once only: a smaller report".into()));
     }
     if !background {
-        let (content_type, body) = compute(state, principal.tenant_id, &devices, from, to, kind, format).await?;
+        let (content_type, body) = compute(state, &devices, from, to, kind, format).await?;
         return Ok(([(CONTENT_TYPE, content_type)], body).into_response());
     }
     let id = crate::auth::new_token("job_")?;
@@ -442,7 +424,7 @@ async fn run_job(state: &AppState, id: &str) -> ApiResult<()> {
     let tenant = state.device_cache.get(state, tenant_id).await?;
     let devices: Vec<DeviceMeta> = ids.iter().filter_map(|id| tenant.get(*id).cloned()).collect();
     let outcome = match Report::from_name(&kind) {
-        Some(kind) => compute(state, tenant_id, &devices, from.0, to.0, kind, Format { csv, positions: false }).await,
+        Some(kind) => compute(state, &devices, from.0, to.0, kind, Format { csv, positions: false }).await,
         None => Err(ApiError::BadRequest(format!("unknown report {kind}"))),
     };
     match outcome {

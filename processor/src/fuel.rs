@@ -14,7 +14,7 @@ use fleetgate_codecs::time::UtcMillis;
 use tokio_postgres::Transaction;
 
 use crate::history::{RunEvent, Timestamp, replace_run_events, store_run_events};
-use crate::reports::{Rules, Sample};
+use crate::reports::Sample;
 use crate::segments;
 
 /// A fuel reading: when, the level, whether the vehicle moved, where.
@@ -132,22 +132,6 @@ fn window_query() -> String {
     )
 }
 
-/// The `drain_min` of each device: its report rules over its tenant's over the default.
-async fn thresholds(transaction: &Transaction<'_>, ids: &[i64]) -> Result<HashMap<i64, f64>, tokio_postgres::Error> {
-    let rows = transaction
-        .query(
-            "SELECT d.id, CASE WHEN jsonb_typeof(r.rules->'drain_min') = 'number' THEN (r.rules->>'drain_min')::float8 END
-             FROM devices d JOIN tenants t ON t.id = d.tenant_id
-             CROSS JOIN LATERAL (SELECT coalesce(t.report_rules, '{}'::jsonb) || coalesce(d.report_rules, '{}'::jsonb)
-                                 AS rules) r
-             WHERE d.id = ANY($1)",
-            &[&ids],
-        )
-        .await?;
-    let default = Rules::default().drain_min;
-    Ok(rows.iter().map(|r| (r.get(0), r.get::<_, Option<f64>>(1).unwrap_or(default))).collect())
-}
-
 impl Drain {
     fn event(&self) -> RunEvent {
         let details = serde_json::json!({"from": self.from, "to": self.to}).to_string();
@@ -178,7 +162,8 @@ pub async fn derive(
         return Ok(Vec::new());
     }
     let ids: Vec<i64> = standing.iter().map(|s| s.0).chain(late.iter().map(|s| s.0)).collect();
-    let drain_min = thresholds(transaction, &ids).await?;
+    let rules = segments::device_rules(transaction, &ids).await?;
+    let drain_min = |device: &i64| rules.get(device).copied().unwrap_or_default().drain_min;
     let mut new_events = Vec::new();
     if !standing.is_empty() {
         let devices: Vec<i64> = standing.iter().map(|s| s.0).collect();
@@ -188,7 +173,7 @@ pub async fn derive(
             rows.iter().map(|r| (r.get(0), Stretch { first: r.get(1), fired: r.get(2) })).collect();
         for (device, tenant, readings) in &standing {
             let mut stretch = stretches.get(device).copied().unwrap_or_default();
-            let threshold = drain_min.get(device).copied().unwrap_or(Rules::default().drain_min);
+            let threshold = drain_min(device);
             let found: Vec<RunEvent> = drains(&mut stretch, readings, threshold).iter().map(Drain::event).collect();
             new_events.extend(store_run_events(transaction, (*tenant, *device), "fuel_drain", &found).await?);
         }
@@ -205,7 +190,7 @@ pub async fn derive(
             })
             .collect();
         let (Some(first), Some(last)) = (readings.first(), readings.last()) else { continue };
-        let threshold = drain_min.get(&device).copied().unwrap_or(Rules::default().drain_min);
+        let threshold = drain_min(&device);
         let wanted: Vec<RunEvent> =
             drains(&mut Stretch::default(), &readings, threshold).iter().map(Drain::event).collect();
         let window = (first.time, last.time);

@@ -468,6 +468,31 @@ pub async fn pieces(
         .collect())
 }
 
+/// The report rules of each of `devices`: its own over its tenant's over the defaults.
+/// Rules that do not read (set by hand in SQL) fall back to the defaults, with a warning.
+pub async fn device_rules(
+    client: &impl GenericClient,
+    devices: &[i64],
+) -> Result<HashMap<i64, Rules>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT d.id, (coalesce(t.report_rules, '{}'::jsonb) || coalesce(d.report_rules, '{}'::jsonb))::text
+             FROM devices d JOIN tenants t ON t.id = d.tenant_id WHERE d.id = ANY($1)",
+            &[&devices],
+        )
+        .await?;
+    let mut rules = HashMap::new();
+    for row in rows {
+        let device: i64 = row.get(0);
+        let merged = serde_json::from_str::<Rules>(row.get(1)).unwrap_or_else(|error| {
+            tracing::warn!(%error, device_id = device, "report rules do not read; using the defaults");
+            Rules::default()
+        });
+        rules.insert(device, merged);
+    }
+    Ok(rules)
+}
+
 /// Deletes the segments that start before `oldest` (the positions' retention).
 pub async fn drop_before(client: &Client, oldest: UtcMillis) -> Result<u64, tokio_postgres::Error> {
     client.execute("DELETE FROM segments WHERE start_time < $1", &[&Timestamp(oldest)]).await
