@@ -10,15 +10,16 @@
 #   benches/e2e_bench.sh "10000 20000 30000 40000 50000"
 # Environment: DEVICES (5000), SECONDS_PER_STEP (20), FRESHNESS_RATE (20000),
 # PROCESSOR_WORKERS (2), PROCESSOR_BATCH (5000),
-# WIALON_SHARE (0: Wialon IPS carries whole-second times, so a device sending several
-# records a second would repeat a time, and a repeated time is the same position).
+# MIX, the simulator's protocol mix (teltonika=1: Wialon IPS carries whole-second times,
+# so a device sending several records a second would repeat a time, and a repeated time
+# is the same position).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATES=${1:-"10000 20000 30000 40000 50000"}
 DEVICES=${DEVICES:-5000}
 SECONDS_PER_STEP=${SECONDS_PER_STEP:-20}
 FRESHNESS_RATE=${FRESHNESS_RATE:-20000}
-WIALON_SHARE=${WIALON_SHARE:-0}
+MIX=${MIX:-teltonika=1}
 SCHEMA=fg_e2e_bench
 PG="postgres://postgres@127.0.0.1:5432/test"
 PG_SCHEMA="$PG?options=-csearch_path%3D$SCHEMA"
@@ -72,17 +73,17 @@ trap 'kill -INT $SERVE 2>/dev/null; wait $SERVE 2>/dev/null
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$API) 2>/dev/null && break; sleep 0.2; done
 
 # Register the devices once (the first run of the simulator does it through the API).
-target/release/fleetgate simulate --teltonika-port $TELTONIKA --wialon-port $WIALON --devices "$DEVICES" \
-  --wialon-share "$WIALON_SHARE" --seconds 1 --interval-s 1 --register "http://127.0.0.1:$API" --api-key "$KEY" --json > /dev/null
+target/release/fleetgate simulate --port teltonika=$TELTONIKA --port wialon=$WIALON --devices "$DEVICES" \
+  --protocols "$MIX" --seconds 1 --interval-s 1 --register "http://127.0.0.1:$API" --api-key "$KEY" --json > /dev/null
 
 step() { # RATE SECONDS EXTRA...: runs the simulator at RATE positions/s
   local rate=$1 seconds=$2; shift 2
   local records=$(( (rate + DEVICES - 1) / DEVICES ))
   local interval
   interval=$(awk -v d="$DEVICES" -v r="$records" -v rate="$rate" 'BEGIN { printf "%.3f", d * r / rate }')
-  target/release/fleetgate simulate --teltonika-port $TELTONIKA --wialon-port $WIALON --devices "$DEVICES" \
+  target/release/fleetgate simulate --port teltonika=$TELTONIKA --port wialon=$WIALON --devices "$DEVICES" \
     --records "$records" --interval-s "$interval" --seconds "$seconds" --offline-share 0 --corrupt-share 0 \
-    --wialon-share "$WIALON_SHARE" --json "$@"
+    --protocols "$MIX" --json "$@"
 }
 
 echo "| target positions/s | devices | records/frame | acknowledged/s | ack p50 ms | ack p99 ms | acknowledged | stored once | lost | duplicated |"

@@ -16,18 +16,19 @@ use fleetgate_codecs::transcript::{Transcript, run_datagrams, run_stream};
 use fleetgate_codecs::{Protocol, SessionOptions};
 use fleetgate_codecs::{hex, traffic};
 
-#[derive(clap::Args)]
+/// Options of `fleetgate decode`.
+#[derive(clap::Args, Debug)]
 pub struct DecodeArgs {
-    /// Protocol name: teltonika.
-    protocol: String,
+    /// Protocol name (teltonika, wialon, ...: any of the registry).
+    pub protocol: String,
     /// The input is hex text; whitespace is ignored.
     #[arg(long)]
-    hex: bool,
+    pub hex: bool,
     /// One UDP datagram per input line (binary protocols need --hex).
     #[arg(long)]
-    udp: bool,
+    pub udp: bool,
     /// Capture file; standard input when absent.
-    file: Option<PathBuf>,
+    pub file: Option<PathBuf>,
 }
 
 fn read_input(args: &DecodeArgs) -> anyhow::Result<Vec<u8>> {
@@ -64,7 +65,8 @@ fn export_transcript(protocol: Protocol, input: &[u8], options: SessionOptions) 
     Ok(all)
 }
 
-fn transcript(protocol: Protocol, args: &DecodeArgs, input: &[u8]) -> anyhow::Result<Transcript> {
+/// The transcript of `input` (a capture or a traffic export) as `args` say to read it.
+pub fn transcript(protocol: Protocol, args: &DecodeArgs, input: &[u8]) -> anyhow::Result<Transcript> {
     let options = SessionOptions { allow_anonymous: true, ..SessionOptions::default() };
     if !args.hex && traffic::is_export(input) {
         return export_transcript(protocol, input, options);
@@ -85,12 +87,10 @@ fn transcript(protocol: Protocol, args: &DecodeArgs, input: &[u8]) -> anyhow::Re
     Ok(run_stream(protocol, &bytes, options))
 }
 
+/// Runs `fleetgate decode`: prints the transcript; exit status as contract 2 says.
 pub fn run(args: DecodeArgs) -> ExitCode {
     let result = Protocol::from_name(&args.protocol)
-        .with_context(|| {
-            let known: Vec<_> = Protocol::ALL.iter().map(|p| p.name()).collect();
-            format!("unknown protocol {:?} (known: {})", args.protocol, known.join(", "))
-        })
+        .with_context(|| format!("unknown protocol {:?} (known: {})", args.protocol, Protocol::names()))
         .and_then(|protocol| Ok((protocol, read_input(&args)?)))
         .and_then(|(protocol, input)| transcript(protocol, &args, &input));
     let mut stdout = std::io::stdout().lock();

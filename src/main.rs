@@ -6,15 +6,11 @@
 //! process; `reprocess` decodes a device's archived frames again; `admin` holds the
 //! platform operator's tasks.
 
-mod decode;
-mod reprocess;
-mod roles;
-mod simulate;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use fleetgate::{decode, reprocess, roles, simulate};
 
 #[derive(Parser)]
 #[command(name = "fleetgate", version, about = "Telematics gateway: tracker protocols in, normalized positions out")]

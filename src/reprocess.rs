@@ -8,12 +8,15 @@ use std::io::Write;
 
 use anyhow::Context;
 use fleetgate_codecs::UtcMillis;
-use fleetgate_gateway::Config;
+use fleetgate_contracts::Config;
 use fleetgate_processor::geofence::Fences;
-use fleetgate_processor::history::{History, Partitions, Thresholds};
+use fleetgate_processor::history::History;
 use fleetgate_processor::live::Live;
 use fleetgate_processor::reprocess::{Request, reprocess};
+use fleetgate_rules::events::Thresholds;
+use fleetgate_store::partitions::Partitions;
 
+/// Options of `fleetgate reprocess`.
 #[derive(clap::Args)]
 pub struct ReprocessArgs {
     /// The device's identifier (IMEI, terminal id).
@@ -35,6 +38,7 @@ fn time(flag: &str, value: &str) -> anyhow::Result<UtcMillis> {
         .with_context(|| format!("--{flag} {value:?} is not an RFC 3339 time (like 2026-11-25T16:00:00Z)"))
 }
 
+/// Runs `fleetgate reprocess`.
 pub async fn run(config: &Config, args: &ReprocessArgs) -> anyhow::Result<()> {
     let request = Request {
         identifier: args.device.clone(),
@@ -42,7 +46,7 @@ pub async fn run(config: &Config, args: &ReprocessArgs) -> anyhow::Result<()> {
         to: time("to", &args.to)?,
         dry_run: args.dry_run,
     };
-    let client = fleetgate_schema::connect(&config.postgres.url).await?;
+    let client = fleetgate_store::connect(&config.postgres.url).await?;
     let thresholds = Thresholds {
         power_cut_voltage: config.processor.power_cut_voltage,
         low_battery_voltage: config.processor.low_battery_voltage,

@@ -5,17 +5,27 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use fleetgate_gateway::Config;
+use fleetgate_contracts::Config;
 use tokio_util::sync::CancellationToken;
 
 /// Which role to run.
 pub enum Role {
+    /// Apply the migrations and create the streams.
     Migrate,
+    /// The gateway.
     Gateway,
+    /// The processor.
     Processor,
+    /// The REST API.
     Api,
+    /// Every role in one process.
     Serve,
-    CreateTenant { name: String },
+    /// Create a tenant and its first admin key.
+    CreateTenant {
+        /// The company's name.
+        name: String,
+    },
+    /// Decode archived frames again.
     Reprocess(crate::reprocess::ReprocessArgs),
 }
 
@@ -25,6 +35,8 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).init();
 }
 
+/// Runs `role` with the configuration at `config_path` (or `fleetgate.toml`, or the
+/// defaults) until it ends or a signal stops it.
 pub fn run(role: Role, config_path: Option<PathBuf>) -> ExitCode {
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -57,8 +69,8 @@ pub fn run(role: Role, config_path: Option<PathBuf>) -> ExitCode {
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let mut client = fleetgate_schema::connect(&config.postgres.url).await?;
-    let applied = fleetgate_schema::migrate(&mut client).await?;
+    let mut client = fleetgate_store::connect(&config.postgres.url).await?;
+    let applied = fleetgate_store::migrate(&mut client).await?;
     tracing::info!(?applied, "postgres schema is current");
     let nats = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
@@ -66,7 +78,7 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot connect to NATS at {}", config.nats.url))?;
     let js = async_nats::jetstream::new(nats);
-    fleetgate_gateway::stream::ensure_stream(&js, &config.nats)
+    fleetgate_contracts::stream::ensure_stream(&js, &config.nats)
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the stream {}: {e}", config.nats.stream))?;
     tracing::info!(stream = config.nats.stream, "jetstream stream is current");
@@ -144,7 +156,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn create_tenant(config: &Config, name: &str) -> anyhow::Result<()> {
-    let client = fleetgate_schema::connect(&config.postgres.url).await?;
+    let client = fleetgate_store::connect(&config.postgres.url).await?;
     let (tenant_id, api_key) =
         fleetgate_api::create_tenant(&client, name).await.map_err(|e| anyhow::anyhow!("{e}: {e:?}"))?;
     println!("{}", serde_json::json!({"tenant_id": tenant_id, "api_key": api_key}));

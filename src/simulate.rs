@@ -1,10 +1,12 @@
-//! `fleetgate simulate`: N tracker devices over TCP, a protocol mix of Teltonika codec
-//! 8E and Wialon IPS 2.0, each driving its own route: following a closed polyline at
-//! plausible speeds, stopping with the ignition off, idling, burning fuel and refuelling,
-//! some going offline and coming back with a black-box burst, some sending corrupted
-//! frames (and then the correct one, as a real device resends). Every frame waits for
-//! its acknowledgement, which is timed; acknowledged positions can be written to a file
-//! so a test can check that each one is stored exactly once.
+//! `fleetgate simulate`: N tracker devices over TCP, a mix of any protocols of the
+//! registry (`--protocols teltonika=3,wialon=1`), each driving its own route: following
+//! a closed polyline at plausible speeds, stopping with the ignition off, idling,
+//! burning fuel and refuelling, some going offline and coming back with a black-box
+//! burst, some sending corrupted frames (and then the correct one, as a real device
+//! resends). What a device sends and how it reads the answers is its protocol's device
+//! side (`fleetgate_codecs::device`), so the simulator knows no protocol by name. Every
+//! frame waits for its acknowledgement, which is timed; acknowledged positions can be
+//! written to a file so a test can check that each one is stored exactly once.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -14,68 +16,66 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use fleetgate_codecs::teltonika::CODEC_8E;
-use fleetgate_codecs::teltonika::encode::{IoElement, Record as AvlRecord, avl_packet, handshake};
-use fleetgate_codecs::wialon::Version;
-use fleetgate_codecs::wialon::encode::{self as wialon, Param, Record as WialonRecord};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use bytes::BytesMut;
+use fleetgate_codecs::Protocol;
+use fleetgate_codecs::device::{Answer, DeviceSide, Report};
+use fleetgate_rules::track::haversine_m as distance_m;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 /// Options of `fleetgate simulate`.
-#[derive(clap::Args, Clone)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct SimulateArgs {
     /// Gateway host.
     #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// Teltonika TCP port.
-    #[arg(long, default_value_t = 5027)]
-    teltonika_port: u16,
-    /// Wialon IPS TCP port.
-    #[arg(long, default_value_t = 5039)]
-    wialon_port: u16,
+    pub host: String,
+    /// The protocol mix, as weights: `teltonika=3,wialon=1` (default: every protocol
+    /// of the registry, equally).
+    #[arg(long, value_parser = parse_mix)]
+    pub protocols: Option<Mix>,
+    /// A protocol's TCP port, `PROTOCOL=PORT` (repeatable; default: its default port).
+    #[arg(long = "port", value_parser = parse_port)]
+    pub ports: Vec<(Protocol, u16)>,
     /// Number of devices (ignored with --devices-file).
     #[arg(long, default_value_t = 10)]
-    devices: usize,
-    /// Share of the devices that speak Wialon IPS 2.0 (the rest Teltonika 8E).
-    #[arg(long, default_value_t = 0.5)]
-    wialon_share: f64,
+    pub devices: usize,
     /// Seconds between two reports of a device.
     #[arg(long, default_value_t = 5.0)]
-    interval_s: f64,
+    pub interval_s: f64,
     /// Records per report (Teltonika packs them in one frame, Wialon in one #B# line).
     #[arg(long, default_value_t = 1)]
-    records: usize,
+    pub records: usize,
     /// How long to run (seconds).
     #[arg(long, default_value_t = 60)]
-    seconds: u64,
+    pub seconds: u64,
     /// First identifier (IMEI) when generating devices; the rest count up.
     #[arg(long, default_value_t = 359_000_000_000_000)]
-    imei_base: u64,
+    pub imei_base: u64,
     /// Devices from a file instead: one `IDENTIFIER PROTOCOL` per line.
     #[arg(long)]
-    devices_file: Option<PathBuf>,
+    pub devices_file: Option<PathBuf>,
     /// Register the devices through the API at this base URL (http://host:port) first.
     #[arg(long)]
-    register: Option<String>,
+    pub register: Option<String>,
     /// API key for --register (admin role).
     #[arg(long)]
-    api_key: Option<String>,
+    pub api_key: Option<String>,
     /// Share of the devices that go offline once and come back with a black-box burst.
     #[arg(long, default_value_t = 0.1)]
-    offline_share: f64,
+    pub offline_share: f64,
     /// Share of the devices that corrupt one frame in ten (then resend it intact).
     #[arg(long, default_value_t = 0.05)]
-    corrupt_share: f64,
+    pub corrupt_share: f64,
     /// Write every acknowledged position here as JSON Lines: {"device", "time"}.
     #[arg(long)]
-    acked: Option<PathBuf>,
+    pub acked: Option<PathBuf>,
     /// Print the final summary as JSON instead of text.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Seed of the routes and behaviours.
     #[arg(long, default_value_t = 1)]
-    seed: u64,
+    pub seed: u64,
 }
 
 /// A small deterministic generator (SplitMix64): routes repeat for a seed.
@@ -100,10 +100,50 @@ impl Random {
     }
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Protocol {
-    Teltonika,
-    Wialon,
+/// Protocols and their weights.
+#[derive(Debug, Clone)]
+pub struct Mix(pub Vec<(Protocol, f64)>);
+
+/// `NAME=WEIGHT,...`.
+fn parse_mix(text: &str) -> Result<Mix, String> {
+    let mut mix = Vec::new();
+    for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let (name, weight) = part.split_once('=').unwrap_or((part, "1"));
+        let protocol: Protocol = name.trim().parse()?;
+        let weight: f64 = weight.trim().parse().map_err(|_| format!("weight {weight:?} of {name} is not a number"))?;
+        if !(weight >= 0.0 && weight.is_finite()) {
+            return Err(format!("weight of {name} must be 0 or more"));
+        }
+        mix.push((protocol, weight));
+    }
+    if mix.iter().map(|(_, w)| w).sum::<f64>() <= 0.0 {
+        return Err("the protocol mix needs a positive weight".into());
+    }
+    Ok(Mix(mix))
+}
+
+/// `NAME=PORT`.
+fn parse_port(text: &str) -> Result<(Protocol, u16), String> {
+    let (name, port) = text.split_once('=').ok_or_else(|| format!("{text:?} is not PROTOCOL=PORT"))?;
+    let port = port.parse().map_err(|_| format!("port {port:?} is not a port number"))?;
+    Ok((name.parse()?, port))
+}
+
+impl SimulateArgs {
+    /// The protocol mix, normalized to shares.
+    fn mix(&self) -> Vec<(Protocol, f64)> {
+        let mix = match &self.protocols {
+            Some(Mix(mix)) => mix.clone(),
+            None => Protocol::built_in().filter(|p| p.transports().tcp).map(|p| (p, 1.0)).collect(),
+        };
+        let total: f64 = mix.iter().map(|(_, w)| w).sum();
+        mix.into_iter().map(|(p, w)| (p, w / total)).collect()
+    }
+
+    /// The port devices of `protocol` connect to.
+    fn port(&self, protocol: Protocol) -> u16 {
+        self.ports.iter().rev().find(|(p, _)| *p == protocol).map_or(protocol.default_port(), |(_, port)| *port)
+    }
 }
 
 struct DeviceSpec {
@@ -139,8 +179,6 @@ struct Vehicle {
 
 const TANK_L: f64 = 400.0;
 const LITRES_PER_KM: f64 = 0.32;
-
-use fleetgate_processor::history::haversine_m as distance_m;
 
 impl Vehicle {
     fn new(seed: u64) -> Self {
@@ -245,68 +283,6 @@ impl Vehicle {
     }
 }
 
-/// One report: what the vehicle was at `time_ms`.
-#[derive(Clone)]
-struct Report {
-    time_ms: i64,
-    lat: f64,
-    lon: f64,
-    speed: f64,
-    course: f64,
-    ignition: bool,
-    fuel_percent: f64,
-    odometer_m: f64,
-    power_v: f64,
-}
-
-fn teltonika_record(r: &Report) -> AvlRecord {
-    AvlRecord {
-        time_ms: r.time_ms as u64,
-        priority: 0,
-        lon: (r.lon * 1e7).round() as i32,
-        lat: (r.lat * 1e7).round() as i32,
-        altitude: 120,
-        course: r.course.round() as u16 % 360,
-        satellites: 11,
-        speed: r.speed.round() as u16,
-        event_io: 0,
-        generation: 0,
-        io: vec![
-            (239, IoElement::U8(u8::from(r.ignition))),
-            (240, IoElement::U8(u8::from(r.speed > 3.0))),
-            (21, IoElement::U8(4)),
-            (69, IoElement::U8(1)),
-            (66, IoElement::U16((r.power_v * 1000.0) as u16)),
-            (67, IoElement::U16(4100)),
-            (24, IoElement::U16(r.speed.round() as u16)),
-            (89, IoElement::U8(r.fuel_percent.round() as u8)),
-            (16, IoElement::U32(r.odometer_m as u32)),
-        ],
-    }
-}
-
-fn wialon_record(r: &Report) -> WialonRecord {
-    WialonRecord {
-        time_s: Some(r.time_ms / 1000),
-        lat: Some(r.lat),
-        lon: Some(r.lon),
-        speed: Some((r.speed * 10.0).round() / 10.0),
-        course: Some(r.course.round()),
-        altitude: Some(120.0),
-        satellites: Some(11),
-        hdop: Some(0.8),
-        inputs: Some(u32::from(r.ignition)),
-        outputs: Some(0),
-        adc: vec![r.power_v],
-        ibutton: None,
-        params: vec![
-            ("ign".into(), Param::Int(i64::from(r.ignition))),
-            ("fuel".into(), Param::Double((r.fuel_percent * 10.0).round() / 10.0)),
-            ("odo".into(), Param::Double((r.odometer_m / 100.0).round() / 10.0)),
-        ],
-    }
-}
-
 /// Counters shared by every device.
 #[derive(Default)]
 struct Stats {
@@ -333,97 +309,79 @@ impl Stats {
     }
 }
 
-/// A device's connection: frames out, replies in.
+/// A device's connection: frames out, answers in, through its protocol's device side.
 struct Link {
-    reader: BufReader<TcpStream>,
+    stream: TcpStream,
+    side: Box<dyn DeviceSide>,
+    answers: BytesMut,
 }
+
+/// How long a device waits for an answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Link {
     async fn open(spec: &DeviceSpec, args: &SimulateArgs) -> anyhow::Result<Self> {
-        let port = if spec.protocol == Protocol::Teltonika { args.teltonika_port } else { args.wialon_port };
+        let port = args.port(spec.protocol);
         let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect((args.host.as_str(), port)))
             .await
             .context("connect timed out")??;
         stream.set_nodelay(true)?;
-        let mut link = Link { reader: BufReader::new(stream) };
-        match spec.protocol {
-            Protocol::Teltonika => {
-                link.reader.get_mut().write_all(&handshake(&spec.identifier)).await?;
-                let mut answer = [0u8; 1];
-                link.read_exact(&mut answer).await?;
-                if answer[0] != 1 {
-                    bail!("{} refused at login", spec.identifier);
-                }
-            }
-            Protocol::Wialon => {
-                link.reader
-                    .get_mut()
-                    .write_all(wialon::login(&spec.identifier, None, Version::V2_0).as_bytes())
-                    .await?;
-                let answer = link.read_line().await?;
-                if answer.trim_end() != "#AL#1" {
-                    bail!("{} refused at login: {}", spec.identifier, answer.trim_end());
+        let mut link = Link { stream, side: spec.protocol.device(), answers: BytesMut::new() };
+        let login = link.side.login(&spec.identifier);
+        if !login.is_empty() {
+            link.stream.write_all(&login).await?;
+            loop {
+                match link.answer().await? {
+                    Answer::LoginAccepted => break,
+                    Answer::LoginRefused => bail!("{} refused at login", spec.identifier),
+                    Answer::Accepted(_) | Answer::Other => {}
                 }
             }
         }
         Ok(link)
     }
 
-    async fn read_exact(&mut self, buffer: &mut [u8]) -> anyhow::Result<()> {
-        tokio::time::timeout(Duration::from_secs(30), self.reader.read_exact(buffer)).await.context("no reply")??;
-        Ok(())
-    }
-
-    async fn read_line(&mut self) -> anyhow::Result<String> {
-        let mut line = String::new();
-        tokio::time::timeout(Duration::from_secs(30), self.reader.read_line(&mut line)).await.context("no reply")??;
-        if line.is_empty() {
-            bail!("connection closed");
-        }
-        Ok(line)
-    }
-
-    /// Sends reports (as one frame) and returns how many the gateway acknowledged.
-    async fn send(&mut self, protocol: Protocol, reports: &[Report], corrupt: bool) -> anyhow::Result<usize> {
-        match protocol {
-            Protocol::Teltonika => {
-                let records: Vec<AvlRecord> = reports.iter().map(teltonika_record).collect();
-                let mut frame = avl_packet(CODEC_8E, &records).to_vec();
-                if corrupt && let Some(last) = frame.last_mut() {
-                    *last ^= 0xFF;
-                }
-                self.reader.get_mut().write_all(&frame).await?;
-                let mut answer = [0u8; 4];
-                self.read_exact(&mut answer).await?;
-                Ok(u32::from_be_bytes(answer) as usize)
+    /// The next answer from the gateway.
+    async fn answer(&mut self) -> anyhow::Result<Answer> {
+        loop {
+            if let Some(answer) = self.side.read_answer(&mut self.answers).map_err(anyhow::Error::msg)? {
+                return Ok(answer);
             }
-            Protocol::Wialon => {
-                let records: Vec<WialonRecord> = reports.iter().map(wialon_record).collect();
-                let mut line = if records.len() == 1 {
-                    wialon::extended_data(&records[0], Version::V2_0)
-                } else {
-                    wialon::black_box(&records, Version::V2_0)
-                };
-                if corrupt {
-                    // Change the checksum's first hex digit.
-                    let at = line.trim_end().rfind(';').map_or(0, |i| i + 1);
-                    let digit = if line.as_bytes().get(at) == Some(&b'0') { "1" } else { "0" };
-                    line.replace_range(at..at + 1, digit);
-                }
-                self.reader.get_mut().write_all(line.as_bytes()).await?;
-                let answer = self.read_line().await?;
-                let answer = answer.trim_end();
-                Ok(match answer.strip_prefix("#AB#") {
-                    Some(count) => count.parse().unwrap_or(0),
-                    None => usize::from(answer == "#AD#1"),
-                })
+            let read = tokio::time::timeout(ANSWER_TIMEOUT, self.stream.read_buf(&mut self.answers))
+                .await
+                .context("no answer")??;
+            if read == 0 {
+                bail!("connection closed");
             }
         }
+    }
+
+    /// Sends reports and returns how many the gateway acknowledged (0 when it refused
+    /// them, as it must a corrupted frame).
+    async fn send(&mut self, reports: &[Report], corrupt: bool) -> anyhow::Result<usize> {
+        let mut frames = self.side.data(reports);
+        if corrupt {
+            self.side.corrupt(&mut frames);
+        }
+        self.stream.write_all(&frames).await?;
+        if corrupt && !self.side.answers_refusals() {
+            // The protocol leaves a refused frame unanswered.
+            return Ok(0);
+        }
+        let mut accepted = 0;
+        while accepted < reports.len() {
+            match self.answer().await? {
+                Answer::Accepted(0) => return Ok(accepted),
+                Answer::Accepted(n) => accepted += n,
+                Answer::LoginAccepted | Answer::LoginRefused | Answer::Other => {}
+            }
+        }
+        Ok(accepted)
     }
 }
 
 fn now_ms() -> i64 {
-    fleetgate_gateway::connection::now().0
+    fleetgate_contracts::clock::now().0
 }
 
 fn time_text(ms: i64) -> String {
@@ -453,19 +411,19 @@ async fn run_device(
     let mut tick: u64 = 0;
     let mut frames_sent: u64 = 0;
     let mut last_time_ms = 0;
+    let resolution_ms = spec.protocol.device().time_resolution_ms().max(1);
     let mut next = tokio::time::Instant::now();
     while Instant::now() < deadline {
         next += interval;
-        // The reports of this interval, each at its own time (Wialon: whole seconds).
+        // The reports of this interval, each at its own time (in the clock resolution of
+        // the protocol's devices).
         let now = now_ms();
         for k in 0..args.records {
             let step_s = args.interval_s / args.records as f64;
             vehicle.step(step_s);
             let offset = ((args.records - 1 - k) as f64 * step_s * 1000.0) as i64;
             let mut time_ms = now - offset;
-            if spec.protocol == Protocol::Wialon {
-                time_ms -= time_ms % 1000;
-            }
+            time_ms -= time_ms.rem_euclid(resolution_ms);
             // Never two reports with one time: the second would be the same position.
             if time_ms <= last_time_ms {
                 continue;
@@ -478,6 +436,8 @@ async fn run_device(
                 lon,
                 speed: vehicle.speed_kmh,
                 course: vehicle.course(),
+                altitude: 120.0,
+                satellites: 11,
                 ignition: vehicle.ignition(),
                 fuel_percent: vehicle.fuel_l / TANK_L * 100.0,
                 odometer_m: vehicle.odometer_m,
@@ -517,7 +477,7 @@ async fn run_device(
                 frames_sent += 1;
                 if spec.corrupts && frames_sent % 10 == 5 {
                     stats.corrupted.fetch_add(1, Relaxed);
-                    match open.send(spec.protocol, &frame, true).await {
+                    match open.send(&frame, true).await {
                         Ok(0) => {
                             stats.corrupted_refused.fetch_add(1, Relaxed);
                         }
@@ -535,7 +495,7 @@ async fn run_device(
                 stats.frames.fetch_add(1, Relaxed);
                 stats.sent.fetch_add(take as u64, Relaxed);
                 let Some(open) = link.as_mut() else { break };
-                let result = open.send(spec.protocol, &frame, false).await;
+                let result = open.send(&frame, false).await;
                 {
                     match result {
                         Ok(count) if count == take => {
@@ -575,7 +535,7 @@ async fn run_device(
 async fn register(base: &str, key: &str, devices: &[DeviceSpec]) -> anyhow::Result<()> {
     let address = base.strip_prefix("http://").context("--register takes an http:// URL")?.trim_end_matches('/');
     for device in devices {
-        let protocol = if device.protocol == Protocol::Teltonika { "teltonika" } else { "wialon" };
+        let protocol = device.protocol.name();
         let body = serde_json::json!({"identifier": device.identifier, "name": format!("Simulated {}", device.identifier), "protocol": protocol})
             .to_string();
         let request = format!(
@@ -593,6 +553,26 @@ async fn register(base: &str, key: &str, devices: &[DeviceSpec]) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+/// The `index`th of `count` devices' protocol: each protocol gets its share of the list,
+/// spread evenly through it (the one furthest behind its share takes the next device).
+fn protocol_of(mix: &[(Protocol, f64)], taken: &mut [usize], index: usize) -> Option<Protocol> {
+    let behind = |k: usize| mix[k].1 * (index + 1) as f64 - taken[k] as f64;
+    let chosen = (0..mix.len()).max_by(|&a, &b| behind(a).total_cmp(&behind(b)))?;
+    taken[chosen] += 1;
+    Some(mix[chosen].0)
+}
+
+/// A generated identifier the protocol accepts: the number, or its longest tail that is
+/// (a terminal phone number is shorter than an IMEI).
+fn identifier_for(protocol: Protocol, number: u64) -> String {
+    let digits = number.to_string();
+    (0..digits.len())
+        .map(|skip| &digits[skip..])
+        .find(|tail| protocol.accepts_identifier(tail))
+        .unwrap_or(&digits)
+        .to_owned()
 }
 
 fn device_specs(args: &SimulateArgs) -> anyhow::Result<Vec<DeviceSpec>> {
@@ -615,23 +595,17 @@ fn device_specs(args: &SimulateArgs) -> anyhow::Result<Vec<DeviceSpec>> {
                 let (Some(identifier), Some(protocol)) = (fields.next(), fields.next()) else {
                     bail!("{}:{}: expected IDENTIFIER PROTOCOL", path.display(), number + 1);
                 };
-                let protocol = match protocol {
-                    "teltonika" => Protocol::Teltonika,
-                    "wialon" => Protocol::Wialon,
-                    other => bail!("{}:{}: unknown protocol {other}", path.display(), number + 1),
-                };
+                let protocol: Protocol =
+                    protocol.parse().map_err(|error| anyhow::anyhow!("{}:{}: {error}", path.display(), number + 1))?;
                 push(identifier.to_owned(), protocol, &mut random);
             }
         }
         None => {
+            let mix = args.mix();
+            let mut taken = vec![0; mix.len()];
             for i in 0..args.devices {
-                // Wialon devices are spread evenly through the list by share.
-                let wialon = ((i + 1) as f64 * args.wialon_share).floor() > (i as f64 * args.wialon_share).floor();
-                push(
-                    (args.imei_base + i as u64).to_string(),
-                    if wialon { Protocol::Wialon } else { Protocol::Teltonika },
-                    &mut random,
-                );
+                let protocol = protocol_of(&mix, &mut taken, i).context("the protocol mix is empty")?;
+                push(identifier_for(protocol, args.imei_base + i as u64), protocol, &mut random);
             }
         }
     }
@@ -656,9 +630,13 @@ pub fn run(args: SimulateArgs) -> ExitCode {
     }
 }
 
-async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
-    if args.interval_s < 0.05 || args.records == 0 || !(0.0..=1.0).contains(&args.wialon_share) {
-        bail!("--interval-s must be at least 0.05, --records at least 1, --wialon-share within 0..1");
+/// The simulation, in a runtime the caller provides.
+pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    if args.interval_s < 0.05 || args.records == 0 {
+        bail!("--interval-s must be at least 0.05, --records at least 1");
+    }
+    if let Some(tcp_less) = args.mix().iter().map(|(p, _)| *p).find(|p| !p.transports().tcp) {
+        bail!("{tcp_less} devices do not use TCP; the simulator drives TCP devices only");
     }
     let specs = device_specs(&args)?;
     if let Some(base) = &args.register {
@@ -784,32 +762,16 @@ mod tests {
         assert_eq!(phases.len(), 4, "drives, idles, parks and refuels: {phases:?}");
     }
 
-    #[test]
-    fn corrupted_frames_do_not_pass_their_checksums() {
-        let report = Report {
-            time_ms: 1_700_000_000_000,
-            lat: 54.7,
-            lon: 25.3,
-            speed: 50.0,
-            course: 90.0,
-            ignition: true,
-            fuel_percent: 50.0,
-            odometer_m: 1000.0,
-            power_v: 14.1,
-        };
-        let line = wialon::extended_data(&wialon_record(&report), Version::V2_0);
-        let at = line.trim_end().rfind(';').map_or(0, |i| i + 1);
-        assert!(line.len() - at >= 4, "a checksum ends the line: {line}");
-        let specs = device_specs(&SimulateArgs {
+    fn args(devices: usize, protocols: Option<&str>) -> SimulateArgs {
+        SimulateArgs {
             host: String::new(),
-            teltonika_port: 0,
-            wialon_port: 0,
-            devices: 10,
-            wialon_share: 0.3,
+            protocols: protocols.map(|mix| parse_mix(mix).unwrap_or_else(|e| panic!("{e}"))),
+            ports: Vec::new(),
+            devices,
             interval_s: 1.0,
             records: 1,
             seconds: 1,
-            imei_base: 1,
+            imei_base: 359_000_000_000_000,
             devices_file: None,
             register: None,
             api_key: None,
@@ -818,8 +780,57 @@ mod tests {
             acked: None,
             json: false,
             seed: 1,
-        })
-        .unwrap_or_default();
-        assert_eq!(specs.iter().filter(|s| s.protocol == Protocol::Wialon).count(), 3);
+        }
+    }
+
+    #[test]
+    fn the_mix_spreads_each_protocol_by_its_weight() {
+        let specs = device_specs(&args(10, Some("teltonika=7,wialon=3"))).unwrap_or_default();
+        let wialon: Vec<usize> =
+            specs.iter().enumerate().filter(|(_, s)| s.protocol == Protocol::WIALON).map(|(i, _)| i).collect();
+        assert_eq!(wialon.len(), 3);
+        assert!(wialon.windows(2).all(|w| w[1] - w[0] >= 3), "spread through the list: {wialon:?}");
+        let every = device_specs(&args(100, None)).unwrap_or_default();
+        for protocol in Protocol::built_in() {
+            let n = every.iter().filter(|s| s.protocol == protocol).count();
+            assert!(n >= 100 / Protocol::built_in().count() - 1, "{protocol}: {n}");
+        }
+        assert!(parse_mix("nope=1").is_err());
+        assert!(parse_mix("teltonika=0").is_err());
+        assert_eq!(parse_port("wialon=15039").map(|(p, port)| (p.name(), port)), Ok(("wialon", 15039)));
+    }
+
+    #[test]
+    fn every_protocol_refuses_what_its_device_side_corrupts() {
+        use bytes::BytesMut;
+        use fleetgate_codecs::{Event, SessionOptions};
+        let report = Report {
+            time_ms: 1_700_000_000_000,
+            lat: 54.7,
+            lon: 25.3,
+            speed: 50.0,
+            course: 90.0,
+            altitude: 120.0,
+            satellites: 11,
+            ignition: true,
+            fuel_percent: 50.0,
+            odometer_m: 1000.0,
+            power_v: 14.1,
+        };
+        for protocol in Protocol::built_in() {
+            let mut side = protocol.device();
+            let mut bytes = side.login("359000000000001");
+            let mut frames = side.data(&[report]);
+            side.corrupt(&mut frames);
+            bytes.extend(frames);
+            let mut session = protocol.session(SessionOptions::default());
+            let mut buffer = BytesMut::from(&bytes[..]);
+            let mut events = Vec::new();
+            while let Ok(Some(event)) = session.decode(&mut buffer) {
+                events.push(event);
+            }
+            assert!(events.iter().any(|e| matches!(e, Event::Refused { .. })), "{protocol}: {events:?}");
+            assert!(!events.iter().any(|e| matches!(e, Event::Positions { .. })), "{protocol}: {events:?}");
+        }
     }
 }

@@ -5,11 +5,10 @@ use std::process::Command;
 
 #[tokio::test]
 async fn create_tenant_prints_its_id_and_an_admin_key() {
-    let (_, url) = fleetgate_schema::testing::isolated_schema(&fleetgate_schema::testing::base_url(), "cli")
-        .await
-        .expect("postgres reachable");
-    let mut client = fleetgate_schema::connect(&url).await.expect("connect");
-    fleetgate_schema::migrate(&mut client).await.expect("migrate");
+    let (_, url) =
+        fleetgate_testkit::isolated_schema(&fleetgate_testkit::base_url(), "cli").await.expect("postgres reachable");
+    let mut client = fleetgate_store::connect(&url).await.expect("connect");
+    fleetgate_store::migrate(&mut client).await.expect("migrate");
     let output = Command::new(env!("CARGO_BIN_EXE_fleetgate"))
         .args(["admin", "create-tenant", "--name", "Acme Logistics"])
         .env("FLEETGATE_POSTGRES_URL", &url)

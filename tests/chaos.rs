@@ -16,13 +16,14 @@
 
 mod common;
 
+use fleetgate_contracts::{DeviceId, TenantId};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Acked, binary};
-use fleetgate_schema::testing::{PrivateNats, PrivatePostgres, PrivateRedis, free_port};
+use fleetgate_testkit::{PrivateNats, PrivatePostgres, PrivateRedis, free_port};
 
 /// A role of `fleetgate` as its own process, which the test kills and restarts.
 struct Role {
@@ -107,7 +108,7 @@ async fn live_times(
     let Ok(client) = redis::Client::open(redis_url) else { return times };
     let Ok(mut redis) = client.get_multiplexed_async_connection().await else { return times };
     for (device_id, identifier) in devices {
-        let key = fleetgate_processor::live::live_key(prefix, tenant_id, *device_id);
+        let key = fleetgate_contracts::keys::live_key(prefix, TenantId(tenant_id), DeviceId(*device_id));
         let position: Option<String> =
             redis::cmd("HGET").arg(&key).arg("position").query_async(&mut redis).await.ok().flatten();
         let time = position
@@ -124,7 +125,7 @@ async fn live_times(
 /// (the last one may lag by the tail), read in one snapshot.
 async fn segments_wrong(client: &mut tokio_postgres::Client) -> Vec<String> {
     use fleetgate_codecs::time::UtcMillis;
-    use fleetgate_processor::history::Timestamp;
+    use fleetgate_store::rows::Timestamp;
     let snapshot = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -137,8 +138,9 @@ async fn segments_wrong(client: &mut tokio_postgres::Client) -> Vec<String> {
     for row in devices {
         let device: i64 = row.get(0);
         let (first, last) = (UtcMillis(-62_135_596_800_000), UtcMillis(253_402_300_799_000));
-        let samples = fleetgate_processor::segments::samples(&snapshot, device, first, last).await.expect("samples");
-        let expected = fleetgate_processor::reports::segments(&samples);
+        let samples =
+            fleetgate_store::segments::samples(&snapshot, DeviceId(device), first, last).await.expect("samples");
+        let expected = fleetgate_rules::reports::segments(&samples);
         let stored: Vec<(UtcMillis, UtcMillis, i32)> = snapshot
             .query(
                 "SELECT start_time, end_time, samples FROM segments WHERE device_id = $1 ORDER BY start_time",
@@ -171,7 +173,7 @@ async fn chaos_nothing_acknowledged_is_lost_or_duplicated() {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64),
     );
     let mut random = Random(seed);
-    let dir = std::env::temp_dir().join(fleetgate_schema::testing::unique("fleetgate-chaos-"));
+    let dir = std::env::temp_dir().join(fleetgate_testkit::unique("fleetgate-chaos-"));
     std::fs::create_dir_all(&dir).expect("temp dir");
 
     let postgres = PrivatePostgres::start();
@@ -215,7 +217,7 @@ ack_wait_s = 5
     assert!(migrated.status.success(), "{}", String::from_utf8_lossy(&migrated.stderr));
 
     // Devices registered straight in Postgres; the simulator takes them from a file.
-    let client = fleetgate_schema::connect(&postgres.url()).await.expect("connect");
+    let client = fleetgate_store::connect(&postgres.url()).await.expect("connect");
     let tenant_id: i64 =
         client.query_one("INSERT INTO tenants (name) VALUES ('chaos') RETURNING id", &[]).await.expect("tenant").get(0);
     let mut devices_file = String::new();
@@ -253,7 +255,7 @@ ack_wait_s = 5
     let acked_path = dir.join("acked.jsonl");
     let mut simulate = Command::new(binary())
         .args(["simulate", "--host", "127.0.0.1", "--json", "--seed", &(seed % 1000).to_string()])
-        .args(["--teltonika-port", &teltonika.to_string(), "--wialon-port", &wialon.to_string()])
+        .args(["--port", &format!("teltonika={teltonika}"), "--port", &format!("wialon={wialon}")])
         .args(["--interval-s", "0.5", "--records", "2", "--seconds", &seconds.to_string()])
         .args(["--offline-share", "0.3", "--corrupt-share", "0.2"])
         .arg("--devices-file")
@@ -311,7 +313,7 @@ ack_wait_s = 5
     // What the devices saw acknowledged, and each device's newest.
     let acked = Acked::read(&acked_path);
     let (lost, duplicated) = acked.lost_and_duplicated(&postgres.url(), Duration::from_secs(180)).await;
-    let mut client = fleetgate_schema::connect(&postgres.url()).await.expect("connect");
+    let mut client = fleetgate_store::connect(&postgres.url()).await.expect("connect");
     let stored: i64 = client.query_one("SELECT count(*) FROM positions", &[]).await.expect("count").get(0);
     let segments_wrong = segments_wrong(&mut client).await;
 

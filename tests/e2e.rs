@@ -20,7 +20,7 @@ async fn simulated_devices_end_to_end_every_acknowledged_position_stored_once() 
     let acked_path = dir.join("acked.jsonl");
     let simulated = Command::new(binary())
         .args(["simulate", "--host", "127.0.0.1", "--json", "--seed", "3"])
-        .args(["--teltonika-port", &teltonika.to_string(), "--wialon-port", &wialon.to_string()])
+        .args(["--port", &format!("teltonika={teltonika}"), "--port", &format!("wialon={wialon}")])
         .args([
             "--devices",
             "6",

@@ -7,6 +7,7 @@
 //! changing a user publishes an invalidation on `P.api.invalidate` that every API
 //! process applies at once.
 
+use fleetgate_contracts::TenantId;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -71,7 +72,7 @@ pub enum Credential {
 #[derive(Debug, Clone, Copy)]
 pub struct Principal {
     /// Every query is scoped to this tenant.
-    pub tenant_id: i64,
+    pub tenant_id: TenantId,
     /// What it may do.
     pub role: Role,
     /// Key or session.
@@ -126,7 +127,7 @@ impl AuthCache {
     }
 
     /// Forgets every token of a tenant (after any change to its keys or users).
-    pub fn invalidate_tenant(&self, tenant_id: i64) {
+    pub fn invalidate_tenant(&self, tenant_id: TenantId) {
         self.0.retain(|_, principal| principal.tenant_id != tenant_id);
     }
 }
@@ -147,7 +148,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Ap
             &[&hash_bytes],
         )
         .await?
-        .map(|row| (Credential::Key(row.get(0)), row.get::<_, i64>(1), row.get::<_, String>(2), None))
+        .map(|row| (Credential::Key(row.get(0)), row.get::<_, TenantId>(1), row.get::<_, String>(2), None))
     } else if token.starts_with("fgs_") {
         db.query_opt(
             "SELECT u.id, s.tenant_id, u.role, extract(epoch FROM s.expires_at - now())::float8
@@ -247,8 +248,12 @@ mod tests {
     #[test]
     fn roles_are_ordered() {
         assert!(Role::Admin > Role::Dispatcher && Role::Dispatcher > Role::Viewer);
-        let viewer =
-            Principal { tenant_id: 1, role: Role::Viewer, credential: Credential::Key(1), token_hash: [0; 32] };
+        let viewer = Principal {
+            tenant_id: TenantId(1),
+            role: Role::Viewer,
+            credential: Credential::Key(1),
+            token_hash: [0; 32],
+        };
         assert!(viewer.require(Role::Viewer).is_ok());
         assert!(matches!(viewer.require(Role::Dispatcher), Err(ApiError::Forbidden)));
     }

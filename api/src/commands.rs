@@ -1,12 +1,14 @@
-//! Commands to devices: queued in the gateway's command stream (see
-//! `fleetgate_gateway::commands`), recorded in `commands`, and shown with the device's
-//! answer once the processor stored it.
+//! Commands to devices: queued in the command stream (`fleetgate_contracts::messages::
+//! CommandMessage`, which the gateway delivers), recorded in `commands`, and shown with
+//! the device's answer once the processor stored it.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use fleetgate_contracts::messages::CommandMessage;
+use fleetgate_contracts::{DeviceId, stream};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -83,16 +85,14 @@ pub async fn queue_command(
             &[&command_id, &principal.tenant_id, &id, &new.text, &new.hex],
         )
         .await?;
-    let mut message = serde_json::json!({"id": command_id});
-    if let Some(text) = &new.text {
-        message["text"] = text.clone().into();
-    }
-    if let Some(hex) = &new.hex {
-        message["hex"] = hex.to_lowercase().into();
-    }
-    let subject = format!("{}.cmd.{}.{id}", state.prefix(), principal.tenant_id);
+    let message = CommandMessage {
+        id: command_id.clone(),
+        text: new.text.clone(),
+        hex: new.hex.as_ref().map(|hex| hex.to_lowercase()),
+    };
+    let subject = stream::command_subject(state.prefix(), principal.tenant_id, DeviceId(id));
     let jetstream = async_nats::jetstream::new(state.nats.clone());
-    let stored = match jetstream.publish(subject, message.to_string().into()).await {
+    let stored = match jetstream.publish(subject, message.encode()).await {
         Ok(ack) => ack.await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };

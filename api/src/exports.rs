@@ -6,7 +6,7 @@ use std::fmt::Write;
 use axum::response::Response;
 use bytes::Bytes;
 use fleetgate_codecs::time::UtcMillis;
-use fleetgate_processor::history::Timestamp;
+use fleetgate_store::rows::Timestamp;
 use futures_util::TryStreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;

@@ -10,7 +10,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use fleetgate_codecs::time::UtcMillis;
-use fleetgate_processor::history::{POSITION_COLUMNS, Timestamp, position_identity, write_position};
+use fleetgate_store::rows::{EVENT_JSON, POSITION_COLUMNS, Timestamp, position_identity, write_position};
 use futures_util::TryStreamExt;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -253,14 +253,14 @@ pub async fn events(
     let db = state.db().await?;
     let rows = db
         .query(
-            "SELECT (extract(epoch FROM time) * 1000)::bigint, device_id, kind,
-                    json_build_object('device_id', device_id, 'time', rfc3339(time), 'kind', kind,
-                                      'lat', lat, 'lon', lon, 'details', details)::text, ref
+            &format!(
+                "SELECT (extract(epoch FROM time) * 1000)::bigint, device_id, kind, {EVENT_JSON}, ref
              FROM events
              WHERE tenant_id = $1 AND time >= $2 AND time <= $3
                AND ($4::bigint IS NULL OR device_id = $4) AND ($5::text IS NULL OR kind = $5)
                AND ($6::timestamptz IS NULL OR (time, device_id, kind, ref) > ($6, $7, $8, $10))
-             ORDER BY time, device_id, kind, ref LIMIT $9",
+             ORDER BY time, device_id, kind, ref LIMIT $9"
+            ),
             &[
                 &principal.tenant_id,
                 &Timestamp(from),

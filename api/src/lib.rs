@@ -31,7 +31,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use fleetgate_gateway::Config;
+use fleetgate_contracts::{Config, TenantId};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
@@ -73,23 +73,20 @@ impl ApiMetrics {
     }
 
     fn render(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::from(
-            "# HELP fleetgate_api_responses_total Responses by status class.\n# TYPE fleetgate_api_responses_total counter\n",
-        );
-        for (i, count) in self.requests.iter().enumerate() {
-            let _ = writeln!(out, "fleetgate_api_responses_total{{class=\"{}xx\"}} {}", i + 1, count.load(Relaxed));
-        }
-        let _ = writeln!(
-            out,
-            "# HELP fleetgate_api_db_reads_total Authentication and metadata reads that went to Postgres.\n\
-             # TYPE fleetgate_api_db_reads_total counter\nfleetgate_api_db_reads_total {}\n\
-             # HELP fleetgate_api_cache_hits_total Authentication and metadata reads served from memory.\n\
-             # TYPE fleetgate_api_cache_hits_total counter\nfleetgate_api_cache_hits_total {}",
-            self.db_reads.load(Relaxed),
-            self.cache_hits.load(Relaxed)
-        );
-        out
+        let classes = self.requests.iter().enumerate().map(|(i, count)| (format!("{}xx", i + 1), count.load(Relaxed)));
+        fleetgate_contracts::metrics::Exposition::new()
+            .labeled("fleetgate_api_responses_total", "counter", "Responses by status class.", "class", classes)
+            .counter(
+                "fleetgate_api_db_reads_total",
+                "Authentication and metadata reads that went to Postgres.",
+                self.db_reads.load(Relaxed),
+            )
+            .counter(
+                "fleetgate_api_cache_hits_total",
+                "Authentication and metadata reads served from memory.",
+                self.cache_hits.load(Relaxed),
+            )
+            .finish()
     }
 }
 
@@ -127,10 +124,10 @@ impl AppState {
     }
 
     /// Tells every API process that a tenant's keys, users or devices changed.
-    pub async fn invalidate(&self, tenant_id: i64) {
+    pub async fn invalidate(&self, tenant_id: TenantId) {
         self.auth_cache.invalidate_tenant(tenant_id);
         self.device_cache.invalidate(tenant_id);
-        let subject = format!("{}.api.invalidate", self.prefix());
+        let subject = fleetgate_contracts::stream::invalidate_subject(self.prefix());
         let _ = self.nats.publish(subject, tenant_id.to_string().into()).await;
     }
 }
@@ -277,7 +274,7 @@ pub enum StartError {
 /// Connects to Postgres, Redis and NATS.
 pub async fn state(config: Config) -> Result<Arc<AppState>, StartError> {
     let pg_config: tokio_postgres::Config = config.postgres.url.parse().map_err(|e| {
-        StartError::Setup(format!("postgres url {}: {e}", fleetgate_schema::redact(&config.postgres.url)))
+        StartError::Setup(format!("postgres url {}: {e}", fleetgate_store::redact(&config.postgres.url)))
     })?;
     let manager = deadpool_postgres::Manager::from_config(
         pg_config,
@@ -330,7 +327,7 @@ pub async fn bind(config: &Config) -> Result<TcpListener, StartError> {
 pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     let state = state(config).await?;
     // Invalidations from the other API processes.
-    let subject = format!("{}.api.invalidate", state.prefix());
+    let subject = fleetgate_contracts::stream::invalidate_subject(state.prefix());
     if let Ok(mut invalidations) = state.nats.subscribe(subject).await {
         let state = state.clone();
         tokio::spawn(async move {

@@ -26,7 +26,8 @@ use crate::auth::{Principal, Role};
 use crate::cache::TtlCache;
 use crate::error::{ApiError, ApiResult};
 use crate::{AppState, PathId, QueryParams};
-use fleetgate_processor::live::live_key;
+use fleetgate_contracts::keys::live_key;
+use fleetgate_contracts::{DeviceId, TenantId, stream};
 
 /// What the API needs to know of a device, cached per tenant.
 #[derive(Debug, Clone)]
@@ -60,7 +61,7 @@ impl TenantDevices {
 
 /// Device metadata per tenant, read once per `ttl` or after a change.
 #[derive(Debug)]
-pub struct DeviceCache(TtlCache<i64, Arc<TenantDevices>>);
+pub struct DeviceCache(TtlCache<TenantId, Arc<TenantDevices>>);
 
 impl DeviceCache {
     /// A cache whose entries live `ttl`.
@@ -69,12 +70,12 @@ impl DeviceCache {
     }
 
     /// Forgets a tenant's devices.
-    pub fn invalidate(&self, tenant_id: i64) {
+    pub fn invalidate(&self, tenant_id: TenantId) {
         self.0.retain(|tenant, _| *tenant != tenant_id);
     }
 
     /// The tenant's devices.
-    pub async fn get(&self, state: &AppState, tenant_id: i64) -> ApiResult<Arc<TenantDevices>> {
+    pub async fn get(&self, state: &AppState, tenant_id: TenantId) -> ApiResult<Arc<TenantDevices>> {
         if let Some(devices) = self.0.get(&tenant_id) {
             state.metrics.count_cache_hit();
             return Ok(devices);
@@ -133,7 +134,7 @@ pub async fn all_live(
     let mut pipe = redis::pipe();
     for device in &selected {
         pipe.cmd("HMGET")
-            .arg(live_key(prefix, principal.tenant_id, device.id))
+            .arg(live_key(prefix, principal.tenant_id, DeviceId(device.id)))
             .arg("position")
             .arg("sensors")
             .arg("online");
@@ -168,7 +169,7 @@ pub async fn all_live(
 }
 
 /// Tenant and group filter of a composed answer.
-pub type LiveKey = (i64, Option<i64>);
+pub type LiveKey = (TenantId, Option<i64>);
 
 /// The composed `/v1/live` answer per tenant and group, reused for a fraction of a second
 /// (`api.live_cache_ms`): a dashboard polling every second from many screens costs one
@@ -191,7 +192,7 @@ pub async fn device_live(
     }
     let mut redis = state.redis.clone();
     let position: Option<String> = redis::cmd("HGET")
-        .arg(live_key(&state.config.redis.key_prefix, principal.tenant_id, id))
+        .arg(live_key(&state.config.redis.key_prefix, principal.tenant_id, DeviceId(id)))
         .arg("position")
         .query_async(&mut redis)
         .await?;
@@ -230,12 +231,12 @@ pub async fn stream(
     // Subscribe before reading the snapshot, so nothing falls between the two.
     let live = state
         .nats
-        .subscribe(format!("{prefix}.live.{tenant}.{device_token}"))
+        .subscribe(stream::live_subject(prefix, tenant, &device_token))
         .await
         .map_err(|e| ApiError::Unavailable(format!("nats: {e}")))?;
     let events = state
         .nats
-        .subscribe(format!("{prefix}.event.{tenant}.{device_token}"))
+        .subscribe(stream::event_subject(prefix, tenant, &device_token))
         .await
         .map_err(|e| ApiError::Unavailable(format!("nats: {e}")))?;
     let snapshot_ids: Vec<i64> =
@@ -244,7 +245,7 @@ pub async fn stream(
     if !snapshot_ids.is_empty() {
         let mut pipe = redis::pipe();
         for id in &snapshot_ids {
-            pipe.cmd("HGET").arg(live_key(&state.config.redis.key_prefix, tenant, *id)).arg("position");
+            pipe.cmd("HGET").arg(live_key(&state.config.redis.key_prefix, tenant, DeviceId(*id))).arg("position");
         }
         let mut redis = state.redis.clone();
         let positions: Vec<Option<String>> = pipe.query_async(&mut redis).await?;

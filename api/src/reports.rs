@@ -1,5 +1,5 @@
 //! Reports: trips, stops and summaries of a device or a group over a span, computed by
-//! `fleetgate_processor::reports` from the devices' report segments (the positions
+//! `fleetgate_rules::reports` from the devices' report segments (the positions
 //! themselves where a segment is cut by the span) with the rules of the device, else its
 //! tenant, else the defaults (docs/REPORTS.md). Speeds in km/h, times RFC 3339.
 //!
@@ -19,10 +19,10 @@ use axum::http::StatusCode;
 use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::response::{IntoResponse, Response};
 use fleetgate_codecs::time::UtcMillis;
-use fleetgate_gateway::stream;
-use fleetgate_processor::history::Timestamp;
-use fleetgate_processor::reports::{Rules, Segment, Stop, Summary, Trip, singles, summary, trips_and_stops};
-use fleetgate_processor::segments;
+use fleetgate_contracts::{DeviceId, TenantId, stream};
+use fleetgate_rules::reports::{Rules, Segment, Stop, Summary, Trip, singles, summary, trips_and_stops};
+use fleetgate_store::rows::Timestamp;
+use fleetgate_store::segments;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -110,7 +110,7 @@ async fn scope(
 
 /// The rules of each device (its own over its tenant's over the defaults), in order.
 async fn rules(state: &AppState, devices: &[DeviceMeta]) -> ApiResult<Vec<Rules>> {
-    let ids: Vec<i64> = devices.iter().map(|d| d.id).collect();
+    let ids: Vec<DeviceId> = devices.iter().map(|d| DeviceId(d.id)).collect();
     let by_device = segments::device_rules(&**state.db().await?, &ids).await?;
     Ok(ids.iter().map(|id| by_device.get(id).copied().unwrap_or_default()).collect())
 }
@@ -233,11 +233,11 @@ async fn compute(
     let pieces: Vec<Vec<Segment>> = if format.positions {
         let mut each = Vec::new();
         for device in devices {
-            each.push(singles(&segments::samples(&**db, device.id, from, to).await?));
+            each.push(singles(&segments::samples(&**db, DeviceId(device.id), from, to).await?));
         }
         each
     } else {
-        let ids: Vec<(i64, Rules)> = devices.iter().zip(&rules).map(|(d, r)| (d.id, *r)).collect();
+        let ids: Vec<(DeviceId, Rules)> = devices.iter().zip(&rules).map(|(d, r)| (DeviceId(d.id), *r)).collect();
         segments::pieces(&**db, &ids, from, to).await?
     };
     let mut items = Vec::new();
@@ -419,7 +419,7 @@ async fn run_job(state: &AppState, id: &str) -> ApiResult<()> {
         // Finished already (a redelivery), or gone with its tenant.
         return Ok(());
     };
-    let (tenant_id, kind, ids): (i64, String, Vec<i64>) = (row.get(0), row.get(1), row.get(2));
+    let (tenant_id, kind, ids): (TenantId, String, Vec<i64>) = (row.get(0), row.get(1), row.get(2));
     let (from, to, csv): (Timestamp, Timestamp, bool) = (row.get(3), row.get(4), row.get(5));
     let tenant = state.device_cache.get(state, tenant_id).await?;
     let devices: Vec<DeviceMeta> = ids.iter().filter_map(|id| tenant.get(*id).cloned()).collect();

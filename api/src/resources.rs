@@ -17,6 +17,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use fleetgate_codecs::Protocol;
+use fleetgate_contracts::{DeviceId, TenantId, identifiers};
 use serde::{Deserialize, Deserializer, Serialize};
 use tokio_postgres::error::SqlState;
 use utoipa::{IntoParams, ToSchema};
@@ -24,7 +25,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::{self, Credential, Principal, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::{AppState, JsonBody, PathId, QueryParams, no_content};
-use fleetgate_processor::geofence::Shape;
+use fleetgate_rules::geofence::Shape;
 
 /// `Some(None)` for an explicit `null`, `None` when the field is absent.
 fn nullable<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
@@ -50,7 +51,13 @@ fn required_name(name: &str) -> ApiResult<&str> {
 
 /// Deletes the caller's row `id` of `table` (a table with `id` and `tenant_id`); 404 as
 /// `what` when the tenant has no such row.
-async fn delete_owned(state: &AppState, table: &str, id: i64, tenant_id: i64, what: &'static str) -> ApiResult<()> {
+async fn delete_owned(
+    state: &AppState,
+    table: &str,
+    id: i64,
+    tenant_id: TenantId,
+    what: &'static str,
+) -> ApiResult<()> {
     let db = state.db().await?;
     let deleted =
         db.execute(&format!("DELETE FROM {table} WHERE id = $1 AND tenant_id = $2"), &[&id, &tenant_id]).await?;
@@ -175,15 +182,17 @@ pub fn report_rules_text(rules: &serde_json::Value) -> ApiResult<String> {
     if !rules.is_object() {
         return Err(ApiError::BadRequest("report_rules must be an object of rules".into()));
     }
-    serde_json::from_value::<fleetgate_processor::reports::Rules>(rules.clone())
+    serde_json::from_value::<fleetgate_rules::reports::Rules>(rules.clone())
         .map_err(|e| ApiError::BadRequest(format!("report_rules: {e}")))?;
     Ok(rules.to_string())
 }
 
 fn check_identifier(identifier: &str) -> ApiResult<()> {
-    let ok = (1..=64).contains(&identifier.len())
-        && identifier.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok { Ok(()) } else { Err(ApiError::BadRequest("identifier must be 1-64 letters, digits, '-' or '_'".into())) }
+    if identifiers::is_valid(identifier) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!("identifier must be {}", identifiers::RULE)))
+    }
 }
 
 fn check_overspeed_min(seconds: Option<i32>) -> ApiResult<()> {
@@ -200,7 +209,7 @@ fn check_speed_limit(limit: Option<f32>) -> ApiResult<()> {
     }
 }
 
-async fn check_group(db: &deadpool_postgres::Object, tenant_id: i64, group_id: Option<i64>) -> ApiResult<()> {
+async fn check_group(db: &deadpool_postgres::Object, tenant_id: TenantId, group_id: Option<i64>) -> ApiResult<()> {
     if let Some(group_id) = group_id {
         let found = db
             .query_opt("SELECT 1 FROM device_groups WHERE id = $1 AND tenant_id = $2", &[&group_id, &tenant_id])
@@ -214,7 +223,7 @@ async fn check_group(db: &deadpool_postgres::Object, tenant_id: i64, group_id: O
 
 /// Tells the gateways that a device's registration changed.
 async fn notify_registry(state: &AppState, identifier: &str) {
-    let subject = fleetgate_gateway::stream::registry_subject(state.prefix());
+    let subject = fleetgate_contracts::stream::registry_subject(state.prefix());
     if let Err(error) = state.nats.publish(subject, identifier.to_owned().into()).await {
         // Gateways also reload the registry periodically; the change arrives anyway.
         tracing::warn!(%error, "cannot notify the gateways of a registry change");
@@ -261,9 +270,12 @@ pub async fn create_device(
 ) -> ApiResult<impl IntoResponse> {
     principal.require(Role::Admin)?;
     check_identifier(&new.identifier)?;
-    if Protocol::from_name(&new.protocol).is_none() {
-        let known: Vec<_> = Protocol::ALL.iter().map(|p| p.name()).collect();
-        return Err(ApiError::BadRequest(format!("protocol must be one of: {}", known.join(", "))));
+    let Some(protocol) = Protocol::from_name(&new.protocol) else {
+        return Err(ApiError::BadRequest(format!("protocol must be one of: {}", Protocol::names())));
+    };
+    if !protocol.accepts_identifier(&new.identifier) {
+        let rule = protocol.spec().identifier_rule;
+        return Err(ApiError::BadRequest(format!("a {protocol} device's identifier is {rule}")));
     }
     let name = new.name.unwrap_or_default();
     check_text("name", &name, 200)?;
@@ -404,9 +416,9 @@ pub async fn delete_device(
     let mut redis = state.redis.clone();
     let _: Result<(), _> = redis::pipe()
         .cmd("DEL")
-        .arg(fleetgate_processor::live::live_key(prefix, principal.tenant_id, id))
+        .arg(fleetgate_contracts::keys::live_key(prefix, principal.tenant_id, DeviceId(id)))
         .cmd("SREM")
-        .arg(fleetgate_processor::live::devices_key(prefix, principal.tenant_id))
+        .arg(fleetgate_contracts::keys::devices_key(prefix, principal.tenant_id))
         .arg(id)
         .query_async(&mut redis)
         .await;
@@ -964,7 +976,7 @@ pub async fn get_report_rules(
         .await?
         .get(0);
     let changed: serde_json::Value = serde_json::from_str(&changed).unwrap_or_default();
-    let rules: fleetgate_processor::reports::Rules = serde_json::from_value(changed.clone()).unwrap_or_default();
+    let rules: fleetgate_rules::reports::Rules = serde_json::from_value(changed.clone()).unwrap_or_default();
     Ok(axum::Json(serde_json::json!({"rules": rules, "changed": changed})))
 }
 
@@ -982,6 +994,6 @@ pub async fn put_report_rules(
     let db = state.db().await?;
     db.execute("UPDATE tenants SET report_rules = $2::text::jsonb WHERE id = $1", &[&principal.tenant_id, &text])
         .await?;
-    let effective: fleetgate_processor::reports::Rules = serde_json::from_value(rules.clone()).unwrap_or_default();
+    let effective: fleetgate_rules::reports::Rules = serde_json::from_value(rules.clone()).unwrap_or_default();
     Ok(axum::Json(serde_json::json!({"rules": effective, "changed": rules})))
 }

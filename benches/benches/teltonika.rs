@@ -59,7 +59,7 @@ fn decode(c: &mut Criterion) {
             });
             // The gateway's own path: bytes appended to the connection buffer, framed and
             // decoded by the session, the batch handed back after publishing.
-            let mut session = Protocol::Teltonika.session(SessionOptions::default());
+            let mut session = Protocol::TELTONIKA.session(SessionOptions::default());
             let mut buffer = BytesMut::from(&handshake("356307042441013")[..]);
             let _ = session.decode(&mut buffer);
             group.bench_with_input(BenchmarkId::new("fleetgate_session", &label), &frame, |b, frame| {

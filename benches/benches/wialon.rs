@@ -27,7 +27,7 @@ fn stream(version: Version, packet: impl Fn(u32) -> String) -> Vec<u8> {
 
 /// Decodes the whole stream; returns the number of positions as a check.
 fn decode_stream(input: &[u8]) -> usize {
-    let mut session = Protocol::Wialon.session(SessionOptions::default());
+    let mut session = Protocol::WIALON.session(SessionOptions::default());
     let mut buffer = BytesMut::from(input);
     let mut positions = 0;
     while let Ok(Some(event)) = session.decode(&mut buffer) {

@@ -5,13 +5,16 @@
 //! checksums, decodes records into a [`position::Batch`], and says which bytes the
 //! device should get back; the gateway decides when they are sent.
 //!
-//! Adding a protocol: one module beside [`teltonika`], one variant in
-//! [`protocol::Protocol`], fixtures under `fixtures/<protocol>/` (see CONTRIBUTING.md).
+//! Adding a protocol: one module beside [`teltonika`] with its [`registry::ProtocolSpec`],
+//! one line in [`registry::BUILT_IN`], fixtures under `fixtures/<protocol>/` (see
+//! CONTRIBUTING.md).
 
 pub mod attrs;
+pub mod device;
 pub mod hex;
 pub mod position;
 pub mod protocol;
+pub mod registry;
 pub mod teltonika;
 pub mod time;
 pub mod traffic;
@@ -20,5 +23,6 @@ pub mod wialon;
 
 pub use attrs::Attr;
 pub use position::{AttrValue, Batch, Fix, IoKey, IoValue, PositionRef};
-pub use protocol::{DatagramError, DeviceMessage, Event, Fatal, Protocol, Session, SessionOptions};
+pub use protocol::{DatagramError, DeviceMessage, Event, Fatal, Session, SessionOptions};
+pub use registry::Protocol;
 pub use time::UtcMillis;

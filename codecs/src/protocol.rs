@@ -1,5 +1,6 @@
 //! What every codec has in common: the session trait the gateway and `fleetgate decode`
-//! drive, the events a session produces, and the closed list of protocols.
+//! drive, the events a session produces, and the limits a session honours. Which
+//! protocols exist is [`crate::registry`].
 //!
 //! The contract is tokio-util's decoder contract, widened by one case: `Ok(None)` means
 //! "need more bytes", `Ok(Some(event))` is one event (possibly [`Event::Refused`], a frame
@@ -9,7 +10,6 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::position::Batch;
-use crate::{teltonika, wialon};
 
 /// Bytes the gateway may send back to the device.
 pub type Reply = Bytes;
@@ -69,19 +69,15 @@ pub enum Event {
 pub struct DeviceMessage {
     /// Protocol-specific kind, e.g. `codec12_response`.
     pub kind: &'static str,
+    /// True when this is the device's answer to a command the server sent it (the
+    /// command then leaves its queue).
+    pub answers_command: bool,
     /// Time the device put on the message, milliseconds since the epoch, if any.
     pub time: Option<crate::time::UtcMillis>,
     /// The identifier carried inside the message, if any (codec 14/15 IMEI).
     pub device: Option<String>,
     /// The message body as sent.
     pub payload: Bytes,
-}
-
-impl DeviceMessage {
-    /// True for a device's answer to a command the server sent it.
-    pub fn is_command_response(&self) -> bool {
-        matches!(self.kind, "codec12_response" | "codec14_ack" | "codec14_nack")
-    }
 }
 
 /// The stream can no longer be framed; the connection must close.
@@ -155,57 +151,6 @@ impl Default for SessionOptions {
             max_gprs_len: 16 * 1024,
             max_line_len: 64 * 1024,
             max_binary_len: 64 * 1024,
-        }
-    }
-}
-
-/// The protocols fleetgate speaks; picks the codec per listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    /// Teltonika FMx (codecs 7, 8, 8E, 16, 12, 13, 14, 15), TCP and UDP.
-    Teltonika,
-    /// Wialon IPS 1.1 and 2.0, TCP and UDP.
-    Wialon,
-}
-
-impl Protocol {
-    /// Every protocol.
-    pub const ALL: &'static [Protocol] = &[Protocol::Teltonika, Protocol::Wialon];
-
-    /// The codec name used in contract 1 and on the command line.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Protocol::Teltonika => teltonika::NAME,
-            Protocol::Wialon => wialon::NAME,
-        }
-    }
-
-    /// Looks a protocol up by its name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|p| p.name() == name)
-    }
-
-    /// True for text protocols, whose replies are also shown as text.
-    pub const fn is_text(self) -> bool {
-        match self {
-            Protocol::Teltonika => false,
-            Protocol::Wialon => true,
-        }
-    }
-
-    /// The port Traccar uses for it, so configured devices can switch.
-    pub const fn default_port(self) -> u16 {
-        match self {
-            Protocol::Teltonika => 5027,
-            Protocol::Wialon => 5039,
-        }
-    }
-
-    /// A fresh session for one connection (or one UDP peer).
-    pub fn session(self, options: SessionOptions) -> Box<dyn Session> {
-        match self {
-            Protocol::Teltonika => Box::new(teltonika::TeltonikaSession::new(options)),
-            Protocol::Wialon => Box::new(wialon::WialonSession::new(options)),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::fmt;
 pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
 
 /// Milliseconds since 1970-01-01T00:00:00Z, formatted as RFC 3339 by `Display`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct UtcMillis(pub i64);
 
 impl UtcMillis {

@@ -9,7 +9,8 @@ use bytes::{Bytes, BytesMut};
 use serde_json::json;
 
 use crate::hex::HexDisplay;
-use crate::protocol::{Event, Protocol, SessionOptions};
+use crate::protocol::{Event, SessionOptions};
+use crate::registry::Protocol;
 
 /// The outcome of running a capture.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -235,10 +235,10 @@ fn check_protocol(protocol: Protocol) {
 
 #[test]
 fn teltonika_fixtures() {
-    check_protocol(Protocol::Teltonika);
+    check_protocol(Protocol::TELTONIKA);
 }
 
 #[test]
 fn wialon_fixtures() {
-    check_protocol(Protocol::Wialon);
+    check_protocol(Protocol::WIALON);
 }

@@ -81,7 +81,7 @@ fn wire_order(record: &Record) -> Vec<(u16, IoElement)> {
 }
 
 fn decode_one_packet(packet: Bytes) -> Vec<Event> {
-    let mut session = Protocol::Teltonika.session(options());
+    let mut session = Protocol::TELTONIKA.session(options());
     let mut buffer = BytesMut::from(&handshake(IMEI)[..]);
     buffer.extend_from_slice(&packet);
     let mut events = Vec::new();
@@ -135,8 +135,8 @@ proptest! {
         stream.extend_from_slice(&avl_packet(codec, &records));
         stream.push(0xFF);
         stream.extend_from_slice(&avl_packet(codec, &records[..1]));
-        let whole = run_stream(Protocol::Teltonika, &stream, options());
-        let split = run_stream_in_chunks(Protocol::Teltonika, &stream, chunk, options());
+        let whole = run_stream(Protocol::TELTONIKA, &stream, options());
+        let split = run_stream_in_chunks(Protocol::TELTONIKA, &stream, chunk, options());
         prop_assert!(whole.completed);
         prop_assert_eq!(whole, split);
     }
@@ -165,7 +165,7 @@ proptest! {
     #[test]
     fn random_bytes_never_panic_or_loop(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
         for anonymous in [false, true] {
-            let mut session = Protocol::Teltonika.session(SessionOptions { allow_anonymous: anonymous, ..options() });
+            let mut session = Protocol::TELTONIKA.session(SessionOptions { allow_anonymous: anonymous, ..options() });
             let mut buffer = BytesMut::from(&bytes[..]);
             // Every event consumes bytes (or drains a queue filled by consumed bytes), so
             // the loop ends; the bound only turns a regression into a failure.
@@ -187,7 +187,7 @@ proptest! {
         avl_packet_id in any::<u8>(),
     ) {
         let datagram = udp_datagram(packet_id, avl_packet_id, IMEI, codec, &records);
-        let mut session = Protocol::Teltonika.session(options());
+        let mut session = Protocol::TELTONIKA.session(options());
         let events = session.decode_datagram(datagram).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let Some(Event::Positions { batch, ack, .. }) = events.last() else {
             return Err(TestCaseError::fail(format!("{events:?}")));

@@ -64,7 +64,7 @@ fn options() -> SessionOptions {
 }
 
 fn events_of(stream: &str) -> Vec<Event> {
-    let mut session = Protocol::Wialon.session(options());
+    let mut session = Protocol::WIALON.session(options());
     let mut buffer = BytesMut::from(stream.as_bytes());
     let mut events = Vec::new();
     while let Ok(Some(event)) = session.decode(&mut buffer) {
@@ -155,9 +155,9 @@ proptest! {
             stream.push_str(&extended_data(record, version));
             stream.push_str("#P#\r\n");
         }
-        let whole = run_stream(Protocol::Wialon, stream.as_bytes(), options());
+        let whole = run_stream(Protocol::WIALON, stream.as_bytes(), options());
         prop_assert!(whole.completed);
-        prop_assert_eq!(whole, run_stream_in_chunks(Protocol::Wialon, stream.as_bytes(), chunk, options()));
+        prop_assert_eq!(whole, run_stream_in_chunks(Protocol::WIALON, stream.as_bytes(), chunk, options()));
     }
 
     #[test]
@@ -175,7 +175,7 @@ proptest! {
         prop_assume!(!matches!(bytes[position], b'\r' | b'\n'));
         let mut stream = login(IMEI, None, Version::V2_0).into_bytes();
         stream.extend_from_slice(&bytes);
-        let transcript = run_stream(Protocol::Wialon, &stream, options());
+        let transcript = run_stream(Protocol::WIALON, &stream, options());
         prop_assert!(!transcript.lines.iter().any(|l| l.contains("\"event\":\"position\"")), "{:#?}", transcript.lines);
         prop_assert!(!transcript.lines.iter().any(|l| l.contains("\"text\":\"#AD#1\\r\\n\"")), "{:#?}", transcript.lines);
     }
@@ -183,7 +183,7 @@ proptest! {
     #[test]
     fn udp_datagrams_round_trip(record in record(), version in version()) {
         let packet = datagram(IMEI, &extended_data(&record, version), version);
-        let mut session = Protocol::Wialon.session(options());
+        let mut session = Protocol::WIALON.session(options());
         let events = session.decode_datagram(Bytes::from(packet)).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let logged_in = matches!(&events[0], Event::Login { device, .. } if device == IMEI);
         prop_assert!(logged_in, "{:?}", events);
@@ -197,7 +197,7 @@ proptest! {
     #[test]
     fn random_bytes_never_panic_or_loop(bytes in proptest::collection::vec(any::<u8>(), 0..400), anonymous in any::<bool>()) {
         let options = SessionOptions { allow_anonymous: anonymous, max_line_len: 64, max_binary_len: 64, ..options() };
-        let mut session = Protocol::Wialon.session(options);
+        let mut session = Protocol::WIALON.session(options);
         let mut buffer = BytesMut::from(&bytes[..]);
         for _ in 0..=bytes.len() * 2 + 8 {
             match session.decode(&mut buffer) {

@@ -1,6 +1,7 @@
-//! The raw frame archive: every frame a device sends, exactly as it arrived, with what
-//! became of it (decoded into N positions, refused and why) and the reply it got; and
-//! every command the gateway sends. Records go to their own JetStream stream
+//! The raw frame archive, the gateway's side: every frame a device sends, exactly as it
+//! arrived, with what became of it (decoded into N positions, refused and why) and the
+//! reply it got; and every command the gateway sends. The record is
+//! `fleetgate_contracts::archive::Record`; records go to their own JetStream stream
 //! (`{stream}_RAW`, retention by age and size) on `P.raw.records`, in batches (one JSON
 //! object per line); the processor indexes them into Postgres for the traffic view and
 //! `fleetgate reprocess`.
@@ -19,10 +20,12 @@ use async_nats::jetstream;
 use bytes::{Bytes, BytesMut};
 use fleetgate_codecs::hex::HexDisplay;
 use fleetgate_codecs::{Protocol, UtcMillis};
-use serde::{Deserialize, Serialize};
+pub use fleetgate_contracts::archive::{BATCH_RECORDS, Record, format_time};
+use fleetgate_contracts::{DeviceId, TenantId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::gateway::Device;
 use crate::metrics::Metrics;
 
 /// Bytes kept of one frame; a longer run (an over-long text line the codec discards
@@ -166,56 +169,6 @@ pub struct Frame {
     pub reply: Option<Bytes>,
 }
 
-/// The archive record on the wire (JSON on `P.raw...`), and the shape the processor
-/// reads back. The fixed words borrow: a record is made for every frame.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    /// Owner of the device; absent for an unregistered device.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant_id: Option<i64>,
-    /// The device's row id; absent for an unregistered device.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_id: Option<i64>,
-    /// The identifier the device sent, when it got that far.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
-    /// Codec name.
-    pub protocol: Cow<'static, str>,
-    /// `tcp` or `udp`.
-    pub transport: Cow<'static, str>,
-    /// The connection (TCP) or peer session (UDP) the frame belongs to, unique per gateway
-    /// run: frames of one connection form one stream for the codec.
-    pub connection: String,
-    /// `in` (from the device) or `out` (a command to it).
-    pub direction: Cow<'static, str>,
-    /// Receive or send time, RFC 3339 with milliseconds.
-    pub time: String,
-    /// The bytes, lowercase hex.
-    pub hex: String,
-    /// Their full count (more than `hex` holds when `truncated`).
-    pub size: usize,
-    /// True when only the first bytes are kept.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub truncated: bool,
-    /// [`Outcome::name`].
-    pub outcome: Cow<'static, str>,
-    /// Positions decoded from the frame.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub positions: Option<usize>,
-    /// A message's kind.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// Stream offset of a refused or fatal frame.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub offset: Option<u64>,
-    /// Why the frame was refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// The gateway's answer, lowercase hex.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reply: Option<String>,
-}
-
 /// Where a frame came from: the connection, and its device once known.
 #[derive(Debug, Clone, Copy)]
 pub struct Origin<'a> {
@@ -226,50 +179,59 @@ pub struct Origin<'a> {
     /// Connection id.
     pub connection: u64,
     /// Identifier, tenant and device id.
-    pub device: Option<(&'a str, i64, i64)>,
+    pub device: Option<(&'a str, TenantId, DeviceId)>,
     /// The identifier a refused login sent.
     pub identifier: Option<&'a str>,
 }
 
-impl Record {
-    /// The record of `frame` from `origin`.
-    pub fn new(origin: Origin<'_>, frame: &Frame) -> Self {
-        let (positions, kind, offset, error) = match &frame.outcome {
-            Outcome::Positions(n) | Outcome::NotStored(n) => (Some(*n), None, None, None),
-            Outcome::Message(kind) => (None, Some((*kind).to_owned()), None, None),
-            Outcome::Refused { offset, error } | Outcome::Fatal { offset, error } => {
-                (None, None, Some(*offset), Some(error.clone()))
-            }
-            _ => (None, None, None, None),
-        };
-        Record {
-            tenant_id: origin.device.map(|d| d.1),
-            device_id: origin.device.map(|d| d.2),
-            device: origin.device.map(|d| d.0).or(origin.identifier).map(str::to_owned),
-            protocol: Cow::Borrowed(origin.protocol.name()),
-            transport: Cow::Borrowed(origin.transport),
-            connection: format!("{:016x}", origin.connection),
-            direction: Cow::Borrowed(if frame.outcome == Outcome::Command { "out" } else { "in" }),
-            time: format_time(frame.time),
-            hex: HexDisplay(&frame.bytes).to_string(),
-            size: frame.size,
-            truncated: frame.size > frame.bytes.len(),
-            outcome: Cow::Borrowed(frame.outcome.name()),
-            positions,
-            kind,
-            offset,
-            error,
-            reply: frame.reply.as_ref().filter(|r| !r.is_empty()).map(|r| HexDisplay(r).to_string()),
+impl<'a> Origin<'a> {
+    /// The origin of a connection's (or UDP peer's) frames: its device once known, else
+    /// the identifier a refused login sent.
+    pub fn new(
+        protocol: Protocol,
+        transport: &'static str,
+        connection: u64,
+        device: Option<&'a Device>,
+        identifier: Option<&'a str>,
+    ) -> Self {
+        Origin {
+            protocol,
+            transport,
+            connection,
+            device: device.map(|d| (d.identifier.as_str(), d.record.tenant_id, d.record.device_id)),
+            identifier,
         }
     }
 }
 
-/// RFC 3339 with milliseconds always written, so records sort as text too.
-pub fn format_time(time: UtcMillis) -> String {
-    let text = time.to_string();
-    match text.strip_suffix('Z') {
-        Some(base) if !base.contains('.') => format!("{base}.000Z"),
-        _ => text,
+/// The archive record of `frame` from `origin`.
+pub fn record_of(origin: Origin<'_>, frame: &Frame) -> Record {
+    let (positions, kind, offset, error) = match &frame.outcome {
+        Outcome::Positions(n) | Outcome::NotStored(n) => (Some(*n), None, None, None),
+        Outcome::Message(kind) => (None, Some((*kind).to_owned()), None, None),
+        Outcome::Refused { offset, error } | Outcome::Fatal { offset, error } => {
+            (None, None, Some(*offset), Some(error.clone()))
+        }
+        _ => (None, None, None, None),
+    };
+    Record {
+        tenant_id: origin.device.map(|d| d.1),
+        device_id: origin.device.map(|d| d.2),
+        device: origin.device.map(|d| d.0).or(origin.identifier).map(str::to_owned),
+        protocol: Cow::Borrowed(origin.protocol.name()),
+        transport: Cow::Borrowed(origin.transport),
+        connection: format!("{:016x}", origin.connection),
+        direction: Cow::Borrowed(if frame.outcome == Outcome::Command { "out" } else { "in" }),
+        time: format_time(frame.time),
+        hex: HexDisplay(&frame.bytes).to_string(),
+        size: frame.size,
+        truncated: frame.size > frame.bytes.len(),
+        outcome: Cow::Borrowed(frame.outcome.name()),
+        positions,
+        kind,
+        offset,
+        error,
+        reply: frame.reply.as_ref().filter(|r| !r.is_empty()).map(|r| HexDisplay(r).to_string()),
     }
 }
 
@@ -286,10 +248,6 @@ pub fn connection_id() -> u64 {
 
 /// Records waiting for the writer at most; beyond, records are dropped (and counted).
 pub const QUEUE_RECORDS: usize = 100_000;
-
-/// Records per batch at most: the index keys a record by its batch's stream sequence
-/// times this plus its line.
-pub const BATCH_RECORDS: usize = 65_536;
 
 /// How long the first record of a batch waits for company.
 const BATCH_WAIT: Duration = Duration::from_millis(50);
@@ -450,11 +408,5 @@ mod tests {
         capture.before(b"abc");
         capture.after(0);
         assert_eq!(capture.take(), (Bytes::new(), 0));
-    }
-
-    #[test]
-    fn times_always_have_milliseconds() {
-        assert_eq!(format_time(UtcMillis(1_000)), "1970-01-01T00:00:01.000Z");
-        assert_eq!(format_time(UtcMillis(1_234)), "1970-01-01T00:00:01.234Z");
     }
 }

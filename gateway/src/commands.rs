@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use bytes::Bytes;
+use fleetgate_contracts::messages::CommandMessage;
+use fleetgate_contracts::{DeviceId, TenantId, stream};
 use futures_util::StreamExt;
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -31,34 +32,16 @@ pub struct Command {
     pub payload: Bytes,
 }
 
-#[derive(Deserialize)]
-struct CommandMessage {
-    id: String,
-    text: Option<String>,
-    hex: Option<String>,
-}
-
 /// Reads a queued command.
 pub fn parse_command(data: &[u8]) -> Result<Command, String> {
-    let message: CommandMessage = serde_json::from_slice(data).map_err(|e| format!("command is not JSON: {e}"))?;
-    let payload = match (message.text, message.hex) {
-        (Some(text), None) => Bytes::from(text),
-        (None, Some(hex)) => {
-            Bytes::from(fleetgate_codecs::hex::decode(hex.as_bytes()).map_err(|e| format!("command hex: {e}"))?)
-        }
-        _ => return Err("a command needs exactly one of \"text\" and \"hex\"".into()),
-    };
-    if payload.is_empty() {
-        return Err("empty command".into());
-    }
-    Ok(Command { id: message.id, payload })
+    CommandMessage::parse(data).map(|(id, payload)| Command { id, payload })
 }
 
 /// The connections of this gateway by device id, so one subscription can wake the one
 /// that holds a device.
 #[derive(Debug)]
 pub struct Connected {
-    devices: Mutex<HashMap<i64, (u64, mpsc::Sender<()>)>>,
+    devices: Mutex<HashMap<DeviceId, (u64, mpsc::Sender<()>)>>,
     generation: std::sync::atomic::AtomicU64,
     /// Queue look-ups in flight: a reconnect storm of thousands of devices must not turn
     /// into as many simultaneous JetStream requests.
@@ -89,7 +72,7 @@ pub struct Registration {
 impl Connected {
     /// Registers a connection for `device_id`; a newer connection of the same device
     /// replaces an older one.
-    pub fn register(&self, device_id: i64) -> Registration {
+    pub fn register(&self, device_id: DeviceId) -> Registration {
         let (sender, wake_ups) = mpsc::channel(1);
         // Look first: commands may have been queued while the device was away.
         let _ = sender.try_send(());
@@ -99,7 +82,7 @@ impl Connected {
     }
 
     /// Forgets the connection of `device_id`, unless a newer one replaced it.
-    pub fn unregister(&self, device_id: i64, registration: &Registration) {
+    pub fn unregister(&self, device_id: DeviceId, registration: &Registration) {
         let mut devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
         if devices.get(&device_id).is_some_and(|(generation, _)| *generation == registration.generation) {
             devices.remove(&device_id);
@@ -107,7 +90,7 @@ impl Connected {
     }
 
     /// Wakes the connection of `device_id`, if this gateway holds it.
-    pub fn wake(&self, device_id: i64) {
+    pub fn wake(&self, device_id: DeviceId) {
         if let Some((_, sender)) = self.devices.lock().unwrap_or_else(|e| e.into_inner()).get(&device_id) {
             // A full channel already holds a wake-up.
             let _ = sender.try_send(());
@@ -122,7 +105,7 @@ pub async fn route_wake_ups(
     connected: std::sync::Arc<Connected>,
     shutdown: CancellationToken,
 ) {
-    let subject = format!("{prefix}.cmd.>");
+    let subject = stream::commands_wildcard(&prefix);
     let mut queued = match nats.subscribe(subject.clone()).await {
         Ok(queued) => queued,
         Err(error) => {
@@ -135,8 +118,7 @@ pub async fn route_wake_ups(
             _ = shutdown.cancelled() => return,
             message = queued.next() => match message { Some(m) => m, None => return },
         };
-        // P.cmd.{tenant}.{device}
-        if let Some(device_id) = message.subject.rsplit('.').next().and_then(|d| d.parse().ok()) {
+        if let Some((_, device_id)) = stream::device_of_subject(&message.subject) {
             connected.wake(device_id);
         }
     }
@@ -157,16 +139,16 @@ impl DeviceQueue {
     pub fn new(
         js: jetstream::Context,
         lookups: std::sync::Arc<tokio::sync::Semaphore>,
-        stream: &str,
+        stream_name: &str,
         prefix: &str,
-        tenant_id: i64,
-        device_id: i64,
+        tenant_id: TenantId,
+        device_id: DeviceId,
     ) -> Self {
         DeviceQueue {
             js,
             lookups,
-            stream: stream.to_owned(),
-            subject: format!("{prefix}.cmd.{tenant_id}.{device_id}"),
+            stream: stream_name.to_owned(),
+            subject: stream::command_subject(prefix, tenant_id, device_id),
             durable: format!("cmd_{device_id}"),
             consumer: None,
         }
@@ -202,23 +184,5 @@ impl DeviceQueue {
             Some(Ok(message)) => Some(message),
             _ => None,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn commands_as_text_or_hex() {
-        assert_eq!(
-            parse_command(br#"{"id":"a1","text":"getinfo"}"#),
-            Ok(Command { id: "a1".into(), payload: Bytes::from_static(b"getinfo") })
-        );
-        assert_eq!(parse_command(br#"{"id":"a2","hex":"0303 00"}"#).map(|c| c.payload.to_vec()), Ok(vec![3, 3, 0]));
-        assert!(parse_command(br#"{"id":"a3"}"#).is_err());
-        assert!(parse_command(br#"{"id":"a4","hex":"0g"}"#).is_err());
-        assert!(parse_command(br#"{"id":"a5","text":""}"#).is_err());
-        assert!(parse_command(b"getinfo").is_err());
     }
 }

@@ -1,18 +1,24 @@
 //! One TCP device connection: the codec's session through tokio-util framing, the login
 //! checked against the registry, every frame published to JetStream and acknowledged
-//! only once stored, and the timeouts that keep a silent device from holding a slot.
+//! only once stored, commands delivered one at a time, and the timeouts that keep a
+//! silent device from holding a slot.
+//!
+//! A connection is a [`Connection`] that waits for its next [`Step`] (a frame, a
+//! command wake-up, a timeout, the end) and takes it: the state lives in named fields,
+//! not in the loop. What an event gets is [`Gateway::respond`], shared with UDP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use fleetgate_codecs::{Event, Fatal, Protocol, Session, UtcMillis};
+use bytes::{Bytes, BytesMut};
+use fleetgate_codecs::{Event, Fatal, Protocol, Session};
+use fleetgate_contracts::clock::now;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
@@ -20,9 +26,8 @@ use tracing::Instrument;
 
 use crate::archive::{self, Capture, Frame, Origin, Outcome};
 use crate::commands::{Command, DeviceQueue, Registration, parse_command};
-use crate::gateway::{Gateway, Login};
+use crate::gateway::{Device, Gateway, Waiting};
 use crate::metrics::Refusal;
-use crate::registry::DeviceRecord;
 
 /// How long a device has to answer a command before the next one may go.
 const COMMAND_ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -61,7 +66,7 @@ impl SessionCodec {
 
     /// The bytes consumed since the last call (what the last event was made of) and
     /// their full count; with `rest`, every byte still unconsumed too.
-    pub fn take_frame(&mut self, rest: bool) -> (bytes::Bytes, usize) {
+    pub fn take_frame(&mut self, rest: bool) -> (Bytes, usize) {
         if rest {
             self.capture.abandon();
         }
@@ -69,7 +74,7 @@ impl SessionCodec {
     }
 
     /// Frames a command for the device, and whether the device answers it.
-    pub fn command(&self, payload: &[u8]) -> Option<(bytes::Bytes, bool)> {
+    pub fn command(&self, payload: &[u8]) -> Option<(Bytes, bool)> {
         self.session.command(payload)
     }
 
@@ -103,6 +108,300 @@ impl Decoder for SessionCodec {
     }
 }
 
+/// Serves one device connection until it closes, times out, breaks or `shutdown`.
+pub async fn serve(
+    socket: TcpStream,
+    peer: SocketAddr,
+    protocol: Protocol,
+    idle_timeout: Duration,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+    _slot: OwnedSemaphorePermit,
+) {
+    let span = tracing::info_span!("device", %peer, %protocol, device = tracing::field::Empty);
+    let counters = gateway.metrics.protocol(protocol);
+    counters.connections.fetch_add(1, Relaxed);
+    counters.connections_total.fetch_add(1, Relaxed);
+    let _ = socket.set_nodelay(true);
+    let connection = Connection::new(socket, protocol, idle_timeout, gateway.clone());
+    let device = connection.run(&shutdown).instrument(span.clone()).await;
+    counters.connections.fetch_sub(1, Relaxed);
+    if let Some(device) = device {
+        gateway.publish_status(&device, false).instrument(span).await;
+    }
+}
+
+/// What a connection does next.
+enum Step {
+    /// Shutting down: stop waiting (a frame already read was answered).
+    Shutdown,
+    /// Commands may be waiting for the device.
+    Commands,
+    /// The device sent nothing for too long.
+    Silent,
+    /// The device closed the connection.
+    Closed,
+    /// The stream can no longer be framed.
+    Broken(Fatal),
+    /// The socket failed.
+    Failed(std::io::Error),
+    /// One event of the device's stream.
+    Event(Event),
+}
+
+/// A command sent to the device and not answered yet.
+struct Awaiting {
+    command_id: String,
+    message: async_nats::jetstream::Message,
+    since: Instant,
+}
+
+/// A logged-in device's place in the command queues.
+struct Commands {
+    registration: Registration,
+    queue: DeviceQueue,
+}
+
+/// One TCP connection's state.
+struct Connection {
+    gateway: Arc<Gateway>,
+    protocol: Protocol,
+    idle_timeout: Duration,
+    frames: FramedRead<OwnedReadHalf, SessionCodec>,
+    writer: OwnedWriteHalf,
+    archive: ConnectionArchive,
+    /// The device, once logged in.
+    device: Option<Device>,
+    /// Its commands, once logged in.
+    commands: Option<Commands>,
+    /// The command sent and not answered yet; the next one waits for it.
+    awaiting: Option<Awaiting>,
+    /// The stream could not be framed: its rest is the fatal frame's, not an incomplete one.
+    broken: bool,
+}
+
+impl Connection {
+    fn new(socket: TcpStream, protocol: Protocol, idle_timeout: Duration, gateway: Arc<Gateway>) -> Self {
+        let (reader, writer) = socket.into_split();
+        let session = protocol.session(gateway.config.gateway.limits.session_options());
+        // Start small: most connections sit idle between frames, and the codec reserves
+        // room for a whole frame once it has read the frame's (bounded) length.
+        let codec = SessionCodec::new(session, gateway.config.nats.archive);
+        Connection {
+            frames: FramedRead::with_capacity(reader, codec, INITIAL_READ_BUFFER),
+            writer,
+            archive: ConnectionArchive::new(protocol),
+            device: None,
+            commands: None,
+            awaiting: None,
+            broken: false,
+            gateway,
+            protocol,
+            idle_timeout,
+        }
+    }
+
+    /// Runs the connection to its end; returns the device it served, for the offline
+    /// event.
+    async fn run(mut self, shutdown: &CancellationToken) -> Option<Device> {
+        loop {
+            let step = self.next_step(shutdown).await;
+            if !self.take(step).await {
+                break;
+            }
+        }
+        self.finish(shutdown).await;
+        self.device
+    }
+
+    /// Waits for the next thing to do. Shutdown interrupts only the waits: a frame
+    /// already read is answered before the connection closes.
+    async fn next_step(&mut self, shutdown: &CancellationToken) -> Step {
+        if self.awaiting.as_ref().is_some_and(|a| a.since.elapsed() > COMMAND_ANSWER_TIMEOUT) {
+            // No answer: leave the command in the queue (JetStream redelivers it once
+            // its ack wait is over) and let the next wake-up take it again.
+            if let Some(awaiting) = self.awaiting.take() {
+                tracing::warn!(command_id = awaiting.command_id, "no answer to the command; it stays queued");
+            }
+        }
+        let timeout =
+            if self.device.is_some() { self.idle_timeout } else { self.gateway.config.gateway.handshake_timeout() };
+        let can_send = self.awaiting.is_none();
+        tokio::select! {
+            _ = shutdown.cancelled() => Step::Shutdown,
+            Some(()) = wake_up(self.commands.as_mut()), if can_send => Step::Commands,
+            next = tokio::time::timeout(timeout, self.frames.next()) => match next {
+                Err(_) => Step::Silent,
+                Ok(None) => Step::Closed,
+                Ok(Some(Err(StreamError::Fatal(fatal)))) => Step::Broken(fatal),
+                Ok(Some(Err(StreamError::Io(error)))) => Step::Failed(error),
+                Ok(Some(Ok(event))) => Step::Event(event),
+            },
+        }
+    }
+
+    /// Takes one step; false when the connection ends.
+    async fn take(&mut self, step: Step) -> bool {
+        match step {
+            Step::Shutdown | Step::Closed => false,
+            Step::Commands => self.send_command().await,
+            Step::Silent => {
+                let refusal = if self.device.is_some() { Refusal::IdleTimeout } else { Refusal::HandshakeTimeout };
+                self.gateway.metrics.refused(refusal);
+                tracing::info!("closing a silent connection");
+                false
+            }
+            Step::Broken(fatal) => {
+                self.gateway.metrics.refused(Refusal::Fatal);
+                self.broken = true;
+                tracing::warn!(offset = fatal.offset, error = %fatal.error, "closing a stream that cannot be framed");
+                let outcome = Outcome::Fatal { offset: fatal.offset, error: fatal.error };
+                let (bytes, size) = self.frames.decoder_mut().take_frame(true);
+                self.record(Frame { time: now(), bytes, size, outcome, reply: None });
+                false
+            }
+            Step::Failed(error) => {
+                tracing::debug!(%error, "socket error");
+                false
+            }
+            Step::Event(event) => self.answer(event).await,
+        }
+    }
+
+    /// What the gateway makes of one event, sent back and archived.
+    async fn answer(&mut self, event: Event) -> bool {
+        let gateway = self.gateway.clone();
+        gateway.metrics.protocol(self.protocol).frames.fetch_add(1, Relaxed);
+        let (bytes, size) = self.frames.decoder_mut().take_frame(false);
+        let time = now();
+        let login = matches!(event, Event::Login { .. });
+        let answered = match &event {
+            Event::Message { message, .. } if message.answers_command => self.awaiting.take(),
+            _ => None,
+        };
+        let command_id = answered.as_ref().map(|a| a.command_id.as_str());
+        let was_logged_in = self.device.is_some();
+        let refused_login = match &event {
+            Event::Login { device, .. } => Some(device.clone()),
+            _ => None,
+        };
+        let response =
+            gateway.respond(self.protocol, Waiting::Allowed, &mut self.device, event, time, command_id).await;
+        if let Some(batch) = response.spent {
+            self.frames.decoder_mut().recycle(batch);
+        }
+        let stored_data = matches!(response.outcome, Outcome::Positions(_));
+        let delivered = match &response.reply {
+            Some(reply) if !response.close || login => send(&mut self.writer, reply).await,
+            _ => true,
+        };
+        let frame = Frame { time, bytes, size, outcome: response.outcome, reply: response.reply };
+        match (&frame.outcome, refused_login) {
+            (Outcome::LoginRefused, Some(identifier)) => self.archive.refused_login(&gateway, &identifier, frame),
+            _ => self.record(frame),
+        }
+        if response.close || !delivered {
+            return false;
+        }
+        if stored_data {
+            gateway.metrics.protocol(self.protocol).acks.fetch_add(1, Relaxed);
+        }
+        if let Some(awaiting) = answered {
+            // Answered and the answer stored: the command leaves the queue.
+            if let Err(error) = Box::pin(awaiting.message.ack()).await {
+                tracing::warn!(%error, "command answered but not removed from the queue; it will be sent again");
+            }
+            if let Some(device) = &self.device {
+                gateway.connected.wake(device.record.device_id);
+            }
+        }
+        if !was_logged_in && let Some(device) = self.device.clone() {
+            self.logged_in(device).await;
+        }
+        true
+    }
+
+    /// A device logged in: it is online, and its commands can reach it here.
+    async fn logged_in(&mut self, device: Device) {
+        tracing::Span::current().record("device", device.identifier.as_str());
+        let gateway = &self.gateway;
+        gateway.publish_status(&device, true).await;
+        let record = &device.record;
+        self.commands = Some(Commands {
+            registration: gateway.connected.register(record.device_id),
+            queue: DeviceQueue::new(
+                gateway.jetstream.clone(),
+                gateway.connected.lookups.clone(),
+                &gateway.config.nats.command_stream,
+                &gateway.config.nats.subject_prefix,
+                record.tenant_id,
+                record.device_id,
+            ),
+        });
+    }
+
+    /// Sends the device's next queued command, if there is one; false when the device
+    /// is gone.
+    async fn send_command(&mut self) -> bool {
+        let Some(commands) = self.commands.as_mut() else { return true };
+        // Boxed: these futures are large and rare, and every idle connection's task
+        // would otherwise carry room for them (see BENCHMARKS.md).
+        let Some(message) = Box::pin(commands.queue.next()).await else { return true };
+        let command = parse_command(&message.payload).map(|command| {
+            let framed = self.frames.decoder().command(&command.payload);
+            (command, framed)
+        });
+        let sent = command.as_ref().ok().and_then(|(_, framed)| framed.as_ref()).map(|(bytes, _)| bytes.clone());
+        let delivery = Box::pin(deliver(command, &mut self.writer, message)).await;
+        if let (Some(bytes), false) = (sent, matches!(delivery, Delivery::SocketFailed)) {
+            let size = bytes.len();
+            self.record(Frame { time: now(), bytes, size, outcome: Outcome::Command, reply: None });
+        }
+        match delivery {
+            Delivery::Awaiting(awaiting) => {
+                self.awaiting = Some(*awaiting);
+                true
+            }
+            Delivery::Done => {
+                if let Some(device) = &self.device {
+                    self.gateway.connected.wake(device.record.device_id);
+                }
+                true
+            }
+            Delivery::SocketFailed => false,
+        }
+    }
+
+    fn record(&mut self, frame: Frame) {
+        self.archive.record(&self.gateway, self.device.as_ref(), frame);
+    }
+
+    /// The end: whatever was left unframed is recorded, the socket closed, the command
+    /// wake-ups of this connection forgotten.
+    async fn finish(&mut self, shutdown: &CancellationToken) {
+        let (bytes, size) = self.frames.decoder_mut().take_frame(true);
+        let unframed = self.frames.read_buffer().len() + self.frames.decoder().cut_off;
+        if unframed > 0 && !self.broken && !shutdown.is_cancelled() {
+            self.gateway.metrics.refused(Refusal::Incomplete);
+            if let Some(suppressed) = self.gateway.refusal_log.allow() {
+                tracing::info!(
+                    bytes = unframed,
+                    suppressed,
+                    "connection ended inside a frame; nothing of it acknowledged"
+                );
+            }
+        }
+        if size > 0 {
+            self.record(Frame { time: now(), bytes, size, outcome: Outcome::Incomplete, reply: None });
+        }
+        self.archive.close(&self.gateway);
+        let _ = self.writer.shutdown().await;
+        if let (Some(commands), Some(device)) = (&self.commands, &self.device) {
+            self.gateway.connected.unregister(device.record.device_id, &commands.registration);
+        }
+    }
+}
+
 async fn send(writer: &mut OwnedWriteHalf, reply: &[u8]) -> bool {
     if reply.is_empty() {
         return true;
@@ -118,236 +417,6 @@ async fn send(writer: &mut OwnedWriteHalf, reply: &[u8]) -> bool {
             false
         }
     }
-}
-
-/// Serves one device connection until it closes, times out, breaks or `shutdown`.
-pub async fn serve(
-    socket: TcpStream,
-    peer: SocketAddr,
-    protocol: Protocol,
-    idle_timeout: Duration,
-    gateway: Arc<Gateway>,
-    shutdown: CancellationToken,
-    _slot: OwnedSemaphorePermit,
-) {
-    let span = tracing::info_span!("device", %peer, protocol = protocol.name(), device = tracing::field::Empty);
-    let counters = gateway.metrics.protocol(protocol);
-    counters.connections.fetch_add(1, Relaxed);
-    counters.connections_total.fetch_add(1, Relaxed);
-    let device = run(socket, protocol, idle_timeout, &gateway, &shutdown).instrument(span.clone()).await;
-    counters.connections.fetch_sub(1, Relaxed);
-    if let Some((identifier, record)) = device {
-        gateway.publish_status(&identifier, &record, false).instrument(span).await;
-    }
-}
-
-/// The connection loop; returns the device it served, for the offline event.
-async fn run(
-    socket: TcpStream,
-    protocol: Protocol,
-    idle_timeout: Duration,
-    gateway: &Gateway,
-    shutdown: &CancellationToken,
-) -> Option<(String, DeviceRecord)> {
-    let _ = socket.set_nodelay(true);
-    let (reader, mut writer) = socket.into_split();
-    let session = protocol.session(gateway.config.gateway.limits.session_options());
-    // Start small: most connections sit idle between frames, and the codec reserves room
-    // for a whole frame once it has read the frame's (bounded) length.
-    let mut frames =
-        FramedRead::with_capacity(reader, SessionCodec::new(session, gateway.config.nats.archive), INITIAL_READ_BUFFER);
-    let mut archive = ConnectionArchive::new(protocol);
-    // The stream could not be framed: its rest is the fatal frame's, not an incomplete one.
-    let mut broken = false;
-    let counters = gateway.metrics.protocol(protocol);
-    let mut device: Option<(String, DeviceRecord)> = None;
-    let mut registration: Option<Registration> = None;
-    let mut queue: Option<DeviceQueue> = None;
-    // The command sent and not answered yet, and when; the next one waits for it.
-    let mut awaiting: Option<(String, async_nats::jetstream::Message)> = None;
-    let mut awaiting_since = std::time::Instant::now();
-    loop {
-        if awaiting.is_some() && awaiting_since.elapsed() > COMMAND_ANSWER_TIMEOUT {
-            // No answer: leave the command in the queue (JetStream redelivers it once its
-            // ack wait is over) and let the next wake-up take it again.
-            if let Some((command_id, _)) = awaiting.take() {
-                tracing::warn!(command_id, "no answer to the command; it stays queued");
-            }
-        }
-        let timeout = if device.is_some() { idle_timeout } else { gateway.config.gateway.handshake_timeout() };
-        // Shutdown interrupts only the waits: a frame already read is published and
-        // answered before the connection closes.
-        let next = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            Some(()) = wake_up(&mut registration), if awaiting.is_none() => {
-                let (Some(queue), Some((_, record))) = (queue.as_mut(), device.as_ref()) else { continue };
-                // Boxed: these futures are large and rare, and every idle connection's
-                // task would otherwise carry room for them (see BENCHMARKS.md).
-                let Some(message) = Box::pin(queue.next()).await else { continue };
-                let command = parse_command(&message.payload).map(|command| {
-                    let framed = frames.decoder().command(&command.payload);
-                    (command, framed)
-                });
-                let sent = command.as_ref().ok().and_then(|(_, framed)| framed.as_ref()).map(|(bytes, _)| bytes.clone());
-                let delivery = Box::pin(deliver(command, &mut writer, message)).await;
-                if let (Some(bytes), false) = (sent, matches!(delivery, Delivery::SocketFailed)) {
-                    let size = bytes.len();
-                    let frame = Frame { time: now(), bytes, size, outcome: Outcome::Command, reply: None };
-                    archive.record(gateway, device.as_ref(), frame);
-                }
-                match delivery {
-                    Delivery::Awaiting(sent) => {
-                        awaiting = Some(*sent);
-                        awaiting_since = std::time::Instant::now();
-                    }
-                    Delivery::Done => gateway.connected.wake(record.device_id),
-                    Delivery::SocketFailed => break,
-                }
-                continue;
-            }
-            next = tokio::time::timeout(timeout, frames.next()) => next,
-        };
-        let event = match next {
-            Err(_) => {
-                let refusal = if device.is_some() { Refusal::IdleTimeout } else { Refusal::HandshakeTimeout };
-                gateway.metrics.refused(refusal);
-                tracing::info!(timeout_s = timeout.as_secs(), "closing a silent connection");
-                break;
-            }
-            Ok(None) => break,
-            Ok(Some(Err(StreamError::Fatal(fatal)))) => {
-                gateway.metrics.refused(Refusal::Fatal);
-                broken = true;
-                tracing::warn!(offset = fatal.offset, error = %fatal.error, "closing a stream that cannot be framed");
-                let outcome = Outcome::Fatal { offset: fatal.offset, error: fatal.error };
-                let (bytes, size) = frames.decoder_mut().take_frame(true);
-                archive.record(gateway, device.as_ref(), Frame { time: now(), bytes, size, outcome, reply: None });
-                break;
-            }
-            Ok(Some(Err(StreamError::Io(error)))) => {
-                tracing::debug!(%error, "socket error");
-                break;
-            }
-            Ok(Some(Ok(event))) => event,
-        };
-        counters.frames.fetch_add(1, Relaxed);
-        let (bytes, size) = frames.decoder_mut().take_frame(false);
-        let mut frame = Frame { time: now(), bytes, size, outcome: Outcome::KeepAlive, reply: None };
-        match event {
-            Event::Login { device: identifier, password, accept, reject } => {
-                match gateway.login(protocol, &identifier, password.as_deref()).await {
-                    Login::Accepted(record) => {
-                        tracing::Span::current().record("device", identifier.as_str());
-                        let delivered = send(&mut writer, &accept).await;
-                        frame.outcome = Outcome::Login;
-                        frame.reply = Some(accept);
-                        archive.record(gateway, Some(&(identifier.clone(), record.clone())), frame);
-                        if !delivered {
-                            break;
-                        }
-                        gateway.publish_status(&identifier, &record, true).await;
-                        registration = Some(gateway.connected.register(record.device_id));
-                        queue = Some(DeviceQueue::new(
-                            gateway.jetstream.clone(),
-                            gateway.connected.lookups.clone(),
-                            &gateway.config.nats.command_stream,
-                            &gateway.config.nats.subject_prefix,
-                            record.tenant_id,
-                            record.device_id,
-                        ));
-                        device = Some((identifier, record));
-                    }
-                    Login::Refused { reply } => {
-                        let reply = reply.unwrap_or(reject);
-                        let _ = send(&mut writer, &reply).await;
-                        frame.outcome = Outcome::LoginRefused;
-                        frame.reply = Some(reply);
-                        archive.refused_login(gateway, &identifier, frame);
-                        break;
-                    }
-                }
-            }
-            Event::Positions { mut batch, ack, .. } => {
-                let Some((identifier, record)) = &device else { break };
-                // The positions' `received` and the frame's archive time are one value:
-                // it is how `fleetgate reprocess` finds the rows a frame became.
-                batch.received = Some(frame.time);
-                let count = batch.len();
-                let stored = gateway.store_positions(identifier, record, &batch).await;
-                if !stored {
-                    // Nothing is acknowledged; closing makes the device resend everything
-                    // it holds once it reconnects, instead of waiting for an answer.
-                    frame.outcome = Outcome::NotStored(count);
-                    archive.record(gateway, device.as_ref(), frame);
-                    break;
-                }
-                counters.positions.fetch_add(count as u64, Relaxed);
-                frames.decoder_mut().recycle(batch);
-                let delivered = send(&mut writer, &ack).await;
-                frame.outcome = Outcome::Positions(count);
-                frame.reply = Some(ack);
-                archive.record(gateway, device.as_ref(), frame);
-                if !delivered {
-                    break;
-                }
-                counters.acks.fetch_add(1, Relaxed);
-            }
-            Event::Message { message, reply } => {
-                let Some((identifier, record)) = &device else { break };
-                let answered = if message.is_command_response() { awaiting.take() } else { None };
-                let command_id = answered.as_ref().map(|(id, _)| id.as_str());
-                frame.outcome = Outcome::Message(message.kind);
-                if !gateway.store_message(identifier, record, &message, command_id).await {
-                    archive.record(gateway, device.as_ref(), frame);
-                    break;
-                }
-                if let Some((_, command)) = answered {
-                    // Answered and the answer stored: the command leaves the queue.
-                    if let Err(error) = Box::pin(command.ack()).await {
-                        tracing::warn!(%error, "command answered but not removed from the queue; it will be sent again");
-                    }
-                    gateway.connected.wake(record.device_id);
-                }
-                if !archive.answer(gateway, device.as_ref(), &mut writer, frame, reply).await {
-                    break;
-                }
-            }
-            Event::KeepAlive { reply } => {
-                if !archive.answer(gateway, device.as_ref(), &mut writer, frame, reply).await {
-                    break;
-                }
-            }
-            Event::Refused { offset, error, reply } => {
-                gateway.metrics.refused(Refusal::Frame);
-                if let Some(suppressed) = gateway.refusal_log.allow() {
-                    tracing::warn!(offset, %error, suppressed, "frame refused");
-                }
-                frame.outcome = Outcome::Refused { offset, error };
-                if !archive.answer(gateway, device.as_ref(), &mut writer, frame, reply).await {
-                    break;
-                }
-            }
-        }
-    }
-    // Whatever was left unframed (a frame cut short, a device gone silent mid-frame).
-    let (bytes, size) = frames.decoder_mut().take_frame(true);
-    let unframed = frames.read_buffer().len() + frames.decoder().cut_off;
-    if unframed > 0 && !broken && !shutdown.is_cancelled() {
-        gateway.metrics.refused(Refusal::Incomplete);
-        if let Some(suppressed) = gateway.refusal_log.allow() {
-            tracing::info!(bytes = unframed, suppressed, "connection ended inside a frame; nothing of it acknowledged");
-        }
-    }
-    if size > 0 {
-        let frame = Frame { time: now(), bytes, size, outcome: Outcome::Incomplete, reply: None };
-        archive.record(gateway, device.as_ref(), frame);
-    }
-    archive.close(gateway);
-    let _ = writer.shutdown().await;
-    if let (Some(registration), Some((_, record))) = (&registration, &device) {
-        gateway.connected.unregister(record.device_id, registration);
-    }
-    device
 }
 
 /// Frames of one connection on their way to the archive. Frames before the login wait
@@ -368,17 +437,11 @@ impl ConnectionArchive {
         ConnectionArchive { protocol, connection: archive::connection_id(), early: Vec::new() }
     }
 
-    fn origin<'a>(&self, device: Option<&'a (String, DeviceRecord)>, identifier: Option<&'a str>) -> Origin<'a> {
-        Origin {
-            protocol: self.protocol,
-            transport: "tcp",
-            connection: self.connection,
-            device: device.map(|(identifier, record)| (identifier.as_str(), record.tenant_id, record.device_id)),
-            identifier,
-        }
+    fn origin<'a>(&self, device: Option<&'a Device>, identifier: Option<&'a str>) -> Origin<'a> {
+        Origin::new(self.protocol, "tcp", self.connection, device, identifier)
     }
 
-    fn record(&mut self, gateway: &Gateway, device: Option<&(String, DeviceRecord)>, frame: Frame) {
+    fn record(&mut self, gateway: &Gateway, device: Option<&Device>, frame: Frame) {
         if !gateway.config.nats.archive {
             return;
         }
@@ -409,31 +472,15 @@ impl ConnectionArchive {
     /// password or protocol), else as an unregistered device's.
     fn refused_login(&mut self, gateway: &Gateway, identifier: &str, frame: Frame) {
         match gateway.registry.lookup(identifier) {
-            Some(record) => self.record(gateway, Some(&(identifier.to_owned(), record)), frame),
+            Some(record) => {
+                let device = Device { identifier: identifier.to_owned(), record };
+                self.record(gateway, Some(&device), frame);
+            }
             None if gateway.config.nats.archive => {
                 self.publish(gateway, self.origin(None, Some(identifier)), Some(frame))
             }
             None => {}
         }
-    }
-
-    /// Sends `reply` (if any), then records the frame with it; false when the device is
-    /// gone.
-    async fn answer(
-        &mut self,
-        gateway: &Gateway,
-        device: Option<&(String, DeviceRecord)>,
-        writer: &mut OwnedWriteHalf,
-        mut frame: Frame,
-        reply: Option<bytes::Bytes>,
-    ) -> bool {
-        let delivered = match &reply {
-            Some(reply) => send(writer, reply).await,
-            None => true,
-        };
-        frame.reply = reply;
-        self.record(gateway, device, frame);
-        delivered
     }
 
     /// Frames of a connection that never logged in.
@@ -443,16 +490,16 @@ impl ConnectionArchive {
 }
 
 /// Waits for a command wake-up once the device is logged in; never before.
-async fn wake_up(registration: &mut Option<Registration>) -> Option<()> {
-    match registration {
-        Some(registration) => registration.wake_ups.recv().await,
+async fn wake_up(commands: Option<&mut Commands>) -> Option<()> {
+    match commands {
+        Some(commands) => commands.registration.wake_ups.recv().await,
         None => std::future::pending().await,
     }
 }
 
 enum Delivery {
     /// Sent; the device's answer will acknowledge it.
-    Awaiting(Box<(String, async_nats::jetstream::Message)>),
+    Awaiting(Box<Awaiting>),
     /// Sent without an answer to wait for, or dropped as unusable; look for the next.
     Done,
     /// The device is gone; the command stays queued.
@@ -461,7 +508,7 @@ enum Delivery {
 
 /// Sends one queued command (parsed and framed by the caller) to the device.
 async fn deliver(
-    command: Result<(Command, Option<(bytes::Bytes, bool)>), String>,
+    command: Result<(Command, Option<(Bytes, bool)>), String>,
     writer: &mut OwnedWriteHalf,
     message: async_nats::jetstream::Message,
 ) -> Delivery {
@@ -484,16 +531,10 @@ async fn deliver(
     }
     tracing::info!(command_id = command.id, "command sent");
     if answers {
-        return Delivery::Awaiting(Box::new((command.id, message)));
+        return Delivery::Awaiting(Box::new(Awaiting { command_id: command.id, message, since: Instant::now() }));
     }
     if let Err(error) = message.ack().await {
         tracing::warn!(%error, command_id = command.id, "command sent but not removed from the queue");
     }
     Delivery::Done
-}
-
-/// The receive time.
-pub fn now() -> UtcMillis {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    UtcMillis(ms as i64)
 }

@@ -1,6 +1,7 @@
 //! What every connection shares: configuration, the registry, the JetStream handle,
-//! metrics, and the two decisions the gateway owns: who may log in, and when data
-//! counts as stored.
+//! metrics, and the decisions the gateway owns, for TCP and UDP alike: who may log in
+//! ([`Gateway::login`]), what an event of a device's stream gets ([`Gateway::respond`]),
+//! and when data counts as stored ([`Gateway::store_positions`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -8,17 +9,25 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage};
 use bytes::Bytes;
-use fleetgate_codecs::hex::HexDisplay;
-use fleetgate_codecs::{Batch, DeviceMessage, Protocol};
+use fleetgate_codecs::{Batch, Event, Protocol, UtcMillis};
+use fleetgate_contracts::clock::now;
+use fleetgate_contracts::messages::{self, DeviceMessage, StatusMessage};
+use fleetgate_contracts::{Config, DeviceRecord, TenantId, identifiers, stream};
 use tokio::sync::Semaphore;
 
-use crate::archive::{Frame, Origin, Record};
+use crate::archive::{Frame, Origin, Outcome, record_of};
 use crate::commands::Connected;
-use crate::config::Config;
-use crate::connection::now;
 use crate::metrics::{LogLimiter, Metrics, Refusal};
-use crate::registry::{DeviceRecord, Registry};
-use crate::stream;
+use crate::registry::Registry;
+
+/// A device that logged in: the identifier it sent and its registration.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// The identifier the device sent.
+    pub identifier: String,
+    /// Its registration.
+    pub record: DeviceRecord,
+}
 
 /// The outcome of a login.
 #[derive(Debug)]
@@ -27,9 +36,44 @@ pub enum Login {
     Accepted(DeviceRecord),
     /// Refused: answer with `reply` when given, else the protocol's refusal, and close.
     Refused {
-        /// A more specific refusal (Wialon's wrong password).
+        /// A more specific refusal (a protocol's answer to a wrong password).
         reply: Option<Bytes>,
     },
+}
+
+/// May a login wait for the database? A TCP connection may (it holds one device); a UDP
+/// socket serves every device on it and must not, so an unknown device's
+/// auto-registration runs in the background and the datagram goes unanswered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// Wait for an auto-registration.
+    Allowed,
+    /// Decide from memory now.
+    Never,
+}
+
+/// What one event of a device's stream gets.
+#[derive(Debug)]
+pub struct Response {
+    /// What to send back (after the data was stored, for data).
+    pub reply: Option<Bytes>,
+    /// What became of the frame, for the archive.
+    pub outcome: Outcome,
+    /// The stream must end here: a refused login, data before a login, or data that could
+    /// not be stored (nothing was acknowledged; the device resends after reconnecting).
+    pub close: bool,
+    /// A stored batch, handed back for the session to decode into next.
+    pub spent: Option<Batch>,
+}
+
+impl Response {
+    fn reply(reply: Option<Bytes>, outcome: Outcome) -> Self {
+        Response { reply, outcome, close: false, spent: None }
+    }
+
+    fn close(reply: Option<Bytes>, outcome: Outcome) -> Self {
+        Response { reply, outcome, close: true, spent: None }
+    }
 }
 
 /// Shared by every connection of every listener.
@@ -67,10 +111,11 @@ pub struct Gateway {
 const AUTO_REGISTRATIONS_PER_MINUTE: u32 = 600;
 
 impl Gateway {
-    /// A gateway over an already connected JetStream context; archive records go to
-    /// `archive_queue`.
+    /// A gateway for `protocols` over an already connected JetStream context; archive
+    /// records go to `archive_queue`.
     pub fn new(
         config: Config,
+        protocols: Vec<Protocol>,
         registry: Arc<Registry>,
         jetstream: jetstream::Context,
         archive_queue: tokio::sync::mpsc::Sender<Vec<u8>>,
@@ -78,9 +123,9 @@ impl Gateway {
         let slots = config.gateway.max_connections;
         let every = Duration::from_secs(10);
         Gateway {
+            metrics: Arc::new(Metrics::new(protocols)),
             config,
             registry,
-            metrics: Arc::new(Metrics::default()),
             jetstream,
             connection_slots: Arc::new(Semaphore::new(slots)),
             refusal_log: LogLimiter::new(every),
@@ -96,10 +141,8 @@ impl Gateway {
 
     /// Registers an unknown identifier into the auto-registration tenant; the record
     /// when it worked (or another gateway just did it).
-    async fn auto_register(&self, tenant_id: i64, protocol: Protocol, identifier: &str) -> Option<DeviceRecord> {
-        let plausible = (1..=64).contains(&identifier.len())
-            && identifier.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !plausible {
+    async fn auto_register(&self, tenant_id: TenantId, protocol: Protocol, identifier: &str) -> Option<DeviceRecord> {
+        if !identifiers::is_valid(identifier) || !protocol.accepts_identifier(identifier) {
             return None;
         }
         {
@@ -114,7 +157,7 @@ impl Gateway {
         }
         let mut postgres = self.postgres.lock().await;
         if postgres.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
-            *postgres = fleetgate_schema::connect(&self.config.postgres.url).await.ok();
+            *postgres = fleetgate_store::connect(&self.config.postgres.url).await.ok();
         }
         let client = postgres.as_ref()?;
         let inserted = client
@@ -127,7 +170,7 @@ impl Gateway {
         match inserted {
             Ok(n) => {
                 if n == 1 {
-                    tracing::info!(identifier, tenant_id, protocol = protocol.name(), "unknown device auto-registered");
+                    tracing::info!(identifier, tenant_id = tenant_id.0, %protocol, "unknown device auto-registered");
                 }
                 self.registry.reload_one(client, identifier).await.ok()?;
                 self.registry.lookup(identifier)
@@ -141,13 +184,27 @@ impl Gateway {
 
     /// Decides a login: the identifier must be registered (or is registered now, when
     /// the operator enabled auto-registration for a tenant), for this protocol, and a
-    /// Wialon device whose registration holds a password must present it.
-    pub async fn login(&self, protocol: Protocol, identifier: &str, password: Option<&str>) -> Login {
+    /// device whose registration holds a password must present it where its protocol
+    /// has passwords. With [`Waiting::Never`] an auto-registration runs in the
+    /// background and this login is refused (the device's next attempt finds it).
+    pub async fn login(
+        self: &Arc<Self>,
+        protocol: Protocol,
+        identifier: &str,
+        password: Option<&str>,
+        waiting: Waiting,
+    ) -> Login {
         let mut found = self.registry.lookup(identifier);
         if found.is_none()
             && let Some(tenant_id) = self.registry.auto_register_tenant()
         {
-            found = self.auto_register(tenant_id, protocol, identifier).await;
+            match waiting {
+                Waiting::Allowed => found = self.auto_register(tenant_id, protocol, identifier).await,
+                Waiting::Never => {
+                    let (gateway, identifier) = (self.clone(), identifier.to_owned());
+                    tokio::spawn(async move { gateway.auto_register(tenant_id, protocol, &identifier).await });
+                }
+            }
         }
         let Some(record) = found else {
             self.metrics.refused(Refusal::UnknownDevice);
@@ -156,21 +213,100 @@ impl Gateway {
             }
             return Login::Refused { reply: None };
         };
-        if record.protocol != protocol.name() {
+        if record.protocol != Some(protocol) {
             self.metrics.refused(Refusal::WrongCredentials);
-            tracing::warn!(identifier, registered = record.protocol, "device registered for another protocol");
+            let registered = record.protocol.map_or("an unknown protocol", Protocol::name);
+            tracing::warn!(identifier, registered, "device registered for another protocol");
             return Login::Refused { reply: None };
         }
-        if let Some(expected) = record.password.as_deref().filter(|p| !p.is_empty()) {
-            if password != Some(expected) {
-                self.metrics.refused(Refusal::WrongCredentials);
-                tracing::warn!(identifier, "wrong password");
-                let reply = (protocol == Protocol::Wialon)
-                    .then(|| Bytes::from_static(fleetgate_codecs::wialon::WRONG_PASSWORD));
-                return Login::Refused { reply };
-            }
+        if let (Some(wrong_password), Some(expected)) =
+            (protocol.wrong_password_reply(), record.password.as_deref().filter(|p| !p.is_empty()))
+            && password != Some(expected)
+        {
+            self.metrics.refused(Refusal::WrongCredentials);
+            tracing::warn!(identifier, "wrong password");
+            return Login::Refused { reply: Some(Bytes::from_static(wrong_password)) };
         }
         Login::Accepted(record)
+    }
+
+    /// What one event of `device`'s stream (`None` before a login) gets: a login decided,
+    /// data stored before its acknowledgement, a message stored before its answer, a
+    /// refusal counted. `received` is the frame's receive time (its positions carry it);
+    /// `command_id` the command a command answer answers. The same for TCP and UDP.
+    pub async fn respond(
+        self: &Arc<Self>,
+        protocol: Protocol,
+        waiting: Waiting,
+        device: &mut Option<Device>,
+        event: Event,
+        received: UtcMillis,
+        command_id: Option<&str>,
+    ) -> Response {
+        match event {
+            Event::Login { device: identifier, password, accept, reject } => {
+                match self.login(protocol, &identifier, password.as_deref(), waiting).await {
+                    Login::Accepted(record) => {
+                        *device = Some(Device { identifier, record });
+                        Response::reply(Some(accept), Outcome::Login)
+                    }
+                    Login::Refused { reply } => {
+                        *device = None;
+                        Response::close(Some(reply.unwrap_or(reject)), Outcome::LoginRefused)
+                    }
+                }
+            }
+            Event::Positions { mut batch, ack, .. } => {
+                let Some(device) = device.as_ref() else {
+                    return Response::close(None, Outcome::LoginRefused);
+                };
+                // The positions' `received` and the frame's archive time are one value:
+                // it is how `fleetgate reprocess` finds the rows a frame became.
+                batch.received = Some(received);
+                let count = batch.len();
+                if !self.store_positions(device, &batch).await {
+                    return Response::close(None, Outcome::NotStored(count));
+                }
+                self.metrics.protocol(protocol).positions.fetch_add(count as u64, Relaxed);
+                Response { reply: Some(ack), outcome: Outcome::Positions(count), close: false, spent: Some(batch) }
+            }
+            Event::Message { message, reply } => {
+                let Some(device) = device.as_ref() else {
+                    return Response::close(None, Outcome::LoginRefused);
+                };
+                let outcome = Outcome::Message(message.kind);
+                let stored = DeviceMessage::new(
+                    (device.record.tenant_id, device.record.device_id),
+                    &device.identifier,
+                    &message,
+                    now(),
+                    command_id,
+                );
+                // Two answers with the same bytes to two commands are two answers, not a
+                // resend.
+                let mut message_id = stream::frame_message_id(&device.identifier, &message.payload);
+                if let Some(command_id) = command_id {
+                    message_id = format!("{message_id}:{command_id}");
+                }
+                let subject = stream::message_subject(self.prefix(), device.record.tenant_id, device.record.device_id);
+                if !self.store(subject, message_id, stored.encode()).await {
+                    return Response::close(None, outcome);
+                }
+                Response::reply(reply, outcome)
+            }
+            Event::KeepAlive { reply } => Response::reply(reply, Outcome::KeepAlive),
+            Event::Refused { offset, error, reply } => {
+                self.metrics.refused(Refusal::Frame);
+                if let Some(suppressed) = self.refusal_log.allow() {
+                    tracing::warn!(offset, %error, suppressed, "frame refused");
+                }
+                Response::reply(reply, Outcome::Refused { offset, error })
+            }
+        }
+    }
+
+    fn prefix(&self) -> &str {
+        &self.config.nats.subject_prefix
     }
 
     /// Publishes and waits for JetStream's ack; true once the data is stored.
@@ -203,45 +339,11 @@ impl Gateway {
     }
 
     /// Stores the positions of one frame; true once JetStream has them.
-    pub async fn store_positions(&self, identifier: &str, record: &DeviceRecord, batch: &Batch) -> bool {
-        let subject = stream::positions_subject(&self.config.nats.subject_prefix, record);
-        let message_id = stream::frame_message_id(identifier, batch.raw());
-        self.store(subject, message_id, stream::positions_payload(record, batch)).await
-    }
-
-    /// Stores a non-position message (with the command it answers, if any); true once
-    /// JetStream has it.
-    pub async fn store_message(
-        &self,
-        identifier: &str,
-        record: &DeviceRecord,
-        message: &DeviceMessage,
-        command_id: Option<&str>,
-    ) -> bool {
-        let subject = stream::message_subject(&self.config.nats.subject_prefix, record);
-        // Two answers with the same bytes to two commands are two answers, not a resend.
-        let mut message_id = stream::frame_message_id(identifier, &message.payload);
-        if let Some(command_id) = command_id {
-            message_id = format!("{message_id}:{command_id}");
-        }
-        let mut json = serde_json::json!({
-            "tenant_id": record.tenant_id,
-            "device_id": record.device_id,
-            "device": identifier,
-            "kind": message.kind,
-            "received": now().to_string(),
-            "hex": HexDisplay(&message.payload).to_string(),
-        });
-        if let Some(time) = message.time {
-            json["time"] = time.to_string().into();
-        }
-        if let Ok(text) = std::str::from_utf8(&message.payload) {
-            json["text"] = text.into();
-        }
-        if let Some(command_id) = command_id {
-            json["command_id"] = command_id.into();
-        }
-        self.store(subject, message_id, Bytes::from(json.to_string())).await
+    pub async fn store_positions(&self, device: &Device, batch: &Batch) -> bool {
+        let (tenant, id) = (device.record.tenant_id, device.record.device_id);
+        let subject = stream::positions_subject(self.prefix(), tenant, id);
+        let message_id = stream::frame_message_id(&device.identifier, batch.raw());
+        self.store(subject, message_id, messages::encode_positions(tenant, id, batch)).await
     }
 
     /// Queues one frame's archive record for the archive writer, without waiting: when
@@ -249,7 +351,7 @@ impl Gateway {
     /// never the device held up.
     pub fn archive(&self, origin: Origin<'_>, frame: &Frame) {
         // Serializing our own type into memory cannot fail.
-        let line = serde_json::to_vec(&Record::new(origin, frame)).unwrap_or_default();
+        let line = serde_json::to_vec(&record_of(origin, frame)).unwrap_or_default();
         if self.archive_queue.try_send(line).is_err() {
             self.metrics.archive_failures.fetch_add(1, Relaxed);
         }
@@ -257,17 +359,18 @@ impl Gateway {
 
     /// Publishes that a device came online or went offline. Best effort: a lost status
     /// is corrected by the next one and by the processor's own staleness rule.
-    pub async fn publish_status(&self, identifier: &str, record: &DeviceRecord, online: bool) {
+    pub async fn publish_status(&self, device: &Device, online: bool) {
         let at = now();
-        let subject = stream::status_subject(&self.config.nats.subject_prefix, record);
-        let payload = serde_json::json!({
-            "tenant_id": record.tenant_id,
-            "device_id": record.device_id,
-            "device": identifier,
-            "online": online,
-            "time": at.to_string(),
-        });
-        let message_id = format!("{identifier}:status:{}:{}", at.0, online);
-        let _ = self.store(subject, message_id, Bytes::from(payload.to_string())).await;
+        let record = &device.record;
+        let subject = stream::status_subject(self.prefix(), record.tenant_id, record.device_id);
+        let status = StatusMessage {
+            tenant_id: record.tenant_id,
+            device_id: record.device_id,
+            device: device.identifier.clone(),
+            online,
+            time: at.to_string(),
+        };
+        let message_id = format!("{}:status:{}:{}", device.identifier, at.0, online);
+        let _ = self.store(subject, message_id, status.encode()).await;
     }
 }

@@ -5,19 +5,17 @@
 //! follows a JetStream publish ack for the same data.
 //!
 //! Entry points: [`server::bind`] and [`server::run`]; a connection is
-//! [`connection::serve`], a UDP socket [`udp::serve`]. The JetStream contract (subjects,
-//! message format, message ids) is [`stream`].
+//! [`connection::serve`], a UDP socket [`udp::serve`]. What it publishes and how is
+//! `fleetgate_contracts` (subjects, messages, message ids); which protocols it serves
+//! comes from `fleetgate_codecs::registry`, and nothing here knows one by name.
 
 pub mod archive;
 pub mod commands;
-pub mod config;
 pub mod connection;
 pub mod gateway;
 pub mod metrics;
 pub mod registry;
 pub mod server;
-pub mod stream;
 pub mod udp;
 
-pub use config::Config;
 pub use server::{Listeners, StartError, bind, run};

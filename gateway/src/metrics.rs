@@ -1,11 +1,11 @@
-//! Gateway metrics as plain atomics, rendered in the Prometheus text format, and a log
-//! limiter so a misbehaving device cannot fill the logs.
+//! Gateway metrics as plain atomics, per protocol listened for, rendered by the shared
+//! Prometheus writer; and a log limiter so a misbehaving device cannot fill the logs.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use fleetgate_codecs::Protocol;
+use fleetgate_contracts::metrics::{Exposition, Histogram, LATENCY_BUCKETS};
 
 /// Why a frame, datagram or connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,53 +43,6 @@ const REFUSALS: [(Refusal, &str); 9] = [
     (Refusal::Incomplete, "incomplete_frame"),
 ];
 
-/// A per-protocol series: name, type, help and how to read it.
-type PerProtocol = (&'static str, &'static str, &'static str, fn(&ProtocolMetrics) -> i64);
-
-/// Upper bounds (seconds) of latency histograms.
-pub const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
-
-/// A Prometheus histogram with fixed bucket bounds, of atomics.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<AtomicU64>,
-    /// Sum in millionths of the unit.
-    sum_micros: AtomicU64,
-}
-
-impl Histogram {
-    /// An empty histogram with these upper bounds (ascending).
-    pub fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
-            bounds,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-        }
-    }
-
-    /// Records one observation.
-    pub fn observe(&self, value: f64) {
-        let bucket = self.bounds.iter().position(|b| value <= *b).unwrap_or(self.bounds.len());
-        self.counts[bucket].fetch_add(1, Relaxed);
-        self.sum_micros.fetch_add((value * 1e6) as u64, Relaxed);
-    }
-
-    /// Appends the histogram in the Prometheus text format.
-    pub fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (bound, count) in self.bounds.iter().zip(&self.counts) {
-            cumulative += count.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        cumulative += self.counts[self.bounds.len()].load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {cumulative}");
-    }
-}
-
 /// Per-protocol counters.
 #[derive(Debug, Default)]
 pub struct ProtocolMetrics {
@@ -109,6 +62,9 @@ pub struct ProtocolMetrics {
 #[derive(Debug)]
 pub struct Metrics {
     protocols: Vec<(Protocol, ProtocolMetrics)>,
+    /// Counters of a protocol nobody listens for (never used by a listener; keeps
+    /// [`Metrics::protocol`] total).
+    other: ProtocolMetrics,
     refusals: [AtomicU64; REFUSALS.len()],
     publish_seconds: Histogram,
     /// Publishes waiting for their JetStream ack.
@@ -123,10 +79,18 @@ pub struct Metrics {
     pub archive_failures: AtomicU64,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// Metrics for the protocols the gateway listens for.
+    pub fn new(protocols: impl IntoIterator<Item = Protocol>) -> Self {
+        let mut list: Vec<(Protocol, ProtocolMetrics)> = Vec::new();
+        for protocol in protocols {
+            if !list.iter().any(|(p, _)| *p == protocol) {
+                list.push((protocol, ProtocolMetrics::default()));
+            }
+        }
         Metrics {
-            protocols: Protocol::ALL.iter().map(|p| (*p, ProtocolMetrics::default())).collect(),
+            protocols: list,
+            other: ProtocolMetrics::default(),
             refusals: Default::default(),
             publish_seconds: Histogram::new(&LATENCY_BUCKETS),
             publishes_in_flight: AtomicI64::new(0),
@@ -136,14 +100,10 @@ impl Default for Metrics {
             archive_failures: AtomicU64::new(0),
         }
     }
-}
 
-impl Metrics {
     /// The counters of one protocol.
     pub fn protocol(&self, protocol: Protocol) -> &ProtocolMetrics {
-        // Every protocol has an entry: the list is built from Protocol::ALL.
-        let index = Protocol::ALL.iter().position(|p| *p == protocol).unwrap_or(0);
-        &self.protocols[index].1
+        self.protocols.iter().find(|(p, _)| *p == protocol).map_or(&self.other, |(_, m)| m)
     }
 
     /// Counts one refusal.
@@ -165,59 +125,83 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let per_protocol: [PerProtocol; 5] = [
-            ("fleetgate_gateway_connections", "gauge", "Open device connections.", |m| m.connections.load(Relaxed)),
-            ("fleetgate_gateway_connections_total", "counter", "Device connections accepted.", |m| {
-                m.connections_total.load(Relaxed) as i64
-            }),
-            ("fleetgate_gateway_frames_total", "counter", "Frames and datagrams decoded.", |m| {
-                m.frames.load(Relaxed) as i64
-            }),
-            ("fleetgate_gateway_positions_total", "counter", "Positions stored in JetStream.", |m| {
-                m.positions.load(Relaxed) as i64
-            }),
-            ("fleetgate_gateway_acks_total", "counter", "Acknowledgements sent after storage.", |m| {
-                m.acks.load(Relaxed) as i64
-            }),
-        ];
-        for (name, kind, help, value) in per_protocol {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (protocol, metrics) in &self.protocols {
-                let _ = writeln!(out, "{name}{{protocol=\"{}\"}} {}", protocol.name(), value(metrics));
-            }
-        }
-        let _ =
-            writeln!(out, "# HELP fleetgate_gateway_refusals_total Refused frames, devices and connections by reason.");
-        let _ = writeln!(out, "# TYPE fleetgate_gateway_refusals_total counter");
-        for ((_, reason), count) in REFUSALS.iter().zip(&self.refusals) {
-            let _ = writeln!(out, "fleetgate_gateway_refusals_total{{reason=\"{reason}\"}} {}", count.load(Relaxed));
-        }
-        self.publish_seconds.render(
-            &mut out,
-            "fleetgate_gateway_publish_seconds",
-            "Time from publish to JetStream ack.",
-        );
-        let counters = [
-            ("fleetgate_gateway_archived_total", "Frames and commands stored in the raw archive.", &self.archived),
-            (
+        let per_protocol = |read: fn(&ProtocolMetrics) -> i64| {
+            self.protocols.iter().map(move |(protocol, metrics)| (protocol.name(), read(metrics)))
+        };
+        Exposition::new()
+            .labeled(
+                "fleetgate_gateway_connections",
+                "gauge",
+                "Open device connections.",
+                "protocol",
+                per_protocol(|m| m.connections.load(Relaxed)),
+            )
+            .labeled(
+                "fleetgate_gateway_connections_total",
+                "counter",
+                "Device connections accepted.",
+                "protocol",
+                per_protocol(|m| m.connections_total.load(Relaxed) as i64),
+            )
+            .labeled(
+                "fleetgate_gateway_frames_total",
+                "counter",
+                "Frames and datagrams decoded.",
+                "protocol",
+                per_protocol(|m| m.frames.load(Relaxed) as i64),
+            )
+            .labeled(
+                "fleetgate_gateway_positions_total",
+                "counter",
+                "Positions stored in JetStream.",
+                "protocol",
+                per_protocol(|m| m.positions.load(Relaxed) as i64),
+            )
+            .labeled(
+                "fleetgate_gateway_acks_total",
+                "counter",
+                "Acknowledgements sent after storage.",
+                "protocol",
+                per_protocol(|m| m.acks.load(Relaxed) as i64),
+            )
+            .labeled(
+                "fleetgate_gateway_refusals_total",
+                "counter",
+                "Refused frames, devices and connections by reason.",
+                "reason",
+                REFUSALS.iter().zip(&self.refusals).map(|((_, reason), count)| (*reason, count.load(Relaxed))),
+            )
+            .histogram(
+                "fleetgate_gateway_publish_seconds",
+                "Time from publish to JetStream ack.",
+                &self.publish_seconds,
+            )
+            .counter(
+                "fleetgate_gateway_archived_total",
+                "Frames and commands stored in the raw archive.",
+                self.archived.load(Relaxed),
+            )
+            .counter(
                 "fleetgate_gateway_archive_failures_total",
                 "Archive records JetStream did not store.",
-                &self.archive_failures,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));
-        }
-        let gauges = [
-            ("fleetgate_gateway_publishes_in_flight", "Publishes waiting for their ack.", &self.publishes_in_flight),
-            ("fleetgate_gateway_nats_healthy", "1 while publishing works, 0 after a failure.", &self.nats_healthy),
-            ("fleetgate_gateway_registry_devices", "Devices in the registry.", &self.registry_devices),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", value.load(Relaxed));
-        }
-        out
+                self.archive_failures.load(Relaxed),
+            )
+            .gauge(
+                "fleetgate_gateway_publishes_in_flight",
+                "Publishes waiting for their ack.",
+                self.publishes_in_flight.load(Relaxed),
+            )
+            .gauge(
+                "fleetgate_gateway_nats_healthy",
+                "1 while publishing works, 0 after a failure.",
+                self.nats_healthy.load(Relaxed),
+            )
+            .gauge(
+                "fleetgate_gateway_registry_devices",
+                "Devices in the registry.",
+                self.registry_devices.load(Relaxed),
+            )
+            .finish()
     }
 }
 
@@ -258,8 +242,8 @@ mod tests {
 
     #[test]
     fn renders_prometheus_text() {
-        let metrics = Metrics::default();
-        metrics.protocol(Protocol::Wialon).frames.fetch_add(3, Relaxed);
+        let metrics = Metrics::new([Protocol::TELTONIKA, Protocol::WIALON]);
+        metrics.protocol(Protocol::WIALON).frames.fetch_add(3, Relaxed);
         metrics.refused(Refusal::UnknownDevice);
         metrics.observe_publish(Duration::from_millis(3));
         let text = metrics.render();

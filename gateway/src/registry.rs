@@ -7,22 +7,11 @@ use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use fleetgate_codecs::Protocol;
+use fleetgate_contracts::{DeviceRecord, TenantId};
 use futures_util::StreamExt;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
-
-/// What the gateway needs to know of a registered device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceRecord {
-    /// `devices.id`.
-    pub device_id: i64,
-    /// `devices.tenant_id`.
-    pub tenant_id: i64,
-    /// The codec the device was registered with.
-    pub protocol: String,
-    /// The password a Wialon IPS device must log in with, if any.
-    pub password: Option<String>,
-}
 
 /// Identifier to device, shared by every connection.
 #[derive(Debug, Default)]
@@ -35,10 +24,14 @@ pub struct Registry {
 const SELECT: &str = "SELECT identifier, id, tenant_id, protocol, password FROM devices";
 
 fn record(row: &tokio_postgres::Row) -> (String, DeviceRecord) {
-    (
-        row.get(0),
-        DeviceRecord { device_id: row.get(1), tenant_id: row.get(2), protocol: row.get(3), password: row.get(4) },
-    )
+    let protocol: &str = row.get(3);
+    let device = DeviceRecord {
+        device_id: row.get(1),
+        tenant_id: row.get(2),
+        protocol: Protocol::from_name(protocol),
+        password: row.get(4),
+    };
+    (row.get(0), device)
 }
 
 impl Registry {
@@ -61,15 +54,15 @@ impl Registry {
 
     /// The tenant unknown devices are registered into, when the operator enabled
     /// auto-registration for one (`tenants.auto_register`; with several, the oldest).
-    pub fn auto_register_tenant(&self) -> Option<i64> {
-        Some(self.auto_register_tenant.load(Relaxed)).filter(|id| *id > 0)
+    pub fn auto_register_tenant(&self) -> Option<TenantId> {
+        Some(self.auto_register_tenant.load(Relaxed)).filter(|id| *id > 0).map(TenantId)
     }
 
     /// Replaces the view with the whole table (and re-reads which tenant, if any,
     /// takes unknown devices).
     pub async fn reload(&self, client: &Client) -> Result<usize, tokio_postgres::Error> {
         let auto = client.query_opt("SELECT id FROM tenants WHERE auto_register ORDER BY id LIMIT 1", &[]).await?;
-        self.auto_register_tenant.store(auto.map_or(0, |row| row.get(0)), Relaxed);
+        self.auto_register_tenant.store(auto.map_or(0, |row| row.get::<_, i64>(0)), Relaxed);
         let rows = client.query(SELECT, &[]).await?;
         let devices: HashMap<String, DeviceRecord> = rows.iter().map(record).collect();
         let n = devices.len();
@@ -116,7 +109,7 @@ pub async fn keep_current(
             Some(message) = async { match changes.as_mut() { Some(c) => c.next().await, None => None } } => Some(message),
         };
         if client.as_ref().is_none_or(Client::is_closed) {
-            client = match fleetgate_schema::connect(&postgres_url).await {
+            client = match fleetgate_store::connect(&postgres_url).await {
                 Ok(c) => Some(c),
                 Err(error) => {
                     tracing::warn!(%error, "registry cannot reach Postgres; keeping the current view");

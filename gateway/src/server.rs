@@ -12,11 +12,12 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use fleetgate_contracts::{Config, stream};
+
 use crate::gateway::Gateway;
 use crate::metrics::Refusal;
 use crate::registry::{Registry, keep_current};
-use crate::{archive, connection, stream, udp};
+use crate::{archive, connection, udp};
 
 /// The sockets the gateway serves.
 pub struct Listeners {
@@ -69,8 +70,7 @@ fn device_listener(address: SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn bind(config: &Config) -> Result<Listeners, StartError> {
     let mut listeners = Listeners { tcp: Vec::new(), udp: Vec::new(), metrics: None };
     for listener in &config.gateway.listeners {
-        let protocol = Protocol::from_name(&listener.protocol)
-            .ok_or_else(|| StartError::Config(format!("unknown protocol {:?}", listener.protocol)))?;
+        let protocol = listener.protocol;
         let idle = Duration::from_secs(listener.idle_timeout_s);
         let name = protocol.name();
         if let Some(port) = listener.tcp_port {
@@ -126,7 +126,7 @@ async fn accept_loop(
                 accepted
             }
             Err(error) => {
-                tracing::warn!(%error, protocol = protocol.name(), backoff_ms = backoff.as_millis() as u64, "accept failed");
+                tracing::warn!(%error, %protocol, backoff_ms = backoff.as_millis() as u64, "accept failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
@@ -144,28 +144,12 @@ async fn accept_loop(
     }
 }
 
-async fn serve_metrics(listener: TcpListener, gateway: Arc<Gateway>, shutdown: CancellationToken) {
-    use axum::routing::get;
-    let metrics_gateway = gateway.clone();
-    let router = axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let gateway = metrics_gateway.clone();
-                async move {
-                    gateway.metrics.registry_devices.store(gateway.registry.len() as i64, Relaxed);
-                    ([("content-type", "text/plain; version=0.0.4")], gateway.metrics.render())
-                }
-            }),
-        )
-        .route("/health", get(|| async { "ok" }));
-    if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await {
-        tracing::warn!(%error, "metrics endpoint stopped");
-    }
-}
-
 /// Creates or updates the stream, retrying until NATS answers or `shutdown`.
-async fn keep_stream(js: jetstream::Context, config: crate::config::NatsConfig, shutdown: CancellationToken) {
+async fn keep_stream(
+    js: jetstream::Context,
+    config: fleetgate_contracts::config::NatsConfig,
+    shutdown: CancellationToken,
+) {
     let mut delay = Duration::from_millis(200);
     loop {
         match stream::ensure_stream(&js, &config).await {
@@ -196,7 +180,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: CancellationTok
     js.set_timeout(Duration::from_secs(config.nats.publish_timeout_s));
 
     let registry = Arc::new(Registry::default());
-    match fleetgate_schema::connect(&config.postgres.url).await {
+    match fleetgate_store::connect(&config.postgres.url).await {
         Ok(client) => match registry.reload(&client).await {
             Ok(n) => tracing::info!(devices = n, "device registry loaded"),
             Err(error) => {
@@ -209,7 +193,8 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: CancellationTok
     }
 
     let (archive_queue, archive_records) = tokio::sync::mpsc::channel(archive::QUEUE_RECORDS);
-    let gateway = Arc::new(Gateway::new(config.clone(), registry.clone(), js.clone(), archive_queue));
+    let protocols = listeners.tcp.iter().map(|l| l.0).chain(listeners.udp.iter().map(|l| l.0)).collect();
+    let gateway = Arc::new(Gateway::new(config.clone(), protocols, registry.clone(), js.clone(), archive_queue));
     // The archive writer outlives the connections: it stops once they have drained.
     let archive_done = CancellationToken::new();
     let archive_writer = tokio::spawn(archive::write_batches(
@@ -238,7 +223,12 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: CancellationTok
         shutdown.clone(),
     ));
     if let Some(listener) = listeners.metrics {
-        tracker.spawn(serve_metrics(listener, gateway.clone(), shutdown.clone()));
+        let gateway = gateway.clone();
+        let render = move || {
+            gateway.metrics.registry_devices.store(gateway.registry.len() as i64, Relaxed);
+            gateway.metrics.render()
+        };
+        tracker.spawn(fleetgate_contracts::metrics::serve(listener, render, shutdown.clone()));
     }
     for (protocol, idle, listener) in listeners.tcp {
         if let Ok(address) = listener.local_addr() {

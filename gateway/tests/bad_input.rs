@@ -17,7 +17,7 @@ const WAIT: Duration = Duration::from_secs(5);
 
 /// A logged-in Teltonika device that must keep being acknowledged throughout.
 async fn bystander(harness: &Harness) -> TcpStream {
-    let mut device = TcpStream::connect(harness.tcp(Protocol::Teltonika)).await.expect("connect");
+    let mut device = TcpStream::connect(harness.tcp(Protocol::TELTONIKA)).await.expect("connect");
     device.write_all(&handshake(TELTONIKA_IMEI)).await.expect("write");
     assert_eq!(read_n(&mut device, 1, WAIT).await, [1]);
     device
@@ -44,7 +44,7 @@ async fn a_slow_loris_is_closed_by_the_handshake_and_idle_timeouts() {
     .await;
     let mut good = bystander(&harness).await;
     // One byte at a time of a handshake that never completes in time.
-    let mut before_login = TcpStream::connect(harness.tcp(Protocol::Teltonika)).await.expect("connect");
+    let mut before_login = TcpStream::connect(harness.tcp(Protocol::TELTONIKA)).await.expect("connect");
     let mut closed_at = None;
     for (i, byte) in handshake(TELTONIKA_IMEI).iter().enumerate() {
         if before_login.write_all(&[*byte]).await.is_err() {
@@ -56,7 +56,7 @@ async fn a_slow_loris_is_closed_by_the_handshake_and_idle_timeouts() {
     }
     assert!(closed(&mut before_login, WAIT).await, "closed by the handshake timeout (stopped at byte {closed_at:?})");
     // Logged in, then a frame trickled a byte at a time: the idle timeout closes it.
-    let mut after_login = TcpStream::connect(harness.tcp(Protocol::Wialon)).await.expect("connect");
+    let mut after_login = TcpStream::connect(harness.tcp(Protocol::WIALON)).await.expect("connect");
     after_login.write_all(b"#L#355217044956192;NA\r\n").await.expect("write");
     assert_eq!(read_n(&mut after_login, 7, WAIT).await, b"#AL#1\r\n");
     for (i, byte) in b"#SD#270413;205601;5544.6025;N;03739".iter().enumerate() {
@@ -82,7 +82,7 @@ async fn a_slow_loris_is_closed_by_the_handshake_and_idle_timeouts() {
 async fn a_frame_cut_off_by_a_closed_connection_is_not_acknowledged_and_counted() {
     let harness = Harness::start(&nats_url(), |_| {}).await;
     let mut good = bystander(&harness).await;
-    let mut cut = TcpStream::connect(harness.tcp(Protocol::Teltonika)).await.expect("connect");
+    let mut cut = TcpStream::connect(harness.tcp(Protocol::TELTONIKA)).await.expect("connect");
     cut.write_all(&handshake(TELTONIKA_IMEI)).await.expect("write");
     assert_eq!(read_n(&mut cut, 1, WAIT).await, [1]);
     let packet = teltonika_packet(1_700_000_000_000);
@@ -107,7 +107,7 @@ async fn a_frame_cut_off_by_a_closed_connection_is_not_acknowledged_and_counted(
 async fn an_over_long_text_line_is_refused_unbuffered_and_the_session_goes_on() {
     let harness = Harness::start(&nats_url(), |config| config.gateway.limits.max_line_len = 1024).await;
     let mut good = bystander(&harness).await;
-    let mut wialon = TcpStream::connect(harness.tcp(Protocol::Wialon)).await.expect("connect");
+    let mut wialon = TcpStream::connect(harness.tcp(Protocol::WIALON)).await.expect("connect");
     wialon.write_all(b"#L#355217044956192;NA\r\n").await.expect("write");
     assert_eq!(read_n(&mut wialon, 7, WAIT).await, b"#AL#1\r\n");
     // 1 MiB of one line, in pieces, then a good line.

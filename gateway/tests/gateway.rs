@@ -8,14 +8,14 @@ use std::time::Duration;
 use common::*;
 use fleetgate_codecs::Protocol;
 use fleetgate_codecs::teltonika::encode::handshake;
-use fleetgate_schema::testing::PrivateNats;
+use fleetgate_testkit::PrivateNats;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 
 const WAIT: Duration = Duration::from_secs(5);
 
 async fn logged_in_teltonika(harness: &Harness) -> TcpStream {
-    let mut device = TcpStream::connect(harness.tcp(Protocol::Teltonika)).await.expect("connect");
+    let mut device = TcpStream::connect(harness.tcp(Protocol::TELTONIKA)).await.expect("connect");
     device.write_all(&handshake(TELTONIKA_IMEI)).await.expect("write");
     assert_eq!(read_n(&mut device, 1, WAIT).await, [1]);
     device
@@ -29,7 +29,7 @@ async fn frames_split_anywhere_get_exactly_their_replies() {
         stream.extend_from_slice(&teltonika_packet(1_700_000_000_000 + i * 1000));
         stream.push(0xFF);
     }
-    let mut device = TcpStream::connect(harness.tcp(Protocol::Teltonika)).await.expect("connect");
+    let mut device = TcpStream::connect(harness.tcp(Protocol::TELTONIKA)).await.expect("connect");
     // Split at pseudo-random boundaries (a fixed LCG, so a failure replays).
     let mut seed = 12_345u64;
     let mut at = 0;
@@ -75,11 +75,11 @@ async fn a_resent_frame_is_acknowledged_again_and_stored_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_device_is_refused_and_counted() {
     let harness = Harness::start(&nats_url(), |_| {}).await;
-    let mut device = TcpStream::connect(harness.tcp(Protocol::Teltonika)).await.expect("connect");
+    let mut device = TcpStream::connect(harness.tcp(Protocol::TELTONIKA)).await.expect("connect");
     device.write_all(&handshake("111111111111111")).await.expect("write");
     assert_eq!(read_n(&mut device, 1, WAIT).await, [0]);
     assert!(closed(&mut device, WAIT).await);
-    let mut wialon = TcpStream::connect(harness.tcp(Protocol::Wialon)).await.expect("connect");
+    let mut wialon = TcpStream::connect(harness.tcp(Protocol::WIALON)).await.expect("connect");
     wialon.write_all(b"#L#999;NA\r\n").await.expect("write");
     assert_eq!(read_n(&mut wialon, 7, WAIT).await, b"#AL#0\r\n");
     assert!(harness.metrics_text().await.contains("fleetgate_gateway_refusals_total{reason=\"unknown_device\"} 2"));
@@ -96,7 +96,7 @@ async fn an_unknown_device_is_registered_when_its_tenant_enabled_auto_registrati
         .expect("enable");
     // The gateway learns it at its next registry reload.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut device = TcpStream::connect(harness.tcp(Protocol::Teltonika)).await.expect("connect");
+    let mut device = TcpStream::connect(harness.tcp(Protocol::TELTONIKA)).await.expect("connect");
     device.write_all(&handshake("352093081452251")).await.expect("write");
     assert_eq!(read_n(&mut device, 1, WAIT).await, [1], "accepted");
     device.write_all(&teltonika_packet(1_700_000_000_000)).await.expect("write");
@@ -108,7 +108,7 @@ async fn an_unknown_device_is_registered_when_its_tenant_enabled_auto_registrati
         .expect("registered");
     assert_eq!((row.get::<_, i64>(0), row.get::<_, String>(1)), (harness.tenant_id, "teltonika".to_owned()));
     // An identifier no device could have is still refused.
-    let mut wialon = TcpStream::connect(harness.tcp(Protocol::Wialon)).await.expect("connect");
+    let mut wialon = TcpStream::connect(harness.tcp(Protocol::WIALON)).await.expect("connect");
     wialon.write_all(b"#L#bad identifier;NA\r\n").await.expect("write");
     assert_eq!(read_n(&mut wialon, 7, WAIT).await, b"#AL#0\r\n");
     harness.stop().await;
@@ -117,7 +117,7 @@ async fn an_unknown_device_is_registered_when_its_tenant_enabled_auto_registrati
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_handshake_times_out() {
     let harness = Harness::start(&nats_url(), |_| {}).await;
-    let mut device = TcpStream::connect(harness.tcp(Protocol::Teltonika)).await.expect("connect");
+    let mut device = TcpStream::connect(harness.tcp(Protocol::TELTONIKA)).await.expect("connect");
     device.write_all(&[0x00]).await.expect("one byte of a handshake");
     assert!(closed(&mut device, Duration::from_secs(10)).await, "closed after the 2 s handshake timeout");
     assert!(harness.metrics_text().await.contains("fleetgate_gateway_refusals_total{reason=\"handshake_timeout\"} 1"));
@@ -127,7 +127,7 @@ async fn a_silent_handshake_times_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_lying_lengths_close_only_their_connection_while_1000_others_work() {
     let harness = Harness::start(&nats_url(), |config| config.gateway.max_connections = 5000).await;
-    let address = harness.tcp(Protocol::Teltonika);
+    let address = harness.tcp(Protocol::TELTONIKA);
     let mut devices = Vec::new();
     for _ in 0..1000 {
         devices.push(logged_in_teltonika(&harness).await);
@@ -224,7 +224,7 @@ async fn shutdown_loses_nothing_that_was_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wialon_over_tcp_and_teltonika_over_udp() {
     let harness = Harness::start(&nats_url(), |_| {}).await;
-    let mut wialon = TcpStream::connect(harness.tcp(Protocol::Wialon)).await.expect("connect");
+    let mut wialon = TcpStream::connect(harness.tcp(Protocol::WIALON)).await.expect("connect");
     wialon
         .write_all(
             b"#L#2.0;355217044956192;NA;E335\r\n#SD#270413;205601;5544.6025;N;03739.6834;E;1;2;3;4;1985\r\n#P#\r\n",
@@ -238,7 +238,7 @@ async fn wialon_over_tcp_and_teltonika_over_udp() {
         "003DCAFE0105000F33353230393330383634303336353508010000016B4F815B30010000000000000000000000000000000103021503010101425DBC000001",
     );
     // Not registered yet: no answer.
-    udp.send_to(&datagram, harness.udp(Protocol::Teltonika)).await.expect("send");
+    udp.send_to(&datagram, harness.udp(Protocol::TELTONIKA)).await.expect("send");
     let mut buffer = [0u8; 64];
     assert!(tokio::time::timeout(Duration::from_millis(500), udp.recv_from(&mut buffer)).await.is_err());
     harness
@@ -251,13 +251,13 @@ async fn wialon_over_tcp_and_teltonika_over_udp() {
         .expect("register");
     // The API announces the change on the registry subject.
     let nats = async_nats::connect(harness.config.nats.url.as_str()).await.expect("nats");
-    let subject = fleetgate_gateway::stream::registry_subject(&harness.config.nats.subject_prefix);
+    let subject = fleetgate_contracts::stream::registry_subject(&harness.config.nats.subject_prefix);
     let mut answer = None;
     for _ in 0..50 {
         nats.publish(subject.clone(), "352093086403655".into()).await.expect("publish");
         nats.flush().await.expect("flush");
         tokio::time::sleep(Duration::from_millis(50)).await;
-        udp.send_to(&datagram, harness.udp(Protocol::Teltonika)).await.expect("send");
+        udp.send_to(&datagram, harness.udp(Protocol::TELTONIKA)).await.expect("send");
         if let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(300), udp.recv_from(&mut buffer)).await {
             answer = Some(buffer[..n].to_vec());
             break;
@@ -272,7 +272,8 @@ async fn wialon_over_tcp_and_teltonika_over_udp() {
 async fn archive_records(harness: &Harness) -> Vec<serde_json::Value> {
     use futures_util::StreamExt;
     let js = harness.jetstream().await;
-    let stream = js.get_stream(fleetgate_gateway::stream::archive_stream(&harness.config.nats)).await.expect("archive");
+    let stream =
+        js.get_stream(fleetgate_contracts::stream::archive_stream(&harness.config.nats)).await.expect("archive");
     let mut consumer =
         stream.create_consumer(async_nats::jetstream::consumer::pull::Config::default()).await.expect("consumer");
     let n = consumer.info().await.expect("info").num_pending as usize;
@@ -305,11 +306,11 @@ async fn the_archive_keeps_every_frame_and_drops_the_oldest_past_its_size() {
     let record = teltonika_record(1_700_000_100_000);
     let datagram = fleetgate_codecs::teltonika::encode::udp_datagram(7, 3, TELTONIKA_IMEI, 0x08, &[record]);
     let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    udp.send_to(&datagram, harness.udp(Protocol::Teltonika)).await.expect("send");
+    udp.send_to(&datagram, harness.udp(Protocol::TELTONIKA)).await.expect("send");
     let mut buffer = [0u8; 64];
     let (n, _) = tokio::time::timeout(WAIT, udp.recv_from(&mut buffer)).await.expect("answer").expect("recv");
     let udp_ack = buffer[..n].to_vec();
-    let mut stranger = TcpStream::connect(harness.tcp(Protocol::Teltonika)).await.expect("connect");
+    let mut stranger = TcpStream::connect(harness.tcp(Protocol::TELTONIKA)).await.expect("connect");
     stranger.write_all(&handshake("111111111111111")).await.expect("write");
     assert_eq!(read_n(&mut stranger, 1, WAIT).await, [0]);
 
@@ -342,7 +343,7 @@ async fn the_archive_keeps_every_frame_and_drops_the_oldest_past_its_size() {
     // 1 login + 300 packets + 1 datagram were archived; the size cap dropped the oldest.
     let js = harness.jetstream().await;
     let mut archive =
-        js.get_stream(fleetgate_gateway::stream::archive_stream(&harness.config.nats)).await.expect("archive");
+        js.get_stream(fleetgate_contracts::stream::archive_stream(&harness.config.nats)).await.expect("archive");
     let info = archive.info().await.expect("info");
     assert!(info.state.bytes <= cap as u64, "{:?}", info.state);
     assert!(records.len() < 302 && info.state.first_sequence > 1, "{} kept, {:?}", records.len(), info.state);
@@ -359,10 +360,10 @@ fn hex(text: &str) -> Vec<u8> {
 async fn connections_over_the_cap_are_refused_and_the_others_keep_working() {
     let harness = Harness::start(&nats_url(), |config| config.gateway.max_connections = 2).await;
     let mut first = logged_in_teltonika(&harness).await;
-    let mut second = TcpStream::connect(harness.tcp(Protocol::Wialon)).await.expect("connect");
+    let mut second = TcpStream::connect(harness.tcp(Protocol::WIALON)).await.expect("connect");
     second.write_all(b"#L#355217044956192;NA\r\n").await.expect("write");
     assert_eq!(read_n(&mut second, 7, WAIT).await, b"#AL#1\r\n");
-    let mut third = TcpStream::connect(harness.tcp(Protocol::Teltonika)).await.expect("connect");
+    let mut third = TcpStream::connect(harness.tcp(Protocol::TELTONIKA)).await.expect("connect");
     assert!(closed(&mut third, WAIT).await, "over the cap: closed at once");
     first.write_all(&teltonika_packet(1_700_000_000_000)).await.expect("write");
     assert_eq!(read_n(&mut first, 4, WAIT).await, [0, 0, 0, 1]);
@@ -372,7 +373,7 @@ async fn connections_over_the_cap_are_refused_and_the_others_keep_working() {
     // given up on too early (on a loaded machine) would hold the slot the next one needs.
     let mut again = None;
     for _ in 0..20 {
-        let mut device = TcpStream::connect(harness.tcp(Protocol::Teltonika)).await.expect("connect");
+        let mut device = TcpStream::connect(harness.tcp(Protocol::TELTONIKA)).await.expect("connect");
         device.write_all(&handshake(TELTONIKA_IMEI)).await.expect("write");
         if read_n(&mut device, 1, WAIT).await == [1] {
             again = Some(device);
@@ -394,13 +395,13 @@ async fn a_wialon_device_with_the_wrong_password_is_told_so() {
         .await
         .expect("set password");
     let nats = async_nats::connect(harness.config.nats.url.as_str()).await.expect("nats");
-    let subject = fleetgate_gateway::stream::registry_subject(&harness.config.nats.subject_prefix);
+    let subject = fleetgate_contracts::stream::registry_subject(&harness.config.nats.subject_prefix);
     let mut answer = Vec::new();
     for _ in 0..50 {
         nats.publish(subject.clone(), WIALON_IMEI.into()).await.expect("publish");
         nats.flush().await.expect("flush");
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut device = TcpStream::connect(harness.tcp(Protocol::Wialon)).await.expect("connect");
+        let mut device = TcpStream::connect(harness.tcp(Protocol::WIALON)).await.expect("connect");
         device.write_all(b"#L#355217044956192;guess\r\n").await.expect("write");
         answer = read_n(&mut device, 8, Duration::from_secs(1)).await;
         if answer == b"#AL#01\r\n" {
@@ -408,7 +409,7 @@ async fn a_wialon_device_with_the_wrong_password_is_told_so() {
         }
     }
     assert_eq!(answer, b"#AL#01\r\n");
-    let mut device = TcpStream::connect(harness.tcp(Protocol::Wialon)).await.expect("connect");
+    let mut device = TcpStream::connect(harness.tcp(Protocol::WIALON)).await.expect("connect");
     device.write_all(b"#L#355217044956192;secret\r\n").await.expect("write");
     assert_eq!(read_n(&mut device, 7, WAIT).await, b"#AL#1\r\n");
     harness.stop().await;
@@ -473,7 +474,7 @@ async fn commands_wait_for_their_device_and_each_answer_is_stored_with_its_comma
 async fn a_wialon_device_gets_its_command_as_a_text_message() {
     let harness = Harness::start(&nats_url(), |_| {}).await;
     let subject = harness.command_subject(WIALON_IMEI).await;
-    let mut device = TcpStream::connect(harness.tcp(Protocol::Wialon)).await.expect("connect");
+    let mut device = TcpStream::connect(harness.tcp(Protocol::WIALON)).await.expect("connect");
     device.write_all(b"#L#355217044956192;NA\r\n").await.expect("write");
     assert_eq!(read_n(&mut device, 7, WAIT).await, b"#AL#1\r\n");
     let js = harness.jetstream().await;

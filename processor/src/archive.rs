@@ -17,17 +17,17 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pu
 use async_nats::jetstream::{self, Message};
 use fleetgate_codecs::hex;
 use fleetgate_codecs::time::UtcMillis;
-use fleetgate_gateway::Config;
-use fleetgate_gateway::archive::{BATCH_RECORDS, Record};
-use fleetgate_gateway::connection::now;
-use fleetgate_gateway::stream;
+use fleetgate_contracts::archive::{BATCH_RECORDS, Record};
+use fleetgate_contracts::clock::now;
+use fleetgate_contracts::stream;
+use fleetgate_contracts::{Config, DeviceId, TenantId};
 use futures_util::StreamExt;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::history::Timestamp;
 use crate::metrics::Metrics;
-use crate::partitions::{Partitions, Period};
+use fleetgate_store::partitions::{Partitions, Period};
+use fleetgate_store::rows::Timestamp;
 
 /// Archive messages (batches of records) indexed per transaction at most.
 const BATCH: usize = 20;
@@ -40,10 +40,10 @@ pub fn partitions() -> Partitions {
 /// One `device_frames` row.
 #[derive(Debug)]
 pub struct FrameRow {
-    device_id: i64,
+    device_id: DeviceId,
     time: UtcMillis,
     seq: i64,
-    tenant_id: i64,
+    tenant_id: TenantId,
     connection: String,
     transport: String,
     direction: String,
@@ -128,10 +128,10 @@ pub async fn insert(
                                   $13::bigint[], $14::text[], $15::bytea[])
              ON CONFLICT DO NOTHING",
             &[
-                &column(|r| r.device_id),
+                &column(|r| r.device_id.0),
                 &times,
                 &column(|r| r.seq),
-                &column(|r| r.tenant_id),
+                &column(|r| r.tenant_id.0),
                 &texts(|r| &r.connection),
                 &texts(|r| &r.transport),
                 &texts(|r| &r.direction),
@@ -233,7 +233,7 @@ pub async fn run(
             }
         }
         if client.as_ref().is_none_or(Client::is_closed) {
-            client = fleetgate_schema::connect(&config.postgres.url).await.ok();
+            client = fleetgate_store::connect(&config.postgres.url).await.ok();
         }
         let Some(db) = client.as_mut() else {
             failures += 1;

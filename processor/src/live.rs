@@ -1,31 +1,23 @@
-//! Live state in Redis: per device one hash, per tenant a set of its devices, both
-//! written by one Lua script so a reader never sees half an update. The script keeps
-//! the newest fix, the newest sensors and the newest connection status by time, so
-//! batches may arrive in any order, twice, or from several processors at once.
-//!
-//! Keys (`K` is `redis.key_prefix`; the braces keep a tenant's keys in one Redis Cluster
-//! slot, which the script needs):
-//! - `K:{t<tenant>}:live:<device>`: hash with `fix_time` (ms), `position` (contract 1
-//!   JSON with `received`), `sensors_time`, `sensors` (the newest record's `attrs`),
-//!   `received` (ms), `online` (`1`/`0`), `status_time`.
-//! - `K:{t<tenant>}:devices`: set of device ids with live state.
+//! Live state in Redis (the key layout is `fleetgate_contracts::keys`): per device one
+//! hash, per tenant a set of its devices, both written by one Lua script so a reader
+//! never sees half an update. The script keeps the newest fix, the newest sensors and
+//! the newest connection status by time, so batches may arrive in any order, twice, or
+//! from several processors at once.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use fleetgate_codecs::time::UtcMillis;
+use fleetgate_contracts::keys::{devices_key, kept_key, live_key};
+use fleetgate_contracts::messages::{Position, Status};
+use fleetgate_contracts::{DeviceId, TenantId};
+use fleetgate_rules::track;
 use redis::aio::ConnectionManager;
 
-use crate::message::{Position, Status};
-
-/// The hash of one device's live state.
-pub fn live_key(prefix: &str, tenant_id: i64, device_id: i64) -> String {
-    format!("{prefix}:{{t{tenant_id}}}:live:{device_id}")
-}
-
-/// The set of a tenant's devices with live state.
-pub fn devices_key(prefix: &str, tenant_id: i64) -> String {
-    format!("{prefix}:{{t{tenant_id}}}:devices")
+/// True when `position` may move the vehicle on the live map: a valid fix with possible
+/// coordinates, not later than `latest_allowed` (now plus the future tolerance).
+pub fn is_live_fix(position: &Position, latest_allowed: UtcMillis) -> bool {
+    position.valid && position.fix_time <= latest_allowed && position.coordinates.is_some_and(track::possible)
 }
 
 /// KEYS: live hash, tenant set. ARGV: device id, fix time, position JSON, sensors time,
@@ -60,7 +52,7 @@ return moved
 #[derive(Debug, Default, Clone)]
 pub struct LiveUpdate<'a> {
     /// Owner.
-    pub tenant_id: i64,
+    pub tenant_id: TenantId,
     /// Newest fix that may be live: time and JSON.
     pub fix: Option<(UtcMillis, Cow<'a, str>)>,
     /// Newest record's sensors (not in the future): time and `attrs` JSON.
@@ -77,12 +69,12 @@ pub fn reduce<'a>(
     positions: &'a [Position],
     statuses: &[Status],
     latest_allowed: UtcMillis,
-) -> BTreeMap<i64, LiveUpdate<'a>> {
-    let mut updates: BTreeMap<i64, LiveUpdate<'a>> = BTreeMap::new();
+) -> BTreeMap<DeviceId, LiveUpdate<'a>> {
+    let mut updates: BTreeMap<DeviceId, LiveUpdate<'a>> = BTreeMap::new();
     for p in positions {
         let update = updates.entry(p.device_id).or_default();
         update.tenant_id = p.tenant_id;
-        if p.is_live_fix(latest_allowed) && update.fix.as_ref().is_none_or(|(t, _)| p.fix_time > *t) {
+        if is_live_fix(p, latest_allowed) && update.fix.as_ref().is_none_or(|(t, _)| p.fix_time > *t) {
             update.fix = Some((p.fix_time, Cow::Borrowed(&p.json)));
         }
         if p.fix_time <= latest_allowed && update.sensors.as_ref().is_none_or(|(t, _)| p.fix_time >= *t) {
@@ -122,7 +114,10 @@ impl Live {
 
     /// Applies the updates in one pipelined round trip; returns the devices whose live
     /// position moved.
-    pub async fn apply(&mut self, updates: &BTreeMap<i64, LiveUpdate<'_>>) -> Result<Vec<i64>, redis::RedisError> {
+    pub async fn apply(
+        &mut self,
+        updates: &BTreeMap<DeviceId, LiveUpdate<'_>>,
+    ) -> Result<Vec<DeviceId>, redis::RedisError> {
         if updates.is_empty() {
             return Ok(Vec::new());
         }
@@ -136,7 +131,7 @@ impl Live {
                     .arg(2)
                     .arg(live_key(&self.prefix, u.tenant_id, *device_id))
                     .arg(devices_key(&self.prefix, u.tenant_id))
-                    .arg(device_id)
+                    .arg(device_id.0)
                     .arg(text(u.fix.as_ref().map(|f| f.0)))
                     .arg(u.fix.as_ref().map(|f| f.1.as_ref()).unwrap_or_default())
                     .arg(text(u.sensors.as_ref().map(|s| s.0)))
@@ -161,7 +156,7 @@ impl Live {
 
     /// Forgets a device's live position and sensors, so a rebuild from history may put
     /// back one with the same fix time (after `fleetgate reprocess` rewrote it).
-    pub async fn forget_position(&mut self, tenant_id: i64, device_id: i64) -> Result<(), redis::RedisError> {
+    pub async fn forget_position(&mut self, tenant_id: TenantId, device_id: DeviceId) -> Result<(), redis::RedisError> {
         redis::cmd("HDEL")
             .arg(live_key(&self.prefix, tenant_id, device_id))
             .arg(&["fix_time", "position", "sensors_time", "sensors"][..])
@@ -173,17 +168,44 @@ impl Live {
     /// which means this Redis lost what it held (restarted without persistence, flushed,
     /// replaced) or never held any. One caller wins when several race.
     pub async fn mark_kept(&mut self) -> Result<bool, redis::RedisError> {
-        let set: Option<String> = redis::cmd("SET")
-            .arg(format!("{}:live_kept", self.prefix))
-            .arg(1)
-            .arg("NX")
-            .query_async(&mut self.connection)
-            .await?;
+        let set: Option<String> =
+            redis::cmd("SET").arg(kept_key(&self.prefix)).arg(1).arg("NX").query_async(&mut self.connection).await?;
         Ok(set.is_some())
     }
 
     /// True when Redis answers.
     pub async fn ping(&mut self) -> bool {
         redis::cmd("PING").query_async::<String>(&mut self.connection).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_possible_fixes_in_time_are_live() {
+        let position = Position {
+            tenant_id: TenantId(1),
+            device_id: DeviceId(7),
+            fix_time: UtcMillis(1_000),
+            received: UtcMillis(1_000),
+            coordinates: Some((54.7, 25.3)),
+            altitude: None,
+            speed: None,
+            course: None,
+            satellites: None,
+            valid: true,
+            attrs: "{}".into(),
+            io: "{}".into(),
+            json: String::new(),
+        };
+        assert!(is_live_fix(&position, UtcMillis(1_000)));
+        assert!(!is_live_fix(&position, UtcMillis(999)), "a fix after the allowed time is not live");
+        assert!(!is_live_fix(&Position { valid: false, ..position.clone() }, UtcMillis(1_000)));
+        for coordinates in [(91.0, 0.0), (0.0, 181.0), (0.0, 0.0), (f64::NAN, 1.0)] {
+            let impossible = Position { coordinates: Some(coordinates), ..position.clone() };
+            assert!(!is_live_fix(&impossible, UtcMillis(i64::MAX)), "{coordinates:?}");
+        }
     }
 }

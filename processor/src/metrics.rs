@@ -1,10 +1,9 @@
 //! Processor metrics as plain atomics, rendered in the Prometheus text format.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use fleetgate_gateway::metrics::Histogram;
+use fleetgate_contracts::metrics::{Exposition, Histogram, LATENCY_BUCKETS};
 
 const SIZES: [f64; 9] = [1.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0];
 
@@ -59,7 +58,7 @@ impl Default for Metrics {
             lag_messages: AtomicI64::new(0),
             ack_pending: AtomicI64::new(0),
             batch_positions: Histogram::new(&SIZES),
-            commit_seconds: Histogram::new(&fleetgate_gateway::metrics::LATENCY_BUCKETS),
+            commit_seconds: Histogram::new(&LATENCY_BUCKETS),
             frames_indexed: AtomicU64::new(0),
         }
     }
@@ -73,49 +72,61 @@ impl Metrics {
 
     /// The Prometheus text format.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 8] = [
-            (
+        let counter = |value: &AtomicU64| value.load(Relaxed);
+        let gauge = |value: &AtomicI64| value.load(Relaxed);
+        Exposition::new()
+            .counter(
                 "fleetgate_processor_positions_stored_total",
                 "Positions newly stored in history.",
-                &self.positions_stored,
-            ),
-            (
+                counter(&self.positions_stored),
+            )
+            .counter(
                 "fleetgate_processor_positions_duplicate_total",
                 "Positions already stored (redelivered or resent).",
-                &self.positions_duplicate,
-            ),
-            ("fleetgate_processor_messages_acked_total", "Stream messages acknowledged.", &self.messages_acked),
-            ("fleetgate_processor_dead_letters_total", "Messages sent to the dead-letter subject.", &self.dead_letters),
-            ("fleetgate_processor_batch_failures_total", "Batches not written; redelivered.", &self.batch_failures),
-            ("fleetgate_processor_events_total", "Events derived.", &self.events),
-            ("fleetgate_processor_live_moves_total", "Live positions moved.", &self.live_moves),
-            (
+                counter(&self.positions_duplicate),
+            )
+            .counter(
+                "fleetgate_processor_messages_acked_total",
+                "Stream messages acknowledged.",
+                counter(&self.messages_acked),
+            )
+            .counter(
+                "fleetgate_processor_dead_letters_total",
+                "Messages sent to the dead-letter subject.",
+                counter(&self.dead_letters),
+            )
+            .counter(
+                "fleetgate_processor_batch_failures_total",
+                "Batches not written; redelivered.",
+                counter(&self.batch_failures),
+            )
+            .counter("fleetgate_processor_events_total", "Events derived.", counter(&self.events))
+            .counter("fleetgate_processor_live_moves_total", "Live positions moved.", counter(&self.live_moves))
+            .counter(
                 "fleetgate_processor_frames_indexed_total",
                 "Archived frames indexed for the traffic view.",
-                &self.frames_indexed,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Relaxed));
-        }
-        let gauges: [(&str, &str, &AtomicI64); 5] = [
-            ("fleetgate_processor_postgres_up", "1 while Postgres accepts writes.", &self.postgres_up),
-            ("fleetgate_processor_redis_up", "1 while Redis accepts writes.", &self.redis_up),
-            ("fleetgate_processor_live_pending", "Devices whose live state awaits a rebuild.", &self.live_pending),
-            (
+                counter(&self.frames_indexed),
+            )
+            .gauge("fleetgate_processor_postgres_up", "1 while Postgres accepts writes.", gauge(&self.postgres_up))
+            .gauge("fleetgate_processor_redis_up", "1 while Redis accepts writes.", gauge(&self.redis_up))
+            .gauge(
+                "fleetgate_processor_live_pending",
+                "Devices whose live state awaits a rebuild.",
+                gauge(&self.live_pending),
+            )
+            .gauge(
                 "fleetgate_processor_lag_messages",
                 "Stream messages not yet delivered to the consumer.",
-                &self.lag_messages,
-            ),
-            ("fleetgate_processor_ack_pending", "Messages delivered and not yet acknowledged.", &self.ack_pending),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", value.load(Relaxed));
-        }
-        self.batch_positions.render(&mut out, "fleetgate_processor_batch_positions", "Positions per batch.");
-        self.commit_seconds.render(&mut out, "fleetgate_processor_commit_seconds", "Batch transaction time.");
-        out
+                gauge(&self.lag_messages),
+            )
+            .gauge(
+                "fleetgate_processor_ack_pending",
+                "Messages delivered and not yet acknowledged.",
+                gauge(&self.ack_pending),
+            )
+            .histogram("fleetgate_processor_batch_positions", "Positions per batch.", &self.batch_positions)
+            .histogram("fleetgate_processor_commit_seconds", "Batch transaction time.", &self.commit_seconds)
+            .finish()
     }
 }
 

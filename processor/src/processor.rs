@@ -15,9 +15,9 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind, Message};
 use fleetgate_codecs::time::UtcMillis;
-use fleetgate_gateway::Config;
-use fleetgate_gateway::connection::now;
-use fleetgate_gateway::stream;
+use fleetgate_contracts::Config;
+use fleetgate_contracts::clock::now;
+use fleetgate_contracts::stream;
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -26,11 +26,16 @@ use tokio_util::task::TaskTracker;
 
 use crate::archive;
 use crate::geofence::Fences;
-use crate::history::{History, POSITION_COLUMNS, Partitions, Thresholds, Timestamp, position_identity, write_position};
+use fleetgate_rules::events::Thresholds;
+use fleetgate_store::partitions::Partitions;
+use fleetgate_store::rows::{POSITION_COLUMNS, Timestamp, position_identity, write_position};
+
+use crate::history::{History, NewEvent};
 use crate::live::{Live, LiveUpdate, reduce};
-use crate::message::{self, DeviceMessage, Incoming, Position, Status};
 use crate::metrics::Metrics;
 use crate::segments;
+use fleetgate_contracts::messages::{self, DeviceMessage, Incoming, Position, Status};
+use fleetgate_contracts::{DeviceId, TenantId};
 
 /// Why the processor could not start.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +84,7 @@ impl Shared {
     }
 
     async fn connect_history(&self) -> Option<History> {
-        match fleetgate_schema::connect(&self.config.postgres.url).await {
+        match fleetgate_store::connect(&self.config.postgres.url).await {
             Ok(client) => {
                 Some(History::new(client, self.partitions.clone(), self.thresholds()).with_fences(self.fences.clone()))
             }
@@ -161,7 +166,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         shared.config.nats.stream
     );
     // Geofences before the first batch (the maintenance task reloads them).
-    if let Ok(client) = fleetgate_schema::connect(&shared.config.postgres.url).await
+    if let Ok(client) = fleetgate_store::connect(&shared.config.postgres.url).await
         && let Err(error) = shared.fences.load(&client).await
     {
         tracing::warn!(%error, "geofences not loaded yet");
@@ -183,7 +188,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         shutdown.clone(),
     ));
     if let Some(listener) = metrics_listener {
-        tracker.spawn(serve_metrics(listener, shared.metrics.clone(), shutdown.clone()));
+        let metrics = shared.metrics.clone();
+        tracker.spawn(fleetgate_contracts::metrics::serve(listener, move || metrics.render(), shutdown.clone()));
     }
     tracker.close();
     tracker.wait().await;
@@ -308,7 +314,7 @@ async fn process(
     let mut statuses: Vec<Status> = Vec::new();
     let mut readable: Vec<Message> = Vec::with_capacity(batch.len());
     for message in batch {
-        match message::parse(prefix, message.subject.as_str(), &message.payload) {
+        match messages::parse(prefix, message.subject.as_str(), &message.payload) {
             Ok(Incoming::Positions(mut p)) => positions.append(&mut p),
             Ok(Incoming::Message(m)) => device_messages.push(m),
             Ok(Incoming::Status(s)) => statuses.push(s),
@@ -400,21 +406,21 @@ async fn process(
 /// a client that misses one reads the live state).
 async fn publish_live(
     shared: &Shared,
-    updates: &std::collections::BTreeMap<i64, LiveUpdate<'_>>,
-    moved: &[i64],
-    events: &[(i64, i64, String)],
+    updates: &std::collections::BTreeMap<DeviceId, LiveUpdate<'_>>,
+    moved: &[DeviceId],
+    events: &[NewEvent],
 ) {
     let prefix = &shared.config.nats.subject_prefix;
     for device_id in moved {
         if let Some(update) = updates.get(device_id)
             && let Some((_, json)) = &update.fix
         {
-            let subject = stream::live_subject(prefix, update.tenant_id, *device_id);
+            let subject = stream::live_subject(prefix, update.tenant_id, device_id);
             let _ = shared.nats.publish(subject, bytes::Bytes::copy_from_slice(json.as_bytes())).await;
         }
     }
     for (tenant_id, device_id, json) in events {
-        let subject = stream::event_subject(prefix, *tenant_id, *device_id);
+        let subject = stream::event_subject(prefix, *tenant_id, device_id);
         let _ = shared.nats.publish(subject, bytes::Bytes::copy_from_slice(json.as_bytes())).await;
     }
 }
@@ -422,10 +428,10 @@ async fn publish_live(
 /// Records devices whose live state Redis did not get.
 async fn record_pending(
     history: &mut History,
-    updates: &std::collections::BTreeMap<i64, LiveUpdate<'_>>,
+    updates: &std::collections::BTreeMap<DeviceId, LiveUpdate<'_>>,
 ) -> Result<(), tokio_postgres::Error> {
-    let devices: Vec<i64> = updates.keys().copied().collect();
-    let tenants: Vec<i64> = updates.values().map(|u| u.tenant_id).collect();
+    let devices: Vec<DeviceId> = updates.keys().copied().collect();
+    let tenants: Vec<TenantId> = updates.values().map(|u| u.tenant_id).collect();
     history
         .client()
         .execute(
@@ -448,7 +454,7 @@ async fn hand_back(messages: Vec<Message>) {
 /// terminates it; if the dead-letter publish fails it stays unacknowledged.
 async fn dead_letter(shared: &Shared, message: Message, reason: &str) {
     let prefix = &shared.config.nats.subject_prefix;
-    let kind = message::subject_kind(prefix, message.subject.as_str()).unwrap_or("unknown");
+    let kind = messages::subject_kind(prefix, message.subject.as_str()).unwrap_or("unknown");
     let kind = if matches!(kind, "pos" | "msg" | "status") { kind } else { "unknown" };
     let mut headers = HeaderMap::new();
     headers.insert("Fleetgate-Reason", reason);
@@ -622,7 +628,7 @@ async fn repair_live(
     let tolerance = shared.config.processor.future_tolerance_s as f64;
     let mut rebuilt = 0;
     for row in pending {
-        let (device_id, tenant_id, since): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
+        let (device_id, tenant_id, since): (DeviceId, TenantId, String) = (row.get(0), row.get(1), row.get(2));
         rebuild_live(client, live, tenant_id, device_id, tolerance).await?;
         client
             .execute(
@@ -642,8 +648,8 @@ async fn repair_live(
 pub async fn rebuild_live(
     client: &tokio_postgres::Client,
     live: &mut Live,
-    tenant_id: i64,
-    device_id: i64,
+    tenant_id: TenantId,
+    device_id: DeviceId,
     tolerance_s: f64,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let tolerance = tolerance_s;
@@ -692,20 +698,4 @@ pub async fn rebuild_live(
     let updates = std::iter::once((device_id, update)).collect();
     live.apply(&updates).await?;
     Ok(())
-}
-
-async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    use axum::routing::get;
-    let router = axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let metrics = metrics.clone();
-                async move { ([("content-type", "text/plain; version=0.0.4")], metrics.render()) }
-            }),
-        )
-        .route("/health", get(|| async { "ok" }));
-    if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await {
-        tracing::error!(%error, "processor metrics server stopped");
-    }
 }

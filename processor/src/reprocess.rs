@@ -16,15 +16,17 @@ use bytes::BytesMut;
 use fleetgate_codecs::time::UtcMillis;
 use fleetgate_codecs::traffic::{self, ArchivedFrame};
 use fleetgate_codecs::{Event, Protocol, SessionOptions};
-use fleetgate_gateway::archive::format_time;
-use fleetgate_gateway::registry::DeviceRecord;
-use fleetgate_gateway::stream::positions_payload;
+use fleetgate_contracts::archive::format_time;
+use fleetgate_contracts::messages::encode_positions;
+use fleetgate_contracts::{DeviceId, DeviceRecord};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::history::{History, POSITION_COLUMNS, Timestamp, position_identity, write_position};
+use fleetgate_store::rows::{POSITION_COLUMNS, Timestamp, position_identity, write_position};
+
+use crate::history::History;
 use crate::live::Live;
-use crate::message::{Position, parse_positions};
+use fleetgate_contracts::messages::{Position, parse_positions};
 
 /// What to reprocess.
 #[derive(Debug, Clone)]
@@ -58,7 +60,7 @@ pub struct Change {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     /// The device's row id.
-    pub device_id: i64,
+    pub device_id: DeviceId,
     /// Inbound frames of the span in the archive.
     pub frames: usize,
     /// Connections they belong to.
@@ -178,7 +180,7 @@ fn decode_connection(
             match event {
                 Event::Positions { mut batch, .. } => {
                     batch.received = Some(frame.time);
-                    let payload = positions_payload(device, &batch);
+                    let payload = encode_positions(device.tenant_id, device.device_id, &batch);
                     let positions = parse_positions(&payload).map_err(|e| ReprocessError::Positions(e.to_string()))?;
                     for position in positions {
                         decoded.positions.entry(position.fix_time.0).or_insert(position);
@@ -223,16 +225,17 @@ pub async fn reprocess(
         .query_opt("SELECT id, tenant_id, protocol FROM devices WHERE identifier = $1", &[&request.identifier])
         .await?
         .ok_or_else(|| ReprocessError::UnknownDevice(request.identifier.clone()))?;
+    let registered: String = device_row.get(2);
+    let protocol = Protocol::from_name(&registered).ok_or_else(|| ReprocessError::UnknownProtocol {
+        identifier: request.identifier.clone(),
+        protocol: registered.clone(),
+    })?;
     let device = DeviceRecord {
         device_id: device_row.get(0),
         tenant_id: device_row.get(1),
-        protocol: device_row.get(2),
+        protocol: Some(protocol),
         password: None,
     };
-    let protocol = Protocol::from_name(&device.protocol).ok_or_else(|| ReprocessError::UnknownProtocol {
-        identifier: request.identifier.clone(),
-        protocol: device.protocol.clone(),
-    })?;
     let mut report =
         Report { summary: Summary { device_id: device.device_id, ..Summary::default() }, ..Report::default() };
 
@@ -278,7 +281,7 @@ pub async fn reprocess(
     report.summary.refused = decoded.refused;
 
     // The rows these frames became when they arrived.
-    let identity = position_identity(&request.identifier, &device.protocol);
+    let identity = position_identity(&request.identifier, protocol.name());
     let stored = client
         .query(
             &format!("SELECT {POSITION_COLUMNS} FROM positions WHERE device_id = $1 AND received = ANY($2)"),
@@ -346,7 +349,7 @@ pub async fn reprocess(
     let times = remove.iter().map(|t| t.0).chain(insert.iter().map(|p| p.fix_time));
     let (low, high) = times.fold((UtcMillis(i64::MAX), UtcMillis(i64::MIN)), |(lo, hi), t| (lo.min(t), hi.max(t)));
     let owner = (device.tenant_id, device.device_id);
-    history.replace(owner, &remove, &received, &insert, (Timestamp(low), Timestamp(high))).await?;
+    history.replace(owner, &remove, &received, &insert, (low, high)).await?;
     report.summary.applied = true;
     if let Some(live) = live {
         let rebuilt = async {

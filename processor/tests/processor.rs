@@ -15,7 +15,7 @@ fn haversine(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
 }
 
 fn future_time(seconds: i64) -> String {
-    fleetgate_codecs::time::UtcMillis(fleetgate_gateway::connection::now().0 + seconds * 1000).to_string()
+    fleetgate_codecs::time::UtcMillis(fleetgate_contracts::clock::now().0 + seconds * 1000).to_string()
 }
 
 #[tokio::test]
@@ -42,7 +42,7 @@ async fn redelivered_positions_are_stored_once_and_become_live() {
     assert_eq!(live["lat"], 54.2);
     assert!(live["received"].is_string(), "live position carries received: {live}");
     // The row reads back as contract 1.
-    use fleetgate_processor::history::{POSITION_COLUMNS, position_identity, write_position};
+    use fleetgate_store::rows::{POSITION_COLUMNS, position_identity, write_position};
     let row = h
         .postgres
         .query_one(&format!("SELECT {POSITION_COLUMNS} FROM positions ORDER BY fix_time LIMIT 1"), &[])
@@ -135,7 +135,7 @@ async fn a_record_without_a_fix_updates_sensors_only() {
 #[tokio::test]
 async fn a_poison_message_goes_to_the_dead_letter_subject_and_the_next_flows() {
     let mut h = Harness::start(None, redis_url(), None).await;
-    let dead_stream = fleetgate_gateway::stream::dead_letter_stream(&h.config.nats);
+    let dead_stream = fleetgate_contracts::stream::dead_letter_stream(&h.config.nats);
     h.publish_raw("pos", "{not json".into()).await;
     h.publish_raw(
         "pos",
@@ -379,7 +379,7 @@ async fn a_postgres_restart_mid_stream_loses_nothing() {
     }
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     pg.restart();
-    let check = fleetgate_schema::connect(&pg.url()).await.expect("reconnect");
+    let check = fleetgate_store::connect(&pg.url()).await.expect("reconnect");
     eventually("every position stored after the restart", || {
         let check = &check;
         async move {
@@ -457,12 +457,12 @@ async fn partition_names(client: &tokio_postgres::Client) -> Vec<String> {
 
 #[tokio::test]
 async fn partitions_are_created_ahead_and_dropped_past_the_retention() {
-    let (_, url) = fleetgate_schema::testing::isolated_schema(&fleetgate_schema::testing::base_url(), "retention")
+    let (_, url) = fleetgate_testkit::isolated_schema(&fleetgate_testkit::base_url(), "retention")
         .await
         .expect("postgres reachable");
-    let mut client = fleetgate_schema::connect(&url).await.expect("connect");
-    fleetgate_schema::migrate(&mut client).await.expect("migrate");
-    let partitions = fleetgate_processor::history::Partitions::default();
+    let mut client = fleetgate_store::connect(&url).await.expect("connect");
+    fleetgate_store::migrate(&mut client).await.expect("migrate");
+    let partitions = fleetgate_store::partitions::Partitions::default();
     let now = fleetgate_codecs::time::UtcMillis::parse_rfc3339("2026-11-25T12:00:00Z").expect("time");
     // A black-box upload from last year made its month; this month and two ahead exist.
     let old = fleetgate_codecs::time::UtcMillis::parse_rfc3339("2025-10-03T00:00:00Z").expect("time");
@@ -500,39 +500,42 @@ async fn partitions_are_created_ahead_and_dropped_past_the_retention() {
 
 #[tokio::test]
 async fn archived_frames_are_indexed_once_and_dropped_past_their_days() {
-    use fleetgate_gateway::archive::{Frame, Origin, Outcome, Record};
-    let (_, url) = fleetgate_schema::testing::isolated_schema(&fleetgate_schema::testing::base_url(), "frames")
-        .await
-        .expect("postgres reachable");
-    let mut client = fleetgate_schema::connect(&url).await.expect("connect");
-    fleetgate_schema::migrate(&mut client).await.expect("migrate");
+    use fleetgate_contracts::archive::{Record, format_time};
+    use fleetgate_contracts::{DeviceId, TenantId};
+    let (_, url) =
+        fleetgate_testkit::isolated_schema(&fleetgate_testkit::base_url(), "frames").await.expect("postgres reachable");
+    let mut client = fleetgate_store::connect(&url).await.expect("connect");
+    fleetgate_store::migrate(&mut client).await.expect("migrate");
     let partitions = fleetgate_processor::archive::partitions();
     let now = fleetgate_codecs::time::UtcMillis::parse_rfc3339("2026-11-25T12:00:00Z").expect("time");
     let day = 86_400_000;
-    let origin = Origin {
-        protocol: fleetgate_codecs::Protocol::Wialon,
-        transport: "tcp",
-        connection: 7,
-        device: Some(("355217044956192", 1, 2)),
-        identifier: None,
+    // A keep-alive of a registered Wialon device as the gateway archives it.
+    let keepalive = |time: i64| Record {
+        tenant_id: Some(TenantId(1)),
+        device_id: Some(DeviceId(2)),
+        device: Some("355217044956192".into()),
+        protocol: "wialon".into(),
+        transport: "tcp".into(),
+        connection: format!("{:016x}", 7),
+        direction: "in".into(),
+        time: format_time(fleetgate_codecs::time::UtcMillis(time)),
+        hex: "2350230d0a".into(),
+        size: 5,
+        truncated: false,
+        outcome: "keepalive".into(),
+        positions: None,
+        kind: None,
+        offset: None,
+        error: None,
+        reply: Some("234150230d0a".into()),
     };
-    let record = |seq: u64, time: i64, outcome: Outcome| {
-        let frame = Frame {
-            time: fleetgate_codecs::time::UtcMillis(time),
-            bytes: bytes::Bytes::from_static(b"#P#\r\n"),
-            size: 5,
-            outcome,
-            reply: Some(bytes::Bytes::from_static(b"#AP#\r\n")),
-        };
-        let payload = serde_json::to_vec(&Record::new(origin, &frame)).expect("json");
+    let row = |seq: u64, record: &Record| {
+        let payload = serde_json::to_vec(record).expect("json");
         fleetgate_processor::archive::read_record(seq, &payload).expect("reads").expect("a device's frame")
     };
-    let refused = Outcome::Refused { offset: 40, error: "crc mismatch".into() };
-    let rows = vec![
-        record(1, now.0 - 10 * day, Outcome::KeepAlive),
-        record(2, now.0 - 3 * day, Outcome::KeepAlive),
-        record(3, now.0, refused),
-    ];
+    let refused =
+        Record { outcome: "refused".into(), offset: Some(40), error: Some("crc mismatch".into()), ..keepalive(now.0) };
+    let rows = vec![row(1, &keepalive(now.0 - 10 * day)), row(2, &keepalive(now.0 - 3 * day)), row(3, &refused)];
     let inserted = fleetgate_processor::archive::insert(&mut client, &partitions, &rows).await.expect("insert");
     assert_eq!(inserted, 3);
     // A redelivered record is the same row.
@@ -563,16 +566,14 @@ async fn archived_frames_are_indexed_once_and_dropped_past_their_days() {
     assert_eq!(left, [2, 3]);
 
     // Records of unregistered devices stay in the stream only; garbage says why.
-    let stranger = Record::new(
-        Origin { device: None, identifier: Some("111"), ..origin },
-        &Frame {
-            time: now,
-            bytes: bytes::Bytes::from_static(b"\x00\x03111"),
-            size: 5,
-            outcome: Outcome::LoginRefused,
-            reply: None,
-        },
-    );
+    let stranger = Record {
+        tenant_id: None,
+        device_id: None,
+        device: Some("111".into()),
+        outcome: "login_refused".into(),
+        reply: None,
+        ..keepalive(now.0)
+    };
     let payload = serde_json::to_vec(&stranger).expect("json");
     assert!(fleetgate_processor::archive::read_record(9, &payload).expect("reads").is_none());
     assert!(fleetgate_processor::archive::read_record(9, b"{\"nope\": 1}").is_err());

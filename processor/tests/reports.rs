@@ -10,7 +10,7 @@ mod common;
 
 use common::{close, report};
 use fleetgate_codecs::time::UtcMillis;
-use fleetgate_processor::reports::{Detection, Rules, Sample, Segment, segments, singles};
+use fleetgate_rules::reports::{Detection, Rules, Sample, Segment, segments, singles};
 
 struct Random(u64);
 

@@ -8,9 +8,11 @@ mod common;
 
 use common::{Harness, IMEI, close, eventually, redis_url, report};
 use fleetgate_codecs::time::UtcMillis;
-use fleetgate_processor::history::{Partitions, Timestamp};
-use fleetgate_processor::reports::{Detection, Rules, Segment, segments, singles};
-use fleetgate_processor::segments::{pieces, samples};
+use fleetgate_contracts::DeviceId;
+use fleetgate_rules::reports::{Detection, Rules, Segment, segments, singles};
+use fleetgate_store::partitions::Partitions;
+use fleetgate_store::rows::Timestamp;
+use fleetgate_store::segments::{pieces, samples};
 use serde_json::json;
 
 const DAY: &str = "2026-07-01T00:00:00Z";
@@ -117,8 +119,8 @@ async fn reports_match_a_raw_scan(h: &Harness) {
             Rules::default(),
             Rules { detection: Detection::Motion, max_gap_s: 10, min_stop_s: 60, ..Rules::default() },
         ] {
-            let read = pieces(&h.postgres, &[(h.device_id, rules)], from, to).await.expect("pieces");
-            let raw = singles(&samples(&h.postgres, h.device_id, from, to).await.expect("samples"));
+            let read = pieces(&h.postgres, &[(DeviceId(h.device_id), rules)], from, to).await.expect("pieces");
+            let raw = singles(&samples(&h.postgres, DeviceId(h.device_id), from, to).await.expect("samples"));
             // Over the whole day, far fewer rows (a span cutting through a segment reads
             // that segment's positions).
             if (from, rules.max_gap_s) == (time(DAY), 600) {
@@ -188,7 +190,9 @@ async fn segments_are_the_same_whatever_order_the_positions_arrive_in() {
         // The last batch's segments commit with its positions; wait for it to settle.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         let stored = stored_segments(&h).await;
-        let all = samples(&h.postgres, h.device_id, UtcMillis(0), UtcMillis(4_000_000_000_000)).await.expect("samples");
+        let all = samples(&h.postgres, DeviceId(h.device_id), UtcMillis(0), UtcMillis(4_000_000_000_000))
+            .await
+            .expect("samples");
         let expected = segments(&all);
         assert_cut_of(name, &stored, &expected);
         if name == "singly" {
@@ -232,16 +236,16 @@ async fn history_stored_before_segments_is_cut_in_the_background() {
     h.postgres.execute("INSERT INTO segments_pending VALUES ($1)", &[&h.device_id]).await.expect("pending");
     // Until it is cut, a report reads the positions.
     let (from, to) = (time(DAY), time("2026-07-02T00:00:00Z"));
-    let waiting = pieces(&h.postgres, &[(h.device_id, Rules::default())], from, to).await.expect("pieces");
+    let waiting = pieces(&h.postgres, &[(DeviceId(h.device_id), Rules::default())], from, to).await.expect("pieces");
     assert_eq!(waiting[0].len(), 120);
     h.run_processor();
     eventually("the device's history cut", || async { h.count("SELECT count(*) FROM segments_pending").await == 0 })
         .await;
     let stored = stored_segments(&h).await;
-    let all = samples(&h.postgres, h.device_id, from, to).await.expect("samples");
+    let all = samples(&h.postgres, DeviceId(h.device_id), from, to).await.expect("samples");
     assert_eq!(stored, segments(&all).iter().map(as_stored).collect::<Vec<_>>(), "the whole history, no tail");
     assert_eq!(stored.len(), 3, "parked, driving, parked: {stored:#?}");
-    let read = pieces(&h.postgres, &[(h.device_id, Rules::default())], from, to).await.expect("pieces");
+    let read = pieces(&h.postgres, &[(DeviceId(h.device_id), Rules::default())], from, to).await.expect("pieces");
     assert_eq!(read[0].len(), 3);
     let (trips, _, _) = report(&read[0], &Rules::default());
     assert_eq!(trips.len(), 1);

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fleetgate_schema::testing::free_port;
+use fleetgate_testkit::free_port;
 
 /// `fleetgate serve`, killed when dropped.
 pub struct Serve(Child);
@@ -100,11 +100,10 @@ impl System {
     /// (after the first tenant exists) and environment for `serve`.
     pub async fn start_with(tag: &str, options: Options<'_>) -> System {
         let processor_extra = options.processor_extra;
-        let (schema, url) = fleetgate_schema::testing::isolated_schema(&fleetgate_schema::testing::base_url(), tag)
-            .await
-            .expect("postgres reachable");
-        let mut client = fleetgate_schema::connect(&url).await.expect("connect");
-        fleetgate_schema::migrate(&mut client).await.expect("migrate");
+        let (schema, url) =
+            fleetgate_testkit::isolated_schema(&fleetgate_testkit::base_url(), tag).await.expect("postgres reachable");
+        let mut client = fleetgate_store::connect(&url).await.expect("connect");
+        fleetgate_store::migrate(&mut client).await.expect("migrate");
         let dir = std::env::temp_dir().join(format!("fleetgate-{tag}-{schema}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let (teltonika, wialon, api) = (free_port(), free_port(), free_port());
@@ -226,13 +225,13 @@ impl Drop for System {
     fn drop(&mut self) {
         self.serve.take();
         let _ = std::fs::remove_dir_all(&self.dir);
-        let nats = fleetgate_gateway::config::NatsConfig {
+        let nats = fleetgate_contracts::config::NatsConfig {
             url: std::env::var("FLEETGATE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
             stream: self.stream.clone(),
             command_stream: format!("{}_CMD", self.stream),
             ..Default::default()
         };
-        fleetgate_gateway::stream::delete_streams_blocking(&nats);
+        fleetgate_contracts::stream::delete_streams_blocking(&nats);
     }
 }
 
@@ -284,7 +283,7 @@ impl Acked {
             FROM unnest($1::text[], $2::text[]) AS a(device, time)) counts";
         let started = Instant::now();
         loop {
-            let counts = match fleetgate_schema::connect(postgres).await {
+            let counts = match fleetgate_store::connect(postgres).await {
                 Ok(client) => client.query_one(check, &[&devices, &times]).await.ok().map(|r| (r.get(0), r.get(1))),
                 Err(_) => None,
             };

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use fleetgate_codecs::time::UtcMillis;
-use fleetgate_gateway::Config;
+use fleetgate_contracts::{Config, DeviceId, TenantId};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -121,10 +121,10 @@ async fn run() -> Result<serde_json::Value, Error> {
         }
     }
 
-    let base = fleetgate_schema::testing::base_url();
-    let (schema, url) = fleetgate_schema::testing::isolated_schema(&base, "apibench").await?;
-    let mut postgres = fleetgate_schema::connect(&url).await?;
-    fleetgate_schema::migrate(&mut postgres).await?;
+    let base = fleetgate_testkit::base_url();
+    let (schema, url) = fleetgate_testkit::isolated_schema(&base, "apibench").await?;
+    let mut postgres = fleetgate_store::connect(&url).await?;
+    fleetgate_store::migrate(&mut postgres).await?;
     let (tenant_id, key) = fleetgate_api::create_tenant(&postgres, "bench").await.map_err(|e| format!("{e:?}"))?;
     let first_device: i64 = postgres
         .query_one(
@@ -138,7 +138,7 @@ async fn run() -> Result<serde_json::Value, Error> {
         .get(0);
     // One device-day at 10 s intervals.
     let day_start = UtcMillis::parse_rfc3339("2026-11-24T00:00:00Z").ok_or("time")?;
-    fleetgate_processor::history::Partitions::default()
+    fleetgate_store::partitions::Partitions::default()
         .ensure(&mut postgres, [day_start.year_month()].map(|(y, m)| y * 12 + i64::from(m) - 1))
         .await?;
     postgres
@@ -170,7 +170,7 @@ async fn run() -> Result<serde_json::Value, Error> {
             360_000_000_000_000 + device
         );
         pipe.cmd("HSET")
-            .arg(fleetgate_processor::live::live_key(&config.redis.key_prefix, tenant_id, device))
+            .arg(fleetgate_contracts::keys::live_key(&config.redis.key_prefix, TenantId(tenant_id), DeviceId(device)))
             .arg("fix_time")
             .arg(1)
             .arg("position")
@@ -304,7 +304,7 @@ async fn insert_days(
             y * 12 + i64::from(mo) - 1 + m
         })
         .collect();
-    fleetgate_processor::history::Partitions::default().ensure(postgres, months).await?;
+    fleetgate_store::partitions::Partitions::default().ensure(postgres, months).await?;
     postgres
         .execute(
             "INSERT INTO positions (device_id, fix_time, tenant_id, received, lat, lon, speed, valid, attrs, io, distance_m, moving)
@@ -340,8 +340,8 @@ async fn explain_reads(
     vehicles: i64,
     days: i64,
 ) -> Result<(), Error> {
-    use fleetgate_processor::history::Timestamp;
-    use fleetgate_processor::segments::{samples_query, segments_query};
+    use fleetgate_store::rows::Timestamp;
+    use fleetgate_store::segments::{samples_query, segments_query};
     let from = UtcMillis::parse_rfc3339("2026-10-01T00:00:00Z").ok_or("time")?;
     let (to, day_end) = (UtcMillis(from.0 + days * 86_400_000 - 1000), UtcMillis(from.0 + 86_400_000 - 1000));
     let group: Vec<i64> = (first_device..first_device + vehicles).collect();
@@ -388,7 +388,7 @@ async fn reports(
         .get(0);
     postgres.execute("UPDATE devices SET group_id = $1 WHERE tenant_id = $2", &[&group, &tenant_id]).await?;
     // The API caches device metadata (groups included): it must see the new group.
-    state.device_cache.invalidate(tenant_id);
+    state.device_cache.invalidate(TenantId(tenant_id));
     let mut connection = Connection::open(address).await?;
     let to = UtcMillis(UtcMillis::parse_rfc3339("2026-10-01T00:00:00Z").ok_or("time")?.0 + days * 86_400_000 - 1000);
     let span = format!("from=2026-10-01T00:00:00Z&to={to}");

@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use fleetgate_codecs::time::UtcMillis;
-use fleetgate_gateway::Config;
-use fleetgate_gateway::connection::now;
-use fleetgate_processor::history::{COPY_TYPES, Jsonb, Timestamp};
+use fleetgate_contracts::Config;
+use fleetgate_contracts::clock::now;
+use fleetgate_processor::history::COPY_TYPES;
+use fleetgate_store::rows::{Jsonb, Timestamp};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -114,10 +115,10 @@ struct Setup {
 }
 
 async fn setup(devices: i64, workers: usize) -> Result<Setup, Error> {
-    let base = fleetgate_schema::testing::base_url();
-    let (schema, url) = fleetgate_schema::testing::isolated_schema(&base, "bench").await?;
-    let mut postgres = fleetgate_schema::connect(&url).await?;
-    fleetgate_schema::migrate(&mut postgres).await?;
+    let base = fleetgate_testkit::base_url();
+    let (schema, url) = fleetgate_testkit::isolated_schema(&base, "bench").await?;
+    let mut postgres = fleetgate_store::connect(&url).await?;
+    fleetgate_store::migrate(&mut postgres).await?;
     let tenant_id: i64 =
         postgres.query_one("INSERT INTO tenants (name) VALUES ('bench') RETURNING id", &[]).await?.get(0);
     let first_device: i64 = postgres
@@ -143,7 +144,7 @@ async fn setup(devices: i64, workers: usize) -> Result<Setup, Error> {
 }
 
 async fn teardown(setup: &Setup, js: &jetstream::Context) {
-    fleetgate_gateway::stream::delete_streams(js, &setup.config.nats).await;
+    fleetgate_contracts::stream::delete_streams(js, &setup.config.nats).await;
     let _ = setup.postgres.batch_execute(&format!("DROP SCHEMA {} CASCADE", setup.schema)).await;
     if let Ok(client) = redis::Client::open(setup.config.redis.url.as_str())
         && let Ok(mut redis) = client.get_multiplexed_async_connection().await
@@ -163,7 +164,7 @@ async fn throughput(args: &Args) -> Result<serde_json::Value, Error> {
     let setup = setup(args.devices, args.workers).await?;
     let nats = async_nats::connect(setup.config.nats.url.as_str()).await?;
     let js = jetstream::new(nats);
-    fleetgate_gateway::stream::ensure_stream(&js, &setup.config.nats).await?;
+    fleetgate_contracts::stream::ensure_stream(&js, &setup.config.nats).await?;
     let messages = args.positions / args.per_message as u64;
     let base = UtcMillis(now().0 - 86_400_000);
     let publish_started = Instant::now();
@@ -288,7 +289,7 @@ async fn ratios(args: &Args) -> Result<serde_json::Value, Error> {
         let (y, m) = t.year_month();
         y * 12 + i64::from(m) - 1
     });
-    fleetgate_processor::history::Partitions::default().ensure(&mut setup.postgres, months).await?;
+    fleetgate_store::partitions::Partitions::default().ensure(&mut setup.postgres, months).await?;
     let placeholders: Vec<String> = (1..=15).map(|i| format!("${i}")).collect();
     let insert = setup
         .postgres
@@ -326,7 +327,7 @@ async fn freshness(args: &Args) -> Result<serde_json::Value, Error> {
     let setup = setup(args.devices, args.workers).await?;
     let nats = async_nats::connect(setup.config.nats.url.as_str()).await?;
     let js = jetstream::new(nats.clone());
-    fleetgate_gateway::stream::ensure_stream(&js, &setup.config.nats).await?;
+    fleetgate_contracts::stream::ensure_stream(&js, &setup.config.nats).await?;
     let shutdown = CancellationToken::new();
     let mut config = setup.config.clone();
     config.processor.batch_wait_ms = 20;

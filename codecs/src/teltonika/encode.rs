@@ -1,10 +1,11 @@
 //! Encoding what a Teltonika device sends: the handshake and AVL packets over TCP and
-//! UDP. Used by the device simulator, the benches and the property tests; the gateway
-//! itself only encodes replies and commands.
+//! UDP, and the [`Device`] side the registry hands the simulator, the benches and the
+//! tests. The gateway itself only encodes replies and commands.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::{CODEC_8E, CODEC_16, crc16_arc};
+use crate::device::{Answer, DeviceSide, Report};
 
 /// The value of one IO element; its variant picks the group it is sent in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,4 +148,78 @@ pub fn udp_datagram(packet_id: u16, avl_packet_id: u8, imei: &str, codec: u8, re
     out.put_slice(imei.as_bytes());
     out.put_slice(&data);
     out.freeze()
+}
+
+/// A Teltonika FMB device as the simulator and tests drive it: the IMEI handshake, codec
+/// 8E packets of typical FMB records, answers of one byte (login) or four (records).
+#[derive(Debug, Default)]
+pub struct Device {
+    logged_in: bool,
+}
+
+/// The record an FMB device sends for a report: ignition (239), movement (240), GSM
+/// signal (21), GNSS status (69), external and battery voltage (66, 67), speed (24),
+/// fuel level % (89) and total odometer (16).
+pub fn record_of(report: &Report) -> Record {
+    Record {
+        time_ms: report.time_ms as u64,
+        priority: 0,
+        lon: (report.lon * 1e7).round() as i32,
+        lat: (report.lat * 1e7).round() as i32,
+        altitude: report.altitude.round() as i16,
+        course: report.course.round() as u16 % 360,
+        satellites: report.satellites,
+        speed: report.speed.round() as u16,
+        event_io: 0,
+        generation: 0,
+        io: vec![
+            (239, IoElement::U8(u8::from(report.ignition))),
+            (240, IoElement::U8(u8::from(report.speed > 3.0))),
+            (21, IoElement::U8(4)),
+            (69, IoElement::U8(1)),
+            (66, IoElement::U16((report.power_v * 1000.0) as u16)),
+            (67, IoElement::U16(4100)),
+            (24, IoElement::U16(report.speed.round() as u16)),
+            (89, IoElement::U8(report.fuel_percent.round() as u8)),
+            (16, IoElement::U32(report.odometer_m as u32)),
+        ],
+    }
+}
+
+impl DeviceSide for Device {
+    fn login(&mut self, identifier: &str) -> Vec<u8> {
+        self.logged_in = false;
+        handshake(identifier).to_vec()
+    }
+
+    fn data(&mut self, reports: &[Report]) -> Vec<u8> {
+        let records: Vec<Record> = reports.iter().map(record_of).collect();
+        avl_packet(CODEC_8E, &records).to_vec()
+    }
+
+    fn corrupt(&self, frames: &mut Vec<u8>) {
+        // The last byte is the CRC's.
+        if let Some(last) = frames.last_mut() {
+            *last ^= 0xFF;
+        }
+    }
+
+    fn read_answer(&mut self, buffer: &mut BytesMut) -> Result<Option<Answer>, String> {
+        if !self.logged_in {
+            let Some(&answer) = buffer.first() else { return Ok(None) };
+            buffer.advance(1);
+            return Ok(Some(match answer {
+                1 => {
+                    self.logged_in = true;
+                    Answer::LoginAccepted
+                }
+                _ => Answer::LoginRefused,
+            }));
+        }
+        if buffer.len() < 4 {
+            return Ok(None);
+        }
+        let count = buffer.get_u32();
+        Ok(Some(Answer::Accepted(count as usize)))
+    }
 }

@@ -95,8 +95,10 @@ pub(crate) fn decode_gprs(frame: &Bytes, start: usize, end: usize) -> Result<Vec
             device = Some(imei_from_bcd(imei));
         }
         let payload_at = body.pos();
+        let kind = kind_of(codec, message_type);
         messages.push(DeviceMessage {
-            kind: kind_of(codec, message_type),
+            kind,
+            answers_command: matches!(kind, "codec12_response" | "codec14_ack" | "codec14_nack"),
             time,
             device,
             payload: frame.slice(payload_at..body_at + size),

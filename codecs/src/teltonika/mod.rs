@@ -36,12 +36,28 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use crate::position::Batch;
 use crate::protocol::{DatagramError, Event, Fatal, Session, SessionOptions};
+use crate::registry::{Passwords, ProtocolSpec, Transports};
 
 pub use avl::{CODEC_7, CODEC_8, CODEC_8E, CODEC_16, GH3000_CELL_ID, GH3000_LAC_ID};
 pub use gprs::{CODEC_12, CODEC_13, CODEC_14, CODEC_15, encode_command, encode_command_for_imei};
 
 /// The codec name in contract 1.
 pub const NAME: &str = "teltonika";
+
+/// The registry entry.
+pub static SPEC: ProtocolSpec = ProtocolSpec {
+    name: NAME,
+    title: "Teltonika FMx (codecs 7, 8, 8E, 16; 12-15 messages and commands)",
+    default_port: 5027,
+    transports: Transports { tcp: true, udp: true },
+    text: false,
+    limits: &["max_avl_len", "max_gprs_len"],
+    session: |options| Box::new(TeltonikaSession::new(options)),
+    identifier: |identifier| identifier.len() <= MAX_IMEI_LEN && identifier.bytes().all(|b| b.is_ascii_alphanumeric()),
+    identifier_rule: "the IMEI: at most 32 letters or digits",
+    passwords: Passwords::None,
+    device: || Box::new(encode::Device::default()),
+};
 
 /// Longest identifier accepted in the handshake; real IMEIs have 15 digits.
 pub const MAX_IMEI_LEN: usize = 32;

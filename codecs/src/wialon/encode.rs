@@ -1,10 +1,13 @@
 //! Encoding what a Wialon IPS device sends: login, short and extended data, black box,
-//! ping and driver messages, in 1.1 or 2.0. Used by the device simulator and the
-//! property tests.
+//! ping and driver messages, in 1.1 or 2.0, and the [`Device`] side the registry hands
+//! the simulator, the benches and the tests.
 
 use std::fmt::Write;
 
+use bytes::BytesMut;
+
 use super::Version;
+use crate::device::{Answer, DeviceSide, Report};
 use crate::teltonika::crc16_arc;
 
 /// A typed additional parameter (`NAME:TYPE:VALUE`).
@@ -158,5 +161,84 @@ pub fn datagram(imei: &str, packet: &str, version: Version) -> String {
     match version {
         Version::V1_1 => format!("{imei}{packet}"),
         Version::V2_0 => format!("2.0;{imei}{packet}"),
+    }
+}
+
+/// A Wialon IPS 2.0 device as the simulator and tests drive it: a login, `#D#` for one
+/// report and `#B#` for several, each answered with a line.
+#[derive(Debug, Default)]
+pub struct Device {
+    /// Reports in the frame waiting for its answer.
+    in_flight: usize,
+}
+
+/// The record a typical Wialon IPS tracker sends for a report: the fix, HDOP, the
+/// ignition as input 1, the supply voltage as the first ADC, and the parameters `ign`,
+/// `fuel` (%) and `odo` (km).
+pub fn record_of(report: &Report) -> Record {
+    Record {
+        time_s: Some(report.time_ms.div_euclid(1000)),
+        lat: Some(report.lat),
+        lon: Some(report.lon),
+        speed: Some((report.speed * 10.0).round() / 10.0),
+        course: Some(report.course.round()),
+        altitude: Some(report.altitude.round()),
+        satellites: Some(u16::from(report.satellites)),
+        hdop: Some(0.8),
+        inputs: Some(u32::from(report.ignition)),
+        outputs: Some(0),
+        adc: vec![report.power_v],
+        ibutton: None,
+        params: vec![
+            ("ign".into(), Param::Int(i64::from(report.ignition))),
+            ("fuel".into(), Param::Double((report.fuel_percent * 10.0).round() / 10.0)),
+            ("odo".into(), Param::Double((report.odometer_m / 100.0).round() / 10.0)),
+        ],
+    }
+}
+
+impl DeviceSide for Device {
+    fn login(&mut self, identifier: &str) -> Vec<u8> {
+        login(identifier, None, Version::V2_0).into_bytes()
+    }
+
+    fn data(&mut self, reports: &[Report]) -> Vec<u8> {
+        self.in_flight = reports.len();
+        let records: Vec<Record> = reports.iter().map(record_of).collect();
+        let line = match records.as_slice() {
+            [one] => extended_data(one, Version::V2_0),
+            _ => black_box(&records, Version::V2_0),
+        };
+        line.into_bytes()
+    }
+
+    fn corrupt(&self, frames: &mut Vec<u8>) {
+        // Change the checksum's first hex digit (the checksum follows the last `;` or `|`).
+        let text = String::from_utf8_lossy(frames);
+        let at = text.trim_end().rfind([';', '|']).map_or(0, |i| i + 1);
+        if let Some(digit) = frames.get_mut(at) {
+            *digit = if *digit == b'0' { b'1' } else { b'0' };
+        }
+    }
+
+    fn time_resolution_ms(&self) -> i64 {
+        1000
+    }
+
+    fn read_answer(&mut self, buffer: &mut BytesMut) -> Result<Option<Answer>, String> {
+        let Some(end) = buffer.iter().position(|&b| b == b'\n') else { return Ok(None) };
+        let line = buffer.split_to(end + 1);
+        let line = std::str::from_utf8(&line).map_err(|_| "answer is not text".to_owned())?.trim_end();
+        let Some((kind, code)) = line.strip_prefix('#').and_then(|rest| rest.split_once('#')) else {
+            return Err(format!("not a Wialon IPS answer: {line:?}"));
+        };
+        Ok(Some(match kind {
+            "AL" if code == "1" => Answer::LoginAccepted,
+            "AL" => Answer::LoginRefused,
+            "AB" => Answer::Accepted(code.parse().unwrap_or(0)),
+            "AD" | "ASD" if code == "1" => Answer::Accepted(self.in_flight),
+            "AD" | "ASD" => Answer::Accepted(0),
+            _ => Answer::Other,
+        }))
     }
 }

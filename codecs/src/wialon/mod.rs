@@ -33,6 +33,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::position::Batch;
 use crate::protocol::{DatagramError, DeviceMessage, Event, Fatal, Session, SessionOptions};
+use crate::registry::{Passwords, ProtocolSpec, Transports, any_identifier};
 use crate::teltonika::crc16_arc;
 
 use record::{EXTENDED_FIELDS, RecordError, SHORT_FIELDS, code, decode_record};
@@ -43,6 +44,21 @@ pub const NAME: &str = "wialon";
 /// The answer to a login with a wrong password (the gateway sends it when the registry
 /// holds a password for the device and it differs).
 pub const WRONG_PASSWORD: &[u8] = b"#AL#01\r\n";
+
+/// The registry entry.
+pub static SPEC: ProtocolSpec = ProtocolSpec {
+    name: NAME,
+    title: "Wialon IPS 1.1 and 2.0 (trackers, phone apps, retranslators)",
+    default_port: 5039,
+    transports: Transports { tcp: true, udp: true },
+    text: true,
+    limits: &["max_line_len", "max_binary_len"],
+    session: |options| Box::new(WialonSession::new(options)),
+    identifier: any_identifier,
+    identifier_rule: "any identifier",
+    passwords: Passwords::Checked { wrong_password: WRONG_PASSWORD },
+    device: || Box::new(encode::Device::default()),
+};
 
 /// The protocol version a device announced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,6 +338,7 @@ impl WialonSession {
         }
         let message = DeviceMessage {
             kind: "wialon_driver_message",
+            answers_command: false,
             time: None,
             device: None,
             payload: raw.slice(body_at..body_at + text.len()),
@@ -364,6 +381,7 @@ impl WialonSession {
                 self.tachograph_parts = count.parse().ok();
                 let message = DeviceMessage {
                     kind: "wialon_tachograph_info",
+                    answers_command: false,
                     time: None,
                     device: None,
                     payload: Bytes::from(text.to_owned()),
@@ -435,7 +453,7 @@ impl WialonSession {
             }
         }
         let code = if pending.last { "1".to_owned() } else { format!("{};1", pending.index) };
-        let message = DeviceMessage { kind, time: None, device: None, payload: data };
+        let message = DeviceMessage { kind, answers_command: false, time: None, device: None, payload: data };
         Event::Message { message, reply: Some(answer(answer_kind, &code)) }
     }
 

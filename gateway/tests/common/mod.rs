@@ -4,13 +4,14 @@
 
 #![allow(dead_code)]
 
-pub use fleetgate_schema::testing::unique;
+pub use fleetgate_testkit::unique;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use fleetgate_codecs::Protocol;
-use fleetgate_gateway::{Config, Listeners};
+use fleetgate_contracts::Config;
+use fleetgate_gateway::Listeners;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
@@ -37,11 +38,10 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(nats_url: &str, tune: impl FnOnce(&mut Config)) -> Harness {
-        let (schema, url) = fleetgate_schema::testing::isolated_schema(&fleetgate_schema::testing::base_url(), "gw")
-            .await
-            .expect("postgres reachable");
-        let mut postgres = fleetgate_schema::connect(&url).await.expect("connect");
-        fleetgate_schema::migrate(&mut postgres).await.expect("migrate");
+        let (schema, url) =
+            fleetgate_testkit::isolated_schema(&fleetgate_testkit::base_url(), "gw").await.expect("postgres reachable");
+        let mut postgres = fleetgate_store::connect(&url).await.expect("connect");
+        fleetgate_store::migrate(&mut postgres).await.expect("migrate");
         let tenant_id: i64 = postgres
             .query_one("INSERT INTO tenants (name) VALUES ('test') RETURNING id", &[])
             .await
@@ -72,13 +72,18 @@ impl Harness {
         let (mut tcp, mut udp) = (Vec::new(), Vec::new());
         // The configured listeners' idle timeout (the ports are free ones of the test's).
         let idle = Duration::from_secs(config.gateway.listeners.first().map_or(600, |l| l.idle_timeout_s));
-        for protocol in Protocol::ALL {
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp");
-            tcp.push((*protocol, listener.local_addr().expect("addr")));
-            listeners.tcp.push((*protocol, idle, listener));
-            let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
-            udp.push((*protocol, socket.local_addr().expect("addr")));
-            listeners.udp.push((*protocol, idle, socket));
+        for protocol in Protocol::all() {
+            let transports = protocol.transports();
+            if transports.tcp {
+                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp");
+                tcp.push((protocol, listener.local_addr().expect("addr")));
+                listeners.tcp.push((protocol, idle, listener));
+            }
+            if transports.udp {
+                let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+                udp.push((protocol, socket.local_addr().expect("addr")));
+                listeners.udp.push((protocol, idle, socket));
+            }
         }
         let metrics_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
         let metrics = metrics_listener.local_addr().expect("addr");
@@ -191,7 +196,7 @@ impl Harness {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(20), self.task).await.expect("stops in time").expect("no panic");
         if let Ok(client) = async_nats::connect(self.config.nats.url.as_str()).await {
-            fleetgate_gateway::stream::delete_streams(&jetstream::new(client), &self.config.nats).await;
+            fleetgate_contracts::stream::delete_streams(&jetstream::new(client), &self.config.nats).await;
         }
         let _ = self.postgres.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema)).await;
     }

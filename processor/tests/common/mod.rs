@@ -5,10 +5,10 @@
 #![allow(dead_code)]
 
 #[allow(unused_imports)]
-pub use fleetgate_schema::testing::{PrivatePostgres, PrivateRedis, eventually, unique};
+pub use fleetgate_testkit::{PrivatePostgres, PrivateRedis, eventually, unique};
 
 use async_nats::jetstream;
-use fleetgate_gateway::Config;
+use fleetgate_contracts::Config;
 use redis::AsyncCommands;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -61,14 +61,14 @@ impl Harness {
         let url = match postgres_url {
             Some(url) => url,
             None => {
-                fleetgate_schema::testing::isolated_schema(&fleetgate_schema::testing::base_url(), "proc")
+                fleetgate_testkit::isolated_schema(&fleetgate_testkit::base_url(), "proc")
                     .await
                     .expect("postgres reachable")
                     .1
             }
         };
-        let mut postgres = fleetgate_schema::connect(&url).await.expect("connect");
-        fleetgate_schema::migrate(&mut postgres).await.expect("migrate");
+        let mut postgres = fleetgate_store::connect(&url).await.expect("connect");
+        fleetgate_store::migrate(&mut postgres).await.expect("migrate");
         let (tenant_id, device_id) = seed(&postgres, speed_limit).await;
         let mut config = Config::default();
         config.postgres.url = url;
@@ -84,7 +84,7 @@ impl Harness {
         config.processor.ack_wait_s = 5;
         let nats = async_nats::connect(config.nats.url.as_str()).await.expect("nats");
         let jetstream = jetstream::new(nats.clone());
-        fleetgate_gateway::stream::ensure_stream(&jetstream, &config.nats).await.expect("stream");
+        fleetgate_contracts::stream::ensure_stream(&jetstream, &config.nats).await.expect("stream");
         let redis = redis::Client::open(config.redis.url.as_str())
             .expect("redis url")
             .get_multiplexed_async_connection()
@@ -151,7 +151,11 @@ impl Harness {
 
     /// The device's live hash field.
     pub async fn live_field(&self, field: &str) -> Option<String> {
-        let key = fleetgate_processor::live::live_key(&self.config.redis.key_prefix, self.tenant_id, self.device_id);
+        let key = fleetgate_contracts::keys::live_key(
+            &self.config.redis.key_prefix,
+            fleetgate_contracts::TenantId(self.tenant_id),
+            fleetgate_contracts::DeviceId(self.device_id),
+        );
         let mut redis = self.redis.clone();
         redis.hget(key, field).await.expect("redis hget")
     }
@@ -160,7 +164,7 @@ impl Harness {
 impl Drop for Harness {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        fleetgate_gateway::stream::delete_streams_blocking(&self.config.nats);
+        fleetgate_contracts::stream::delete_streams_blocking(&self.config.nats);
     }
 }
 
@@ -173,20 +177,16 @@ pub fn position(time: &str, lat: f64, speed: f64, valid: bool, attrs: serde_json
 }
 
 pub fn now_text() -> String {
-    fleetgate_gateway::connection::now().to_string()
+    fleetgate_contracts::clock::now().to_string()
 }
 
 /// Trips, stops and summary of a device's segments.
 pub fn report(
-    pieces: &[fleetgate_processor::reports::Segment],
-    rules: &fleetgate_processor::reports::Rules,
-) -> (
-    Vec<fleetgate_processor::reports::Trip>,
-    Vec<fleetgate_processor::reports::Stop>,
-    fleetgate_processor::reports::Summary,
-) {
-    let (trips, stops) = fleetgate_processor::reports::trips_and_stops(pieces, rules);
-    let total = fleetgate_processor::reports::summary(pieces, &trips, rules);
+    pieces: &[fleetgate_rules::reports::Segment],
+    rules: &fleetgate_rules::reports::Rules,
+) -> (Vec<fleetgate_rules::reports::Trip>, Vec<fleetgate_rules::reports::Stop>, fleetgate_rules::reports::Summary) {
+    let (trips, stops) = fleetgate_rules::reports::trips_and_stops(pieces, rules);
+    let total = fleetgate_rules::reports::summary(pieces, &trips, rules);
     (trips, stops, total)
 }
 

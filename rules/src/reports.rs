@@ -13,6 +13,8 @@
 use fleetgate_codecs::time::UtcMillis;
 use serde::{Deserialize, Serialize};
 
+use crate::track::is_moving;
+
 /// What counts as driving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -319,7 +321,7 @@ fn uses_ignition(pieces: &[Segment], rules: &Rules) -> bool {
 }
 
 fn moving(sample: &Sample) -> bool {
-    sample.moving.unwrap_or_else(|| sample.speed.is_some_and(|v| v > 3.0))
+    sample.moving.or_else(|| is_moving(None, sample.speed)).unwrap_or(false)
 }
 
 /// The trips and stops of a device's segments (time order; none with a gap inside

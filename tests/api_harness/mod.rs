@@ -1,13 +1,14 @@
-//! An API (and, where a test needs data, a processor) against the real Postgres, Redis
-//! and NATS, isolated per test; and a minimal HTTP/1.1 client.
+//! The API's test harness: an API (and, where a test needs data, a processor) in this
+//! process against the real Postgres, Redis and NATS, isolated per test; and a minimal
+//! HTTP/1.1 client. It lives with the whole-system tests because it runs two roles.
 
 #![allow(dead_code)]
 
-pub use fleetgate_schema::testing::{eventually, unique};
+pub use fleetgate_testkit::{eventually, unique};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fleetgate_gateway::Config;
+use fleetgate_contracts::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -22,11 +23,11 @@ pub struct Api {
 impl Api {
     pub async fn start(tune: impl FnOnce(&mut Config)) -> Api {
         let _ = tracing_subscriber::fmt().with_test_writer().with_ansi(false).with_env_filter("warn").try_init();
-        let (_, url) = fleetgate_schema::testing::isolated_schema(&fleetgate_schema::testing::base_url(), "api")
+        let (_, url) = fleetgate_testkit::isolated_schema(&fleetgate_testkit::base_url(), "api")
             .await
             .expect("postgres reachable");
-        let mut postgres = fleetgate_schema::connect(&url).await.expect("connect");
-        fleetgate_schema::migrate(&mut postgres).await.expect("migrate");
+        let mut postgres = fleetgate_store::connect(&url).await.expect("connect");
+        fleetgate_store::migrate(&mut postgres).await.expect("migrate");
         let mut config = Config::default();
         config.postgres.url = url;
         config.nats.url = std::env::var("FLEETGATE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
@@ -41,7 +42,7 @@ impl Api {
         config.processor.batch_wait_ms = 10;
         tune(&mut config);
         let nats = async_nats::connect(config.nats.url.as_str()).await.expect("nats");
-        fleetgate_gateway::stream::ensure_stream(&async_nats::jetstream::new(nats), &config.nats)
+        fleetgate_contracts::stream::ensure_stream(&async_nats::jetstream::new(nats), &config.nats)
             .await
             .expect("streams");
         let listener = fleetgate_api::bind(&config).await.expect("bind");
@@ -89,7 +90,7 @@ impl Api {
 impl Drop for Api {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        fleetgate_gateway::stream::delete_streams_blocking(&self.config.nats);
+        fleetgate_contracts::stream::delete_streams_blocking(&self.config.nats);
     }
 }
 

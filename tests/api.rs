@@ -1,9 +1,9 @@
 //! The REST API against real Postgres, Redis and NATS (and a real processor where data
 //! must flow): contract 3's fixed subset, tenant isolation, the role matrix, bad input.
 
-mod common;
+mod api_harness;
 
-use common::{Api, eventually};
+use api_harness::{Api, eventually};
 use serde_json::json;
 
 const IMEI: &str = "356307042441013";

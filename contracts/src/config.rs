@@ -234,7 +234,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             bind: IpAddr::from([0, 0, 0, 0]),
-            listeners: Protocol::ALL.iter().map(|p| ListenerConfig::default_for(*p)).collect(),
+            listeners: Protocol::built_in().map(ListenerConfig::default_for).collect(),
             max_connections: 10_000,
             handshake_timeout_s: 30,
             drain_timeout_s: 10,
@@ -249,8 +249,8 @@ impl Default for GatewayConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
-    /// Codec name (`teltonika`, `wialon`).
-    pub protocol: String,
+    /// The protocol, by its name (`teltonika`, `wialon`, ...; an unknown name is an error).
+    pub protocol: Protocol,
     /// TCP port; absent for none.
     #[serde(default)]
     pub tcp_port: Option<u16>,
@@ -267,13 +267,14 @@ fn default_idle_timeout() -> u64 {
 }
 
 impl ListenerConfig {
-    /// The default: both transports on the port Traccar uses.
+    /// The default: the protocol's transports on the port Traccar uses.
     pub fn default_for(protocol: Protocol) -> Self {
         let port = protocol.default_port();
+        let transports = protocol.transports();
         ListenerConfig {
-            protocol: protocol.name().into(),
-            tcp_port: Some(port),
-            udp_port: Some(port),
+            protocol,
+            tcp_port: transports.tcp.then_some(port),
+            udp_port: transports.udp.then_some(port),
             idle_timeout_s: default_idle_timeout(),
         }
     }
@@ -402,12 +403,11 @@ impl Config {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for listener in &self.gateway.listeners {
-            if Protocol::from_name(&listener.protocol).is_none() {
-                let known: Vec<_> = Protocol::ALL.iter().map(|p| p.name()).collect();
+            let (transports, name) = (listener.protocol.transports(), listener.protocol.name());
+            if listener.tcp_port.is_some() && !transports.tcp || listener.udp_port.is_some() && !transports.udp {
                 return Err(ConfigError::Invalid(format!(
-                    "listener protocol {:?} is unknown (known: {})",
-                    listener.protocol,
-                    known.join(", ")
+                    "listener {name}: the protocol has no {} transport",
+                    if transports.tcp { "UDP" } else { "TCP" }
                 )));
             }
         }
@@ -449,8 +449,12 @@ mod tests {
     #[test]
     fn defaults_listen_on_traccar_ports() {
         let config = Config::default();
-        let ports: Vec<_> = config.gateway.listeners.iter().map(|l| (l.protocol.as_str(), l.tcp_port)).collect();
-        assert_eq!(ports, [("teltonika", Some(5027)), ("wialon", Some(5039))]);
+        let listening: Vec<Protocol> = config.gateway.listeners.iter().map(|l| l.protocol).collect();
+        assert_eq!(listening, Protocol::built_in().collect::<Vec<_>>());
+        for listener in &config.gateway.listeners {
+            let port = Some(listener.protocol.default_port());
+            assert!(listener.tcp_port == port || listener.udp_port == port, "{listener:?}");
+        }
         assert_eq!(config.gateway.listeners[0].idle_timeout_s, 600);
         assert!(config.validate().is_ok());
     }
@@ -475,9 +479,8 @@ mod tests {
         assert_eq!(config.gateway.listeners.len(), 1);
         assert_eq!(config.gateway.listeners[0].udp_port, None);
         assert!(toml::from_str::<Config>("[gateway]\nmax_conections = 5").is_err(), "typos are errors");
-        let mut bad = Config::default();
-        bad.gateway.listeners[0].protocol = "nope".into();
-        assert!(bad.validate().is_err());
+        let unknown = toml::from_str::<Config>("[[gateway.listeners]]\nprotocol = \"nope\"\ntcp_port = 1");
+        assert!(unknown.is_err_and(|e| e.to_string().contains("unknown protocol \"nope\" (known: teltonika, wialon")));
         Ok(())
     }
 }

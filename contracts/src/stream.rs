@@ -1,11 +1,13 @@
-//! The JetStream contract between the gateway and the processor: the stream, the
-//! subjects, the message format and the message id that makes a resent frame a
-//! duplicate.
+//! The NATS contract between the roles: the JetStream streams, the subjects, and the
+//! message id that makes a resent frame a duplicate. What each message holds is
+//! [`crate::messages`].
 //!
 //! Subjects (`P` is `nats.subject_prefix`):
 //! - `P.pos.{tenant_id}.{device_id}`: the positions of one frame, one message.
 //! - `P.msg.{tenant_id}.{device_id}`: a non-position message (command response, text).
 //! - `P.status.{tenant_id}.{device_id}`: the device came online or went offline.
+//! - `P.cmd.{tenant_id}.{device_id}` (stream `nats.command_stream`, work queue):
+//!   commands waiting for their device.
 //! - `P.registry` (core NATS, not stored): a device was created, changed or deleted.
 //! - `P.dead.{pos,msg,status}` (stream `{stream}_DEAD`): messages the processor could
 //!   not read, with the reason in the `Fleetgate-Reason` header.
@@ -15,33 +17,53 @@
 //! - `P.jobs.report` (stream `{stream}_JOBS`, work queue): background report jobs' ids.
 //! - `P.live.{tenant_id}.{device_id}` (core NATS): the processor moved a live position.
 //! - `P.event.{tenant_id}.{device_id}` (core NATS): the processor derived an event.
+//! - `P.api.invalidate` (core NATS): an API process changed keys, users or devices.
 //!
 //! Tenant and device come first so consumers can be partitioned by subject filter.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use bytes::Bytes;
-use fleetgate_codecs::position::Batch;
-use serde::Serialize;
-use serde::ser::{SerializeSeq, Serializer};
 
 use crate::config::NatsConfig;
-use crate::registry::DeviceRecord;
+use crate::ids::{DeviceId, TenantId};
 
 /// Subject of a frame's positions.
-pub fn positions_subject(prefix: &str, device: &DeviceRecord) -> String {
-    format!("{prefix}.pos.{}.{}", device.tenant_id, device.device_id)
+pub fn positions_subject(prefix: &str, tenant: TenantId, device: DeviceId) -> String {
+    format!("{prefix}.pos.{tenant}.{device}")
 }
 
 /// Subject of a device message.
-pub fn message_subject(prefix: &str, device: &DeviceRecord) -> String {
-    format!("{prefix}.msg.{}.{}", device.tenant_id, device.device_id)
+pub fn message_subject(prefix: &str, tenant: TenantId, device: DeviceId) -> String {
+    format!("{prefix}.msg.{tenant}.{device}")
 }
 
 /// Subject of connection status changes.
-pub fn status_subject(prefix: &str, device: &DeviceRecord) -> String {
-    format!("{prefix}.status.{}.{}", device.tenant_id, device.device_id)
+pub fn status_subject(prefix: &str, tenant: TenantId, device: DeviceId) -> String {
+    format!("{prefix}.status.{tenant}.{device}")
+}
+
+/// Subject of the commands waiting for one device.
+pub fn command_subject(prefix: &str, tenant: TenantId, device: DeviceId) -> String {
+    format!("{prefix}.cmd.{tenant}.{device}")
+}
+
+/// Subject every gateway watches (core NATS) to wake the connection a command is for.
+pub fn commands_wildcard(prefix: &str) -> String {
+    format!("{prefix}.cmd.>")
+}
+
+/// Subject of cache invalidations between API processes (core NATS).
+pub fn invalidate_subject(prefix: &str) -> String {
+    format!("{prefix}.api.invalidate")
+}
+
+/// The device (tenant, device) a per-device subject (`P.kind.tenant.device`) names.
+pub fn device_of_subject(subject: &str) -> Option<(TenantId, DeviceId)> {
+    let mut tokens = subject.rsplit('.');
+    let device = tokens.next()?.parse().ok()?;
+    let tenant = tokens.next()?.parse().ok()?;
+    Some((tenant, device))
 }
 
 /// Subject of registry change notifications (core NATS).
@@ -80,14 +102,15 @@ pub fn archive_stream(config: &NatsConfig) -> String {
     format!("{}_RAW", config.stream)
 }
 
-/// Subject of live position updates for streaming clients (core NATS).
-pub fn live_subject(prefix: &str, tenant_id: i64, device_id: i64) -> String {
-    format!("{prefix}.live.{tenant_id}.{device_id}")
+/// Subject of live position updates for streaming clients (core NATS); `device` may be
+/// `*` to subscribe to a whole tenant.
+pub fn live_subject(prefix: &str, tenant: TenantId, device: &dyn std::fmt::Display) -> String {
+    format!("{prefix}.live.{tenant}.{device}")
 }
 
-/// Subject of derived events for streaming clients (core NATS).
-pub fn event_subject(prefix: &str, tenant_id: i64, device_id: i64) -> String {
-    format!("{prefix}.event.{tenant_id}.{device_id}")
+/// Subject of derived events for streaming clients (core NATS); `device` may be `*`.
+pub fn event_subject(prefix: &str, tenant: TenantId, device: &dyn std::fmt::Display) -> String {
+    format!("{prefix}.event.{tenant}.{device}")
 }
 
 /// The message id of a frame: the device and a checksum of the frame's bytes. A device
@@ -199,26 +222,16 @@ pub fn delete_streams_blocking(config: &NatsConfig) {
     let _ = cleanup.join();
 }
 
-/// The payload of a positions message: the device's identity once, then contract 1
-/// positions (with `received`).
-pub fn positions_payload(device: &DeviceRecord, batch: &Batch) -> Bytes {
-    struct Positions<'a>(&'a Batch);
-    impl Serialize for Positions<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut seq = s.serialize_seq(Some(self.0.len()))?;
-            for position in self.0.iter() {
-                seq.serialize_element(&position)?;
-            }
-            seq.end()
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_device_subjects_name_their_device() {
+        let subject = positions_subject("fg", TenantId(3), DeviceId(7));
+        assert_eq!(subject, "fg.pos.3.7");
+        assert_eq!(device_of_subject(&subject), Some((TenantId(3), DeviceId(7))));
+        assert_eq!(device_of_subject("fg.registry"), None);
+        assert_eq!(live_subject("fg", TenantId(3), &"*"), "fg.live.3.*");
     }
-    #[derive(Serialize)]
-    struct Message<'a> {
-        tenant_id: i64,
-        device_id: i64,
-        positions: Positions<'a>,
-    }
-    let message = Message { tenant_id: device.tenant_id, device_id: device.device_id, positions: Positions(batch) };
-    // Serializing our own types into memory cannot fail.
-    Bytes::from(serde_json::to_vec(&message).unwrap_or_default())
 }
