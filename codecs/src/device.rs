@@ -79,4 +79,8 @@ pub trait DeviceSide: Send {
     /// Takes one answer from the front of `buffer`; `Ok(None)` until a whole one is
     /// there, `Err` for bytes no server of the protocol would send.
     fn read_answer(&mut self, buffer: &mut BytesMut) -> Result<Option<Answer>, String>;
+
+    /// True when `reply` (one whole answer) tells a device its data or message was
+    /// taken: what a refused frame must never get.
+    fn acknowledges(&self, reply: &[u8]) -> bool;
 }

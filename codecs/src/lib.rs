@@ -10,6 +10,7 @@
 //! CONTRIBUTING.md).
 
 pub mod attrs;
+pub mod conformance;
 pub mod device;
 pub mod hex;
 pub mod position;

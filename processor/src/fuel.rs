@@ -53,9 +53,11 @@ fn stretch_query() -> String {
 
 /// The readings of device `$1` from its last moving reading before `$2` to its first
 /// moving segment with readings after `$3` (or its last position): whole stretches.
+/// `moving` is the stored derived motion (null only when the device sent neither a motion
+/// flag nor a speed).
 fn window_query() -> String {
     format!(
-        "SELECT p.fix_time, {FUEL}, coalesce(p.moving, p.speed > 3, false),
+        "SELECT p.fix_time, {FUEL}, coalesce(p.moving, false),
                 CASE WHEN p.valid THEN p.lat END, CASE WHEN p.valid THEN p.lon END
          FROM positions p
          WHERE p.device_id = $1 AND {FUEL} IS NOT NULL

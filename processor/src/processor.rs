@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use crate::archive;
 use crate::geofence::Fences;
 use fleetgate_rules::events::Thresholds;
+use fleetgate_rules::track;
 use fleetgate_store::partitions::Partitions;
 use fleetgate_store::rows::{POSITION_COLUMNS, Timestamp, position_identity, write_position};
 
@@ -659,9 +660,9 @@ pub async fn rebuild_live(
             &format!(
                 "SELECT {POSITION_COLUMNS}, d.identifier, d.protocol
                  FROM positions p JOIN devices d ON d.id = p.device_id
-                 WHERE p.device_id = $1 AND p.valid AND p.lat BETWEEN -90 AND 90 AND p.lon BETWEEN -180 AND 180
-                   AND NOT (p.lat = 0 AND p.lon = 0) AND p.fix_time <= now() + make_interval(secs => $2)
-                 ORDER BY p.fix_time DESC LIMIT 1"
+                 WHERE p.device_id = $1 AND p.valid AND {} AND p.fix_time <= now() + make_interval(secs => $2)
+                 ORDER BY p.fix_time DESC LIMIT 1",
+                track::possible_sql("p")
             ),
             &[&device_id, &tolerance],
         )

@@ -127,3 +127,21 @@ pub const EVENT_JSON: &str = "json_build_object('device_id', device_id, 'time', 
 /// A connection status event as JSON for the live stream (it has no place or details).
 pub const STATUS_EVENT_JSON: &str =
     "json_build_object('device_id', device_id, 'time', rfc3339(time), 'kind', kind)::text";
+
+#[cfg(test)]
+mod tests {
+    use fleetgate_rules::track;
+
+    /// The SQL form of "possible coordinates" agrees with the rule's.
+    #[tokio::test]
+    async fn possible_coordinates_in_sql_agree_with_the_rule() {
+        let client = crate::connect(&fleetgate_testkit::base_url()).await.expect("postgres reachable");
+        let cases = [(54.7, 25.3), (0.0, 0.0), (90.0, 180.0), (-90.0, -180.0), (90.1, 0.0), (0.0, -180.5), (0.0, 1.0)];
+        for (lat, lon) in cases {
+            let sql =
+                format!("SELECT {} FROM (SELECT $1::float8 AS lat, $2::float8 AS lon) p", track::possible_sql("p"));
+            let possible: bool = client.query_one(&sql, &[&lat, &lon]).await.expect("query").get(0);
+            assert_eq!(possible, track::possible((lat, lon)), "{lat}, {lon}");
+        }
+    }
+}

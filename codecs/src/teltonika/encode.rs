@@ -204,6 +204,15 @@ impl DeviceSide for Device {
         }
     }
 
+    fn acknowledges(&self, reply: &[u8]) -> bool {
+        match reply {
+            // A record count (TCP), or a UDP ack that echoes the packet ids and counts.
+            [_, _, _, _] => reply.iter().any(|&b| b != 0),
+            [0x00, 0x05, _, _, 0x01, _, count] => *count > 0,
+            _ => false,
+        }
+    }
+
     fn read_answer(&mut self, buffer: &mut BytesMut) -> Result<Option<Answer>, String> {
         if !self.logged_in {
             let Some(&answer) = buffer.first() else { return Ok(None) };

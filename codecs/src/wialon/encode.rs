@@ -225,6 +225,18 @@ impl DeviceSide for Device {
         1000
     }
 
+    fn acknowledges(&self, reply: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(reply);
+        let Some((kind, code)) = text.trim_end().strip_prefix('#').and_then(|rest| rest.split_once('#')) else {
+            return false;
+        };
+        match kind {
+            "AL" | "AP" => false,
+            "AB" => code.parse::<u32>().is_ok_and(|n| n > 0),
+            _ => code == "1",
+        }
+    }
+
     fn read_answer(&mut self, buffer: &mut BytesMut) -> Result<Option<Answer>, String> {
         let Some(end) = buffer.iter().position(|&b| b == b'\n') else { return Ok(None) };
         let line = buffer.split_to(end + 1);
