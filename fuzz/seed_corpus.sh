@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Seeds fuzz/corpus/<protocol>/ from the fixtures: every TCP capture as bytes, behind
-# the one byte the targets use to choose the chunk size.
+# Seeds fuzz/corpus/<protocol>/ from the fixtures of every protocol (each folder under
+# fixtures/ is one): every TCP capture as bytes, behind the one byte the targets use to
+# choose the chunk size. The target `protocol` fuzzes one of them at a time
+# (FLEETGATE_FUZZ_PROTOCOL=<name>).
 set -euo pipefail
 cd "$(dirname "$0")"
-for protocol in teltonika wialon; do
+for dir in ../fixtures/*/; do
+  protocol=$(basename "$dir")
   mkdir -p "corpus/$protocol"
-  for fixture in ../fixtures/$protocol/*; do
+  for fixture in "$dir"*; do
     name=$(basename "$fixture")
     case "$name" in
       *.udp.hex | *.udp.txt | *.expect | *.json) ;;
       *.hex) { printf '\x07'; tr -d ' \n\r\t' < "$fixture" | xxd -r -p; } > "corpus/$protocol/${name%.hex}" ;;
-      *.txt) { printf '\x07'; cat "$fixture"; } > "corpus/$protocol/${name%.txt}" ;;
+      *.txt | *.bin) { printf '\x07'; cat "$fixture"; } > "corpus/$protocol/${name%.*}" ;;
     esac
   done
 done

@@ -143,6 +143,14 @@ pub struct SessionOptions {
     pub max_binary_len: usize,
 }
 
+impl SessionOptions {
+    /// The most a session may keep buffered under these limits (every limit's frame and
+    /// its envelope): a bound for tests and fuzzing, not a limit of its own.
+    pub fn max_buffered(&self) -> usize {
+        self.max_avl_len as usize + self.max_gprs_len as usize + self.max_line_len + self.max_binary_len + 64
+    }
+}
+
 impl Default for SessionOptions {
     fn default() -> Self {
         SessionOptions {

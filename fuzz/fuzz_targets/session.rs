@@ -13,7 +13,7 @@ pub fn fuzz_session(protocol: Protocol, input: &[u8]) {
     for allow_anonymous in [false, true] {
         // Small limits so the fuzzer reaches them.
         let options = SessionOptions { allow_anonymous, max_line_len: 512, max_binary_len: 512, ..SessionOptions::default() };
-        let bound = options.max_gprs_len as usize + options.max_line_len + options.max_binary_len + 12;
+        let bound = options.max_buffered();
         let mut session = protocol.session(options);
         let mut buffer = BytesMut::new();
         let chunk = usize::from(split_seed % 32) + 1;

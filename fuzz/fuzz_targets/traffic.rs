@@ -12,7 +12,7 @@ libfuzzer_sys::fuzz_target!(|input: &[u8]| {
     let Ok(export) = read_export(input) else { return };
     for connection in &export.connections {
         assert!(connection.frames.windows(2).all(|w| (w[0].time, w[0].id) <= (w[1].time, w[1].id)), "in order");
-        for protocol in Protocol::ALL {
+        for protocol in Protocol::all() {
             let options = SessionOptions { allow_anonymous: true, ..SessionOptions::default() };
             let mut session = protocol.session(options);
             let mut buffer = BytesMut::new();

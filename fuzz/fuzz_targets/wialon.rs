@@ -1,7 +1,0 @@
-//! Fuzzes the Wialon IPS line framer, packet decoder and session state machine.
-
-#![no_main]
-
-mod session;
-
-libfuzzer_sys::fuzz_target!(|input: &[u8]| session::fuzz_session(fleetgate_codecs::Protocol::Wialon, input));
