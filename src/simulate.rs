@@ -802,7 +802,7 @@ mod tests {
 
     #[test]
     fn every_protocol_refuses_what_its_device_side_corrupts() {
-        use bytes::BytesMut;
+        use fleetgate_codecs::transcript::feed;
         use fleetgate_codecs::{Event, SessionOptions};
         let report = Report {
             time_ms: 1_700_000_000_000,
@@ -824,11 +824,8 @@ mod tests {
             side.corrupt(&mut frames);
             bytes.extend(frames);
             let mut session = protocol.session(SessionOptions::default());
-            let mut buffer = BytesMut::from(&bytes[..]);
             let mut events = Vec::new();
-            while let Ok(Some(event)) = session.decode(&mut buffer) {
-                events.push(event);
-            }
+            let _ = feed(session.as_mut(), &bytes, bytes.len(), |event| events.push(event));
             assert!(events.iter().any(|e| matches!(e, Event::Refused { .. })), "{protocol}: {events:?}");
             assert!(!events.iter().any(|e| matches!(e, Event::Positions { .. })), "{protocol}: {events:?}");
         }

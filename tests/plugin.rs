@@ -16,7 +16,6 @@ use fleetgate_codecs::device::{Answer, DeviceSide, Report};
 use fleetgate_codecs::protocol::{DatagramError, Event, Fatal, Session, SessionOptions};
 use fleetgate_codecs::registry::{Passwords, ProtocolSpec, Transports, any_identifier};
 use fleetgate_codecs::{Batch, Fix, Protocol, UtcMillis};
-use fleetgate_contracts::Config;
 use fleetgate_contracts::config::ListenerConfig;
 use fleetgate_testkit::{eventually, unique};
 use tokio_util::sync::CancellationToken;
@@ -191,10 +190,7 @@ fn a_registered_protocol_passes_the_conformance_kit_and_decodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registered_protocol_runs_through_gateway_processor_and_simulator() {
     let protocol = protocol();
-    let (_, url) =
-        fleetgate_testkit::isolated_schema(&fleetgate_testkit::base_url(), "plugin").await.expect("postgres");
-    let mut postgres = fleetgate_store::connect(&url).await.expect("connect");
-    fleetgate_store::migrate(&mut postgres).await.expect("migrate");
+    let (mut config, postgres) = fleetgate_testkit::isolated_config("plugin", None).await;
     let tenant: i64 =
         postgres.query_one("INSERT INTO tenants (name) VALUES ('t') RETURNING id", &[]).await.expect("tenant").get(0);
     let identifiers = ["4711", "4712", "4713"];
@@ -207,17 +203,7 @@ async fn a_registered_protocol_runs_through_gateway_processor_and_simulator() {
             .await
             .expect("device");
     }
-    let mut config = Config::default();
-    config.postgres.url = url;
-    config.nats.url = std::env::var("FLEETGATE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    config.nats.stream = unique("PLUGIN").to_uppercase();
-    config.nats.command_stream = format!("{}_CMD", config.nats.stream);
-    config.nats.subject_prefix = unique("plugin");
-    config.nats.archive_max_bytes = 16 << 20;
-    config.redis.key_prefix = unique("plugin");
     config.gateway.bind = [127, 0, 0, 1].into();
-    config.gateway.metrics_addr = String::new();
-    config.processor.metrics_addr = String::new();
     config.processor.batch_wait_ms = 10;
     config.gateway.listeners = vec![ListenerConfig { protocol, tcp_port: Some(0), udp_port: None, idle_timeout_s: 60 }];
     let listeners = fleetgate_gateway::bind(&config).await.expect("bind");

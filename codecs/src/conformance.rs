@@ -22,7 +22,7 @@ use serde_json::Value;
 use crate::device::{Answer, DeviceSide, Report};
 use crate::protocol::{Event, SessionOptions};
 use crate::registry::Protocol;
-use crate::transcript::{STREAM_ENDED, Transcript, run_datagrams, run_stream, run_stream_in_chunks};
+use crate::transcript::{STREAM_ENDED, Transcript, feed, run_datagrams, run_stream, run_stream_in_chunks};
 
 /// The options of `fleetgate decode`, so an `.expect` file is exactly its output.
 pub fn decode_options() -> SessionOptions {
@@ -297,22 +297,12 @@ pub fn report_of(seed: u64) -> Report {
 /// What a device side's session sees: the events of `bytes` fed in `chunk`-byte pieces.
 fn decode_all(protocol: Protocol, bytes: &[u8], chunk: usize) -> Result<Vec<Event>, String> {
     let mut session = protocol.session(SessionOptions::default());
-    let mut buffer = BytesMut::new();
     let mut events = Vec::new();
-    for piece in bytes.chunks(chunk.max(1)) {
-        buffer.extend_from_slice(piece);
-        loop {
-            match session.decode(&mut buffer) {
-                Ok(Some(event)) => events.push(event),
-                Ok(None) => break,
-                Err(fatal) => return Err(format!("fatal: {fatal}")),
-            }
-        }
+    match feed(session.as_mut(), bytes, chunk, |event| events.push(event)) {
+        Ok(0) => Ok(events),
+        Ok(left) => Err(format!("{left} bytes left undecoded")),
+        Err(fatal) => Err(format!("fatal: {fatal}")),
     }
-    if !buffer.is_empty() {
-        return Err(format!("{} bytes left undecoded", buffer.len()));
-    }
-    Ok(events)
 }
 
 /// The replies of `events` as the device reads them.

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::json;
 
 use crate::hex::HexDisplay;
-use crate::protocol::{Event, SessionOptions};
+use crate::protocol::{Event, Fatal, Session, SessionOptions};
 use crate::registry::Protocol;
 
 /// The outcome of running a capture.
@@ -95,34 +95,44 @@ pub fn run_stream(protocol: Protocol, input: &[u8], options: SessionOptions) -> 
     run_stream_in_chunks(protocol, input, input.len().max(1), options)
 }
 
+/// Feeds `input` to `session` `chunk` bytes at a time, as a connection receives it, and
+/// hands each event to `on_event`; returns how many bytes were left undecoded (a frame
+/// the input ends inside), or the error that broke the stream.
+pub fn feed(
+    session: &mut dyn Session,
+    input: &[u8],
+    chunk: usize,
+    mut on_event: impl FnMut(Event),
+) -> Result<usize, Fatal> {
+    let mut buffer = BytesMut::new();
+    for piece in input.chunks(chunk.max(1)) {
+        buffer.extend_from_slice(piece);
+        while let Some(event) = session.decode(&mut buffer)? {
+            on_event(event);
+        }
+    }
+    Ok(buffer.len())
+}
+
 /// Runs a TCP capture arriving `chunk` bytes at a time; the transcript must not depend
 /// on how the network split the stream.
 pub fn run_stream_in_chunks(protocol: Protocol, input: &[u8], chunk: usize, options: SessionOptions) -> Transcript {
     let mut session = protocol.session(options);
-    let mut buffer = BytesMut::new();
     let mut lines = Vec::new();
-    for piece in input.chunks(chunk.max(1)) {
-        buffer.extend_from_slice(piece);
-        loop {
-            match session.decode(&mut buffer) {
-                Ok(Some(event)) => render_event(&event, protocol.is_text(), &mut lines),
-                Ok(None) => break,
-                Err(fatal) => {
-                    lines.push(error_line(fatal.offset, &fatal.error));
-                    return Transcript { lines, completed: false };
-                }
-            }
+    let fed = feed(session.as_mut(), input, chunk, |event| render_event(&event, protocol.is_text(), &mut lines));
+    match fed {
+        Err(fatal) => {
+            lines.push(error_line(fatal.offset, &fatal.error));
+            Transcript { lines, completed: false }
+        }
+        Ok(0) => Transcript { lines, completed: true },
+        Ok(left) => {
+            let offset = session.offset();
+            let error = format!("{STREAM_ENDED}: {left} bytes at offset {offset} never completed one");
+            lines.push(error_line(offset, &error));
+            Transcript { lines, completed: false }
         }
     }
-    if !buffer.is_empty() {
-        let offset = session.offset();
-        lines.push(error_line(
-            offset,
-            &format!("{STREAM_ENDED}: {} bytes at offset {offset} never completed one", buffer.len()),
-        ));
-        return Transcript { lines, completed: false };
-    }
-    Transcript { lines, completed: true }
 }
 
 /// The start of the error reported when the capture ends inside a frame.

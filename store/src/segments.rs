@@ -33,17 +33,49 @@ pub const SAMPLE_COLUMNS: &str = concat!(
     fuel_reading!()
 );
 
+/// Reads a row's columns one after another, from a given one.
+struct Columns<'a> {
+    row: &'a Row,
+    next: usize,
+}
+
+impl<'a> Columns<'a> {
+    fn at(row: &'a Row, first: usize) -> Self {
+        Columns { row, next: first }
+    }
+
+    fn get<T: tokio_postgres::types::FromSql<'a>>(&mut self) -> T {
+        self.next += 1;
+        self.row.get(self.next - 1)
+    }
+
+    fn time(&mut self) -> UtcMillis {
+        self.get::<Timestamp>().0
+    }
+
+    /// Two columns, latitude and longitude, as a point when both are there.
+    fn point(&mut self) -> Option<(f64, f64)> {
+        let lat: Option<f64> = self.get();
+        lat.zip(self.get::<Option<f64>>())
+    }
+
+    fn count(&mut self) -> u32 {
+        self.get::<i32>() as u32
+    }
+}
+
 /// A row selected with [`SAMPLE_COLUMNS`] starting at column `at`.
 pub fn sample_of(row: &Row, at: usize) -> Sample {
+    let mut c = Columns::at(row, at);
     Sample {
-        time: row.get::<_, Timestamp>(at).0,
-        fix: row.get::<_, Option<f64>>(at + 1).zip(row.get::<_, Option<f64>>(at + 2)),
-        speed: row.get(at + 3),
-        ignition: row.get(at + 4),
-        moving: row.get(at + 5),
-        distance_m: row.get(at + 6),
-        odometer: row.get(at + 7),
-        fuel: row.get(at + 8),
+        time: c.time(),
+        fix: c.point(),
+        speed: c.get(),
+        ignition: c.get(),
+        moving: c.get(),
+        distance_m: c.get(),
+        odometer: c.get(),
+        fuel: c.get(),
     }
 }
 
@@ -54,26 +86,26 @@ pub const SEGMENT_COLUMNS: &str = "start_time, end_time, samples, ignition, movi
 
 /// A row selected with [`SEGMENT_COLUMNS`] starting at column `at`.
 pub fn segment_of(row: &Row, at: usize) -> Segment {
-    let point = |i: usize| row.get::<_, Option<f64>>(at + i).zip(row.get::<_, Option<f64>>(at + i + 1));
+    let mut c = Columns::at(row, at);
     Segment {
-        start: row.get::<_, Timestamp>(at).0,
-        end: row.get::<_, Timestamp>(at + 1).0,
-        samples: row.get::<_, i32>(at + 2) as u32,
-        ignition: row.get(at + 3),
-        moving: row.get(at + 4),
-        first_fix: point(5),
-        last_fix: point(7),
-        distance_m: row.get(at + 9),
-        first_distance_m: row.get(at + 10),
-        max_speed: row.get(at + 11),
-        max_gap_ms: row.get(at + 12),
-        first_odometer: row.get(at + 13),
-        last_odometer: row.get(at + 14),
-        odometer_rising: row.get(at + 15),
-        first_fuel: row.get(at + 16),
-        last_fuel: row.get(at + 17),
-        fuel_readings: row.get::<_, i32>(at + 18) as u32,
-        fuel_falls: row.get(at + 19),
+        start: c.time(),
+        end: c.time(),
+        samples: c.count(),
+        ignition: c.get(),
+        moving: c.get(),
+        first_fix: c.point(),
+        last_fix: c.point(),
+        distance_m: c.get(),
+        first_distance_m: c.get(),
+        max_speed: c.get(),
+        max_gap_ms: c.get(),
+        first_odometer: c.get(),
+        last_odometer: c.get(),
+        odometer_rising: c.get(),
+        first_fuel: c.get(),
+        last_fuel: c.get(),
+        fuel_readings: c.count(),
+        fuel_falls: c.get(),
     }
 }
 

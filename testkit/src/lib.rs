@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use fleetgate_contracts::Config;
 use fleetgate_store::{SchemaError, connect};
 
 /// `label` made unique to this process and moment, for the names a test gives its
@@ -52,6 +53,43 @@ pub async fn isolated_schema(base_url: &str, label: &str) -> Result<(String, Str
 /// The shared test server, from `FLEETGATE_TEST_POSTGRES` or the local default.
 pub fn base_url() -> String {
     std::env::var("FLEETGATE_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// The shared NATS server, from `FLEETGATE_TEST_NATS` or the local default.
+pub fn nats_url() -> String {
+    std::env::var("FLEETGATE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// The shared Redis server, from `FLEETGATE_TEST_REDIS` or the local default.
+pub fn redis_url() -> String {
+    std::env::var("FLEETGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A configuration of one test's own on the shared servers (or on `postgres_url`, a
+/// private server): a migrated Postgres schema, and stream, subject prefix and Redis key
+/// prefix names (with `label` in them) no other test uses; the archive capped small (a
+/// stream's cap is reserved on the server), metrics endpoints off, the API on a free
+/// port. Returns it with a connection to the schema.
+pub async fn isolated_config(label: &str, postgres_url: Option<String>) -> (Config, tokio_postgres::Client) {
+    let url = match postgres_url {
+        Some(url) => url,
+        None => isolated_schema(&base_url(), &label.to_lowercase()).await.expect("postgres reachable").1,
+    };
+    let mut postgres = connect(&url).await.expect("connect to postgres");
+    fleetgate_store::migrate(&mut postgres).await.expect("migrate");
+    let mut config = Config::default();
+    config.postgres.url = url;
+    config.nats.url = nats_url();
+    config.nats.stream = unique(&label.to_uppercase());
+    config.nats.command_stream = format!("{}_CMD", config.nats.stream);
+    config.nats.subject_prefix = unique(&label.to_lowercase());
+    config.nats.archive_max_bytes = 16 << 20;
+    config.redis.url = redis_url();
+    config.redis.key_prefix = unique(&label.to_lowercase());
+    config.gateway.metrics_addr = String::new();
+    config.processor.metrics_addr = String::new();
+    config.api.bind = "127.0.0.1:0".into();
+    (config, postgres)
 }
 
 /// Runs a command as the `postgres` user when we are root (Postgres refuses root).

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-pub use fleetgate_testkit::{eventually, unique};
+pub use fleetgate_testkit::eventually;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -23,22 +23,7 @@ pub struct Api {
 impl Api {
     pub async fn start(tune: impl FnOnce(&mut Config)) -> Api {
         let _ = tracing_subscriber::fmt().with_test_writer().with_ansi(false).with_env_filter("warn").try_init();
-        let (_, url) = fleetgate_testkit::isolated_schema(&fleetgate_testkit::base_url(), "api")
-            .await
-            .expect("postgres reachable");
-        let mut postgres = fleetgate_store::connect(&url).await.expect("connect");
-        fleetgate_store::migrate(&mut postgres).await.expect("migrate");
-        let mut config = Config::default();
-        config.postgres.url = url;
-        config.nats.url = std::env::var("FLEETGATE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-        config.nats.stream = unique("API");
-        config.nats.command_stream = format!("{}_CMD", config.nats.stream);
-        config.nats.subject_prefix = unique("api");
-        config.nats.archive_max_bytes = 16 << 20;
-        config.redis.url = std::env::var("FLEETGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        config.redis.key_prefix = unique("api");
-        config.api.bind = "127.0.0.1:0".into();
-        config.processor.metrics_addr = String::new();
+        let (mut config, postgres) = fleetgate_testkit::isolated_config("api", None).await;
         config.processor.batch_wait_ms = 10;
         tune(&mut config);
         let nats = async_nats::connect(config.nats.url.as_str()).await.expect("nats");

@@ -4,7 +4,6 @@
 
 #![allow(dead_code)]
 
-pub use fleetgate_testkit::unique;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -38,10 +37,8 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(nats_url: &str, tune: impl FnOnce(&mut Config)) -> Harness {
-        let (schema, url) =
-            fleetgate_testkit::isolated_schema(&fleetgate_testkit::base_url(), "gw").await.expect("postgres reachable");
-        let mut postgres = fleetgate_store::connect(&url).await.expect("connect");
-        fleetgate_store::migrate(&mut postgres).await.expect("migrate");
+        let (mut config, postgres) = fleetgate_testkit::isolated_config("fgt", None).await;
+        config.nats.url = nats_url.to_owned();
         let tenant_id: i64 = postgres
             .query_one("INSERT INTO tenants (name) VALUES ('test') RETURNING id", &[])
             .await
@@ -56,14 +53,8 @@ impl Harness {
                 .await
                 .expect("device");
         }
-        let mut config = Config::default();
-        config.postgres.url = url;
-        config.nats.url = nats_url.to_owned();
-        config.nats.stream = unique("FGT").to_uppercase();
-        config.nats.subject_prefix = unique("fgt");
-        config.nats.command_stream = format!("{}_CMD", config.nats.stream);
+        let schema: String = postgres.query_one("SELECT current_schema()", &[]).await.expect("schema").get(0);
         config.nats.publish_timeout_s = 2;
-        config.nats.archive_max_bytes = 16 << 20;
         config.gateway.handshake_timeout_s = 2;
         config.gateway.drain_timeout_s = 5;
         tune(&mut config);

@@ -15,13 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 pub const IMEI: &str = "356307042441013";
 
-pub fn nats_url() -> String {
-    std::env::var("FLEETGATE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
-pub fn redis_url() -> String {
-    std::env::var("FLEETGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
+#[allow(unused_imports)]
+pub use fleetgate_testkit::{nats_url, redis_url};
 
 /// Creates the tenant and device rows; returns their ids.
 pub async fn seed(postgres: &tokio_postgres::Client, speed_limit: Option<f32>) -> (i64, i64) {
@@ -58,28 +53,9 @@ impl Harness {
     /// A processor on an isolated schema of the shared Postgres (or `postgres_url`).
     pub async fn start(postgres_url: Option<String>, redis_url: String, speed_limit: Option<f32>) -> Harness {
         let _ = tracing_subscriber::fmt().with_test_writer().with_ansi(false).with_env_filter("info").try_init();
-        let url = match postgres_url {
-            Some(url) => url,
-            None => {
-                fleetgate_testkit::isolated_schema(&fleetgate_testkit::base_url(), "proc")
-                    .await
-                    .expect("postgres reachable")
-                    .1
-            }
-        };
-        let mut postgres = fleetgate_store::connect(&url).await.expect("connect");
-        fleetgate_store::migrate(&mut postgres).await.expect("migrate");
+        let (mut config, postgres) = fleetgate_testkit::isolated_config("proc", postgres_url).await;
         let (tenant_id, device_id) = seed(&postgres, speed_limit).await;
-        let mut config = Config::default();
-        config.postgres.url = url;
-        config.nats.url = nats_url();
-        config.nats.stream = unique("PROC");
-        config.nats.subject_prefix = unique("proc");
-        config.nats.command_stream = format!("{}_CMD", config.nats.stream);
-        config.nats.archive_max_bytes = 16 << 20;
         config.redis.url = redis_url;
-        config.redis.key_prefix = unique("proc");
-        config.processor.metrics_addr = String::new();
         config.processor.batch_wait_ms = 20;
         config.processor.ack_wait_s = 5;
         let nats = async_nats::connect(config.nats.url.as_str()).await.expect("nats");
