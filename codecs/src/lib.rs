@@ -13,6 +13,7 @@ pub mod attrs;
 pub mod conformance;
 pub mod device;
 pub mod hex;
+pub mod kit;
 pub mod position;
 pub mod protocol;
 pub mod registry;

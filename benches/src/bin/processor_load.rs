@@ -2,14 +2,15 @@
 //! isolated schema, stream and key prefix of its own (dropped afterwards).
 //!
 //! ```text
-//! processor_load throughput --positions 300000 [--devices 1000] [--per-message 5] [--workers 2] [--parked]
+//! processor_load throughput --positions 300000 [--devices 1000] [--per-message 5] [--workers 2] [--parked] [--late]
 //! processor_load ratios --rows 20000
 //! processor_load freshness --rate 20000 --seconds 30 [--devices 1000]
 //! ```
 //! - `throughput`: publishes every message first, then starts the processor and times
 //!   how long it takes to drain the stream into Postgres and Redis. With `--parked` the
 //!   vehicles stand still with the engine off and a fuel level (what fuel drain checks
-//!   read), instead of driving.
+//!   read), instead of driving. With `--late` every device's messages come newest first,
+//!   so all but its first are late data (the path that derives stored windows again).
 //! - `ratios`: the same kind of rows written row by row with INSERT (one statement and
 //!   transaction each) and with one raw binary COPY, for comparison with `throughput`.
 //! - `freshness`: publishes at a steady rate while the processor runs and times each
@@ -42,6 +43,7 @@ struct Args {
     rate: f64,
     seconds: u64,
     parked: bool,
+    late: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -57,10 +59,15 @@ fn parse_args() -> Result<Args, String> {
         rate: 20_000.0,
         seconds: 30,
         parked: false,
+        late: false,
     };
     while let Some(flag) = it.next() {
         if flag == "--parked" {
             args.parked = true;
+            continue;
+        }
+        if flag == "--late" {
+            args.late = true;
             continue;
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -166,12 +173,15 @@ async fn throughput(args: &Args) -> Result<serde_json::Value, Error> {
     let js = jetstream::new(nats);
     fleetgate_contracts::stream::ensure_stream(&js, &setup.config.nats).await?;
     let messages = args.positions / args.per_message as u64;
+    let rounds = messages.div_ceil(args.devices as u64);
     let base = UtcMillis(now().0 - 86_400_000);
     let publish_started = Instant::now();
     let mut pending = Vec::with_capacity(2000);
     for m in 0..messages {
         let device = setup.first_device + (m as i64 % args.devices);
-        let round = m / args.devices as u64;
+        // Late data: each device's messages newest first, so every one after the first
+        // lands before rows already stored.
+        let round = if args.late { rounds - 1 - m / args.devices as u64 } else { m / args.devices as u64 };
         let positions: Vec<String> = (0..args.per_message as u64)
             .map(|k| {
                 let step = round * args.per_message as u64 + k;
@@ -218,6 +228,7 @@ async fn throughput(args: &Args) -> Result<serde_json::Value, Error> {
         "stored": stored,
         "messages": messages,
         "per_message": args.per_message,
+        "late": args.late,
         "devices": args.devices,
         "workers": args.workers,
         "publish_seconds": published_in.as_secs_f64(),

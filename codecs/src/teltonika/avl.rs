@@ -1,12 +1,15 @@
 //! AVL data: the records of codecs 8, 8 Extended, 16 and the older GH3000 codec 7,
-//! decoded into a [`Batch`]. Framing (preamble, length, CRC) is done before this runs.
+//! decoded into a [`Batch`] with the kit's nom parsers. Framing (preamble, length, CRC)
+//! is done before this runs.
 
+use nom::Parser;
+use nom::combinator::cond;
+
+use super::io_map::{map_gh3000_io, map_io};
 use crate::attrs::Attr;
+use crate::kit::{self, Parsed, Reason, be_i16, be_i32, be_u8, be_u16, be_u32, be_u64, be_uint, offset, take};
 use crate::position::{AttrValue, Batch, Fix, IoKey, IoValue, Span};
 use crate::time::{MAX_TIME_MS, UtcMillis};
-
-use super::cursor::{Cursor, Short};
-use super::io_map::{map_gh3000_io, map_io};
 
 /// Codec ids of AVL data packets.
 pub const CODEC_7: u8 = 0x07;
@@ -25,16 +28,21 @@ pub(crate) struct AvlError {
 }
 
 impl AvlError {
-    fn short(record: usize, n_records: u8, short: Short) -> Self {
-        AvlError {
-            at: short.at,
-            message: format!(
-                "record {} of {n_records} runs past the end of the data (needed {} more bytes at offset {})",
-                record + 1,
-                short.wanted,
-                short.at
+    /// The error of a kit parser that failed inside `data`, in record `record` of
+    /// `n_records`.
+    fn of(data: &[u8], record: usize, n_records: u8, error: kit::Error<'_>) -> Self {
+        let at = offset(data, error.rest);
+        let message = match error.reason {
+            Reason::Short { wanted } => format!(
+                "record {} of {n_records} runs past the end of the data (needed {wanted} more bytes at offset {at})",
+                record + 1
             ),
-        }
+            Reason::Invalid(message) => message,
+            Reason::Nom(_) | Reason::Checksum { .. } => {
+                format!("record {} of {n_records} does not read at offset {at}", record + 1)
+            }
+        };
+        AvlError { at, message }
     }
 }
 
@@ -76,10 +84,8 @@ fn min_record_len(codec: u8) -> usize {
 /// count) into `batch` and returns the number of records.
 pub(crate) fn decode_avl(frame: &[u8], start: usize, end: usize, batch: &mut Batch) -> Result<u8, AvlError> {
     let data = &frame[..end];
-    let mut header = Cursor::new(data, start);
-    let (codec, n_records) = match (header.u8(), header.u8()) {
-        (Ok(codec), Ok(n)) => (codec, n),
-        _ => return Err(AvlError { at: start, message: "AVL data shorter than its header".into() }),
+    let Ok((records, (codec, n_records))) = (be_u8, be_u8).parse_complete(&data[start..]) else {
+        return Err(AvlError { at: start, message: "AVL data shorter than its header".into() });
     };
     if n_records == 0 {
         return Err(AvlError { at: start + 1, message: "record count is 0".into() });
@@ -105,9 +111,8 @@ pub(crate) fn decode_avl(frame: &[u8], start: usize, end: usize, batch: &mut Bat
     batch.reserve(usize::from(n_records), body / 2 + 3 * usize::from(n_records));
     let mark = batch.mark();
     if codec == CODEC_7 {
-        let mut cursor = Cursor::new(data, start + 2);
         let result =
-            decode_gh3000_records(&mut cursor, n_records, batch).and_then(|()| trailer(&cursor, data, n_records));
+            decode_gh3000_records(data, records, n_records, batch).and_then(|rest| trailer(data, rest, n_records));
         if result.is_err() {
             batch.rollback(mark);
         }
@@ -115,9 +120,8 @@ pub(crate) fn decode_avl(frame: &[u8], start: usize, end: usize, batch: &mut Bat
     }
     let mut first_error = None;
     for layout in layouts {
-        let mut cursor = Cursor::new(data, start + 2);
         let result =
-            decode_records(&mut cursor, *layout, n_records, batch).and_then(|()| trailer(&cursor, data, n_records));
+            decode_records(data, records, *layout, n_records, batch).and_then(|rest| trailer(data, rest, n_records));
         match result {
             Ok(()) => return Ok(n_records),
             Err(error) => {
@@ -130,70 +134,64 @@ pub(crate) fn decode_avl(frame: &[u8], start: usize, end: usize, batch: &mut Bat
 }
 
 /// The records must end exactly at the trailing count, and the count must repeat.
-fn trailer(cursor: &Cursor<'_>, data: &[u8], n_records: u8) -> Result<(), AvlError> {
-    let at = cursor.pos();
-    match cursor.remaining() {
-        1 if data[at] == n_records => Ok(()),
-        1 => Err(AvlError {
+fn trailer(data: &[u8], rest: &[u8], n_records: u8) -> Result<(), AvlError> {
+    let at = offset(data, rest);
+    match rest {
+        [count] if *count == n_records => Ok(()),
+        [count] => Err(AvlError {
             at,
-            message: format!("record count mismatch: header says {n_records}, trailer says {}", data[at]),
+            message: format!("record count mismatch: header says {n_records}, trailer says {count}"),
         }),
-        0 => Err(AvlError { at, message: "records run into the trailing record count".into() }),
-        n => Err(AvlError { at, message: format!("{} unexpected bytes after record {n_records}", n - 1) }),
+        [] => Err(AvlError { at, message: "records run into the trailing record count".into() }),
+        _ => Err(AvlError { at, message: format!("{} unexpected bytes after record {n_records}", rest.len() - 1) }),
     }
 }
 
+/// A count or id of 1 byte, or 2 when `wide`.
 #[inline(always)]
-fn read_count(cursor: &mut Cursor<'_>, wide: bool) -> Result<u16, Short> {
-    if wide { cursor.u16() } else { cursor.u8().map(u16::from) }
+fn count(wide: bool) -> impl Fn(&[u8]) -> Parsed<'_, u16> {
+    move |input: &[u8]| if wide { be_u16(input) } else { be_u8.map(u16::from).parse_complete(input) }
 }
 
-fn check_time(time_ms: u64, at: usize) -> Result<UtcMillis, AvlError> {
-    if time_ms > MAX_TIME_MS as u64 {
-        return Err(AvlError { at, message: format!("timestamp {time_ms} ms is beyond year 9999") });
-    }
-    Ok(UtcMillis(time_ms as i64))
-}
-
-fn decode_records(cursor: &mut Cursor<'_>, layout: Layout, n_records: u8, batch: &mut Batch) -> Result<(), AvlError> {
-    for record in 0..usize::from(n_records) {
-        decode_record(cursor, layout, batch).map_err(|e| match e {
-            RecordError::Short(short) => AvlError::short(record, n_records, short),
-            RecordError::Invalid(error) => error,
-        })?;
-    }
-    Ok(())
-}
-
-enum RecordError {
-    Short(Short),
-    Invalid(AvlError),
-}
-
-impl From<Short> for RecordError {
-    fn from(short: Short) -> Self {
-        RecordError::Short(short)
-    }
-}
-
+/// A device time in milliseconds; refused past year 9999.
 #[inline]
-fn decode_record(cursor: &mut Cursor<'_>, layout: Layout, batch: &mut Batch) -> Result<(), RecordError> {
-    let time_at = cursor.pos();
-    let time = check_time(cursor.u64()?, time_at).map_err(RecordError::Invalid)?;
-    let priority = cursor.u8()?;
-    let lon = cursor.u32()? as i32;
-    let lat = cursor.u32()? as i32;
-    let altitude = cursor.u16()? as i16;
-    let course = cursor.u16()?;
-    let satellites = cursor.u8()?;
-    let speed = cursor.u16()?;
-    let event_io = read_count(cursor, layout.wide_ids)?;
-    let generation = if layout.generation { Some(cursor.u8()?) } else { None };
+fn time_ms(input: &[u8]) -> Parsed<'_, UtcMillis> {
+    let (rest, time_ms) = be_u64(input)?;
+    if time_ms > MAX_TIME_MS as u64 {
+        return kit::invalid(input, format!("timestamp {time_ms} ms is beyond year 9999"));
+    }
+    Ok((rest, UtcMillis(time_ms as i64)))
+}
+
+/// The records of `input` (after the header, within `data`) into `batch`; the input
+/// after them.
+fn decode_records<'a>(
+    data: &'a [u8],
+    mut input: &'a [u8],
+    layout: Layout,
+    n_records: u8,
+    batch: &mut Batch,
+) -> Result<&'a [u8], AvlError> {
+    for record in 0..usize::from(n_records) {
+        input = decode_record(data, input, layout, batch)
+            .map_err(|error| AvlError::of(data, record, n_records, kit::failure(error)))?
+            .0;
+    }
+    Ok(input)
+}
+
+/// One record: time, priority, GPS element, event IO id (and generation), then the IO
+/// element groups the layout has. `data` is the frame, for the spans of byte values.
+#[inline]
+fn decode_record<'a>(data: &'a [u8], input: &'a [u8], layout: Layout, batch: &mut Batch) -> Parsed<'a, ()> {
+    let (input, (time, priority, lon, lat, altitude, course, satellites, speed)) =
+        (time_ms, be_u8, be_i32, be_i32, be_i16, be_u16, be_u8, be_u16).parse_complete(input)?;
     // The total element count repeats the group counts; it is redundant, so a device
     // whose total disagrees with its groups is still decoded.
-    let _total = read_count(cursor, layout.wide)?;
+    let (mut input, (event_io, generation, _total)) =
+        (count(layout.wide_ids), cond(layout.generation, be_u8), count(layout.wide)).parse_complete(input)?;
 
-    let (lat, lon) = (f64::from(lat) / 1e7, f64::from(lon) / 1e7);
+    let (lat, lon) = (kit::coordinates::from_1e7(lat), kit::coordinates::from_1e7(lon));
     let mut fix = Fix::at(time);
     fix.coordinates = Some((lat, lon));
     fix.altitude = Some(f64::from(altitude));
@@ -211,90 +209,90 @@ fn decode_record(cursor: &mut Cursor<'_>, layout: Layout, batch: &mut Batch) -> 
     }
 
     for size in [1usize, 2, 4, 8] {
-        let n = read_count(cursor, layout.wide)?;
+        let n;
+        (input, n) = count(layout.wide)(input)?;
         for _ in 0..n {
-            let id = read_count(cursor, layout.wide_ids)?;
-            let value = cursor.uint(size)?;
+            let (id, value);
+            (input, (id, value)) = (count(layout.wide_ids), be_uint(size)).parse_complete(input)?;
             batch.push_io(IoKey::Id(id), IoValue::Uint(value));
             map_io(id, value, batch);
         }
     }
     if layout.variable {
-        let n = cursor.u16()?;
+        let n;
+        (input, n) = be_u16(input)?;
         for _ in 0..n {
-            let id = cursor.u16()?;
-            let len = usize::from(cursor.u16()?);
-            let at = cursor.pos();
-            cursor.take(len)?;
-            batch.push_io(IoKey::Id(id), IoValue::Bytes(Span::new(at..at + len)));
+            let (id, bytes);
+            (input, (id, bytes)) = (be_u16, be_u16.flat_map(|len| take(usize::from(len)))).parse_complete(input)?;
+            batch.push_io(IoKey::Id(id), IoValue::Bytes(span(data, bytes)));
         }
     }
     if layout.sixteen {
-        let n = cursor.u8()?;
+        let n;
+        (input, n) = be_u8(input)?;
         for _ in 0..n {
-            let id = u16::from(cursor.u8()?);
-            let at = cursor.pos();
-            cursor.take(16)?;
-            batch.push_io(IoKey::Id(id), IoValue::Bytes(Span::new(at..at + 16)));
+            let (id, bytes);
+            (input, (id, bytes)) = (be_u8, take(16)).parse_complete(input)?;
+            batch.push_io(IoKey::Id(u16::from(id)), IoValue::Bytes(span(data, bytes)));
         }
     }
-    Ok(())
+    Ok((input, ()))
+}
+
+/// The span of `part`, a slice of `data`, within it.
+fn span(data: &[u8], part: &[u8]) -> Span {
+    let start = kit::position_of(data, part);
+    Span::new(start..start + part.len())
 }
 
 /// Seconds from the Unix epoch to 2007-01-01, the GH3000 time origin.
 const GH3000_EPOCH_S: i64 = 1_167_609_600;
 
-fn decode_gh3000_records(cursor: &mut Cursor<'_>, n_records: u8, batch: &mut Batch) -> Result<(), AvlError> {
+fn decode_gh3000_records<'a>(
+    data: &'a [u8],
+    mut input: &'a [u8],
+    n_records: u8,
+    batch: &mut Batch,
+) -> Result<&'a [u8], AvlError> {
     for record in 0..usize::from(n_records) {
-        decode_gh3000_record(cursor, batch).map_err(|short| AvlError::short(record, n_records, short))?;
+        input = decode_gh3000_record(input, batch)
+            .map_err(|error| AvlError::of(data, record, n_records, kit::failure(error)))?
+            .0;
     }
-    Ok(())
+    Ok(input)
 }
 
 /// One GH3000 record: a 30-bit time in seconds since 2007 (the top two bits are the
 /// priority), a global mask saying which groups follow, and a location mask saying
 /// which location fields follow.
-fn decode_gh3000_record(cursor: &mut Cursor<'_>, batch: &mut Batch) -> Result<(), Short> {
-    let word = cursor.u32()?;
+fn decode_gh3000_record<'a>(input: &'a [u8], batch: &mut Batch) -> Parsed<'a, ()> {
+    let (input, (word, global_mask)) = (be_u32, be_u8).parse_complete(input)?;
     let time = UtcMillis((i64::from(word & 0x3FFF_FFFF) + GH3000_EPOCH_S) * 1000);
     let priority = word >> 30;
-    let global_mask = cursor.u8()?;
+    let (mut input, location_mask) = cond(global_mask & 0x01 != 0, be_u8).parse_complete(input)?;
+    let has = |bit: u8| location_mask.is_some_and(|mask| mask & bit != 0);
+    let (coordinates, altitude, course, speed, satellites, cell, signal, operator);
+    (input, (coordinates, altitude, course, speed, satellites, cell, signal, operator)) = (
+        cond(has(0x01), (be_u32, be_u32)),
+        cond(has(0x02), be_u16),
+        cond(has(0x04), be_u8),
+        cond(has(0x08), be_u8),
+        cond(has(0x10), be_u8),
+        cond(has(0x20), (be_u16, be_u16)),
+        cond(has(0x40), be_u8),
+        cond(has(0x80), be_u32),
+    )
+        .parse_complete(input)?;
     let mut fix = Fix::at(time);
-    let mut cell = None;
-    let mut signal = None;
-    let mut operator = None;
-    if global_mask & 0x01 != 0 {
-        let location_mask = cursor.u8()?;
-        if location_mask & 0x01 != 0 {
-            let lat = f32::from_bits(cursor.u32()?);
-            let lon = f32::from_bits(cursor.u32()?);
-            let (lat, lon) = (widen(lat), widen(lon));
-            // A NaN or infinite float cannot be a position; the record keeps its sensors.
-            fix.coordinates = (lat.is_finite() && lon.is_finite()).then_some((lat, lon));
-        }
-        if location_mask & 0x02 != 0 {
-            fix.altitude = Some(f64::from(cursor.u16()?));
-        }
-        if location_mask & 0x04 != 0 {
-            // One byte for the full circle.
-            fix.course = Some(f64::from(cursor.u8()?) * 360.0 / 256.0);
-        }
-        if location_mask & 0x08 != 0 {
-            fix.speed = Some(f64::from(cursor.u8()?));
-        }
-        if location_mask & 0x10 != 0 {
-            fix.satellites = Some(u16::from(cursor.u8()?));
-        }
-        if location_mask & 0x20 != 0 {
-            cell = Some((cursor.u16()?, cursor.u16()?));
-        }
-        if location_mask & 0x40 != 0 {
-            signal = Some(cursor.u8()?);
-        }
-        if location_mask & 0x80 != 0 {
-            operator = Some(cursor.u32()?);
-        }
-    }
+    // A NaN or infinite float cannot be a position; the record keeps its sensors.
+    fix.coordinates = coordinates
+        .map(|(lat, lon)| (widen(f32::from_bits(lat)), widen(f32::from_bits(lon))))
+        .filter(|(lat, lon)| lat.is_finite() && lon.is_finite());
+    fix.altitude = altitude.map(f64::from);
+    // One byte for the full circle.
+    fix.course = course.map(|c| f64::from(c) * 360.0 / 256.0);
+    fix.speed = speed.map(f64::from);
+    fix.satellites = satellites.map(u16::from);
     fix.valid = match fix.coordinates {
         Some((lat, lon)) => fix.satellites != Some(0) && (lat, lon) != (0.0, 0.0),
         None => false,
@@ -317,15 +315,16 @@ fn decode_gh3000_record(cursor: &mut Cursor<'_>, batch: &mut Batch) -> Result<()
         if global_mask & bit == 0 {
             continue;
         }
-        let n = cursor.u8()?;
+        let n;
+        (input, n) = be_u8(input)?;
         for _ in 0..n {
-            let id = u16::from(cursor.u8()?);
-            let value = cursor.uint(size)?;
-            batch.push_io(IoKey::Id(id), IoValue::Uint(value));
-            map_gh3000_io(id, value, batch);
+            let (id, value);
+            (input, (id, value)) = (be_u8, be_uint(size)).parse_complete(input)?;
+            batch.push_io(IoKey::Id(u16::from(id)), IoValue::Uint(value));
+            map_gh3000_io(u16::from(id), value, batch);
         }
     }
-    Ok(())
+    Ok((input, ()))
 }
 
 /// An `f32` as the `f64` with the same shortest decimal form (44.44019, not

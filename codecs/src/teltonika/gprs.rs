@@ -1,14 +1,16 @@
 //! GPRS messages: codec 12 commands and responses, codec 13 device messages, codec 14
-//! commands addressed by IMEI (with ACK/nACK), codec 15 device messages, and the
-//! encoder for the commands the gateway sends.
+//! commands addressed by IMEI (with ACK/nACK), codec 15 device messages, decoded with
+//! the kit's nom parsers; and the encoder for the commands the gateway sends.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::DeviceMessage;
-use crate::time::UtcMillis;
+use nom::Parser;
+use nom::combinator::cond;
 
 use super::crc16_arc;
-use super::cursor::Cursor;
+use crate::kit::{self, be_u8, be_u32, offset, position_of, take};
+use crate::protocol::DeviceMessage;
+use crate::time::UtcMillis;
 
 /// Codec 12: commands and their responses.
 pub const CODEC_12: u8 = 0x0C;
@@ -59,64 +61,49 @@ fn kind_of(codec: u8, message_type: u8) -> &'static str {
 /// Decodes the GPRS packet `frame[start..end]` (codec id through the trailing quantity).
 pub(crate) fn decode_gprs(frame: &Bytes, start: usize, end: usize) -> Result<Vec<DeviceMessage>, GprsError> {
     let data = &frame[..end];
-    let mut cursor = Cursor::new(data, start);
-    let short = |at: usize| GprsError { at, message: "GPRS packet shorter than its fields".into() };
-    let codec = cursor.u8().map_err(|s| short(s.at))?;
-    let quantity = cursor.u8().map_err(|s| short(s.at))?;
+    let error = |rest: &[u8], message: String| GprsError { at: offset(data, rest), message };
+    let short = |rest: &[u8]| error(rest, "GPRS packet shorter than its fields".into());
+    let Ok((mut input, (codec, quantity))) = (be_u8, be_u8).parse_complete(&data[start..]) else {
+        return Err(short(&data[data.len().min(start + 1)..]));
+    };
     if quantity == 0 {
         return Err(GprsError { at: start + 1, message: "message quantity is 0".into() });
     }
+    let with_time = codec == CODEC_13 || codec == CODEC_15;
+    let with_imei = codec == CODEC_14 || codec == CODEC_15;
     let mut messages = Vec::with_capacity(usize::from(quantity));
     for _ in 0..quantity {
-        let message_type = cursor.u8().map_err(|s| short(s.at))?;
-        let size_at = cursor.pos();
-        let size = cursor.u32().map_err(|s| short(s.at))? as usize;
-        if size > cursor.remaining().saturating_sub(1) {
-            return Err(GprsError {
-                at: size_at,
-                message: format!("message size {size} exceeds the {} bytes left", cursor.remaining().saturating_sub(1)),
-            });
+        let (after_type, message_type) = be_u8(input).map_err(|e| short(kit::failure(e).rest))?;
+        let (body_start, size) = be_u32(after_type).map_err(|e| short(kit::failure(e).rest))?;
+        let size = size as usize;
+        let left = body_start.len().saturating_sub(1);
+        if size > left {
+            return Err(error(after_type, format!("message size {size} exceeds the {left} bytes left")));
         }
-        let body_at = cursor.pos();
-        let mut body = Cursor::new(&data[..body_at + size], body_at);
-        let mut time = None;
-        let mut device = None;
-        let with_time = codec == CODEC_13 || codec == CODEC_15;
-        let with_imei = codec == CODEC_14 || codec == CODEC_15;
-        if with_time {
-            let seconds = body
-                .u32()
-                .map_err(|s| GprsError { at: s.at, message: "message too short for its timestamp".into() })?;
-            time = Some(UtcMillis(i64::from(seconds) * 1000));
-        }
-        if with_imei {
-            let imei =
-                body.take(8).map_err(|s| GprsError { at: s.at, message: "message too short for its IMEI".into() })?;
-            device = Some(imei_from_bcd(imei));
-        }
-        let payload_at = body.pos();
+        let (rest, body) = take(size)(body_start).map_err(|e| short(kit::failure(e).rest))?;
+        let (payload, (time, device)) =
+            (cond(with_time, be_u32), cond(with_imei, take(8))).parse_complete(body).map_err(|e| {
+                let e = kit::failure(e);
+                let field = if with_time && e.rest.len() == body.len() { "timestamp" } else { "IMEI" };
+                error(e.rest, format!("message too short for its {field}"))
+            })?;
         let kind = kind_of(codec, message_type);
         messages.push(DeviceMessage {
             kind,
             answers_command: matches!(kind, "codec12_response" | "codec14_ack" | "codec14_nack"),
-            time,
-            device,
-            payload: frame.slice(payload_at..body_at + size),
+            time: time.map(|seconds| UtcMillis(i64::from(seconds) * 1000)),
+            device: device.map(imei_from_bcd),
+            payload: frame.slice(position_of(data, payload)..offset(data, rest)),
         });
-        cursor.take(size).map_err(|s| short(s.at))?;
+        input = rest;
     }
-    let at = cursor.pos();
-    match cursor.u8() {
-        Ok(q) if q == quantity && cursor.remaining() == 0 => Ok(messages),
-        Ok(q) if q != quantity => Err(GprsError {
-            at,
-            message: format!("message quantity mismatch: header says {quantity}, trailer says {q}"),
-        }),
-        Ok(_) => Err(GprsError {
-            at: at + 1,
-            message: format!("{} unexpected bytes after the messages", cursor.remaining()),
-        }),
-        Err(_) => Err(GprsError { at, message: "messages run into the trailing quantity".into() }),
+    match input {
+        [q] if *q == quantity => Ok(messages),
+        [q, ..] if *q != quantity => {
+            Err(error(input, format!("message quantity mismatch: header says {quantity}, trailer says {q}")))
+        }
+        [_, more @ ..] => Err(error(more, format!("{} unexpected bytes after the messages", more.len()))),
+        [] => Err(error(input, "messages run into the trailing quantity".into())),
     }
 }
 

@@ -24,7 +24,6 @@
 //!   session waits, bounded by the limit; the gateway's idle timeout ends the wait.
 
 mod avl;
-mod cursor;
 pub mod encode;
 mod gprs;
 mod io_map;
@@ -33,7 +32,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
+use nom::Parser;
+use nom::combinator::verify;
 
+use crate::kit::{self, Reason, be_u8, be_u16, be_u32, checksummed, length_checked, offset, take};
 use crate::position::Batch;
 use crate::protocol::{DatagramError, Event, Fatal, Session, SessionOptions};
 use crate::registry::{Passwords, ProtocolSpec, Transports};
@@ -115,21 +117,19 @@ pub struct PacketError {
 
 /// Checks the CRC of a complete TCP packet (preamble, length, data, CRC).
 fn check_crc(frame: &[u8]) -> Result<(), PacketError> {
-    let data_end = frame.len() - 4;
-    let crc_field =
-        u32::from_be_bytes([frame[data_end], frame[data_end + 1], frame[data_end + 2], frame[data_end + 3]]);
-    let crc = crc16_arc(&frame[8..data_end]);
-    if crc_field == u32::from(crc) {
+    let crc = |data: &[u8]| u64::from(crc16_arc(data));
+    let Err(error) = checksummed(frame.len() - 12, be_u32, crc).parse_complete(&frame[8..]) else {
         return Ok(());
-    }
-    Err(PacketError {
-        offset: 0,
-        message: format!(
-            "crc mismatch: frame says 0x{crc_field:04X}, data gives 0x{crc:04X} (codec 0x{:02X}, {} bytes)",
+    };
+    let message = match kit::failure(error).reason {
+        Reason::Checksum { sent, computed } => format!(
+            "crc mismatch: frame says 0x{sent:04X}, data gives 0x{computed:04X} (codec 0x{:02X}, {} bytes)",
             frame[8],
             frame.len()
         ),
-    })
+        _ => format!("packet of {} bytes is too short", frame.len()),
+    };
+    Err(PacketError { offset: 0, message })
 }
 
 /// Decodes one complete TCP AVL packet (preamble through CRC, framed and length-checked
@@ -216,24 +216,24 @@ impl TeltonikaSession {
         if src.len() < 9 {
             return Ok(None);
         }
-        if src[2..4] != [0, 0] {
-            return Err(self.fatal(start, format!("bad preamble {:02X?} (expected 00000000)", &src[..4])));
-        }
-        let data_len = u32::from_be_bytes([src[4], src[5], src[6], src[7]]);
+        // The length's limit depends on the codec, which follows it.
         let codec = src[8];
         let limit = if is_gprs_codec(codec) { self.options.max_gprs_len } else { self.options.max_avl_len };
-        if data_len < MIN_DATA_LEN {
+        let preamble = verify(be_u32, |preamble| *preamble == 0);
+        let header = (preamble, length_checked(be_u32, limit as usize, "data length")).parse_complete(&src[..8]);
+        let data_len = match header.map_err(kit::failure) {
+            Ok((_, (_, data_len))) => data_len,
+            Err(kit::Error { reason: Reason::Invalid(message), .. }) => {
+                return Err(self.fatal(start + 4, format!("{message} for codec 0x{codec:02X}")));
+            }
+            Err(_) => return Err(self.fatal(start, format!("bad preamble {:02X?} (expected 00000000)", &src[..4]))),
+        };
+        if data_len < MIN_DATA_LEN as usize {
             return Err(
                 self.fatal(start + 4, format!("declared data length {data_len} is below the minimum {MIN_DATA_LEN}"))
             );
         }
-        if data_len > limit {
-            return Err(self.fatal(
-                start + 4,
-                format!("declared data length {data_len} exceeds the limit {limit} for codec 0x{codec:02X}"),
-            ));
-        }
-        let frame_len = 8 + data_len as usize + 4;
+        let frame_len = 8 + data_len + 4;
         if src.len() < frame_len {
             // Reserve once for the whole frame now that its size is known and bounded.
             src.reserve(frame_len - src.len());
@@ -338,26 +338,25 @@ impl Session for TeltonikaSession {
 /// packet id: `0005 <packet_id> 01 <avl_packet_id> <count>`.
 fn decode_udp(session: &mut TeltonikaSession, datagram: Bytes) -> Result<Vec<Event>, DatagramError> {
     let error = |offset: usize, error: String| DatagramError { offset, error };
-    if datagram.len() < 8 {
+    let header = (be_u16, kit::array::<2>, be_u8, be_u8, be_u16).parse_complete(&datagram[..]);
+    let Ok((rest, (declared, packet_id, _, avl_packet_id, imei_len))) = header else {
         return Err(error(0, format!("datagram of {} bytes is shorter than the UDP header", datagram.len())));
-    }
-    let declared = usize::from(u16::from_be_bytes([datagram[0], datagram[1]]));
-    if declared != datagram.len() - 2 {
+    };
+    if usize::from(declared) != datagram.len() - 2 {
         return Err(error(0, format!("length field says {declared} bytes, datagram carries {}", datagram.len() - 2)));
     }
-    let packet_id = [datagram[2], datagram[3]];
-    let avl_packet_id = datagram[5];
-    let imei_len = usize::from(u16::from_be_bytes([datagram[6], datagram[7]]));
-    if imei_len == 0 || imei_len > MAX_IMEI_LEN || datagram.len() < 8 + imei_len + 3 {
+    let imei_len = usize::from(imei_len);
+    if imei_len == 0 || imei_len > MAX_IMEI_LEN || rest.len() < imei_len + 3 {
         return Err(error(6, format!("implausible IMEI length {imei_len}")));
     }
-    let imei = &datagram[8..8 + imei_len];
+    let (data, imei) =
+        take(imei_len)(rest).map_err(|e| error(offset(&datagram, kit::failure(e).rest), String::new()))?;
     if let Some(bad) = imei.iter().position(|b| !b.is_ascii_alphanumeric()) {
         return Err(error(8 + bad, format!("IMEI byte 0x{:02X} is not a digit", imei[bad])));
     }
     let device = String::from_utf8_lossy(imei).into_owned();
-    let data_start = 8 + imei_len;
-    let codec = datagram[data_start];
+    let data_start = offset(&datagram, data);
+    let codec = data[0];
     if !is_avl_codec(codec) {
         return Err(error(data_start, format!("unsupported codec 0x{codec:02X} over UDP")));
     }

@@ -31,6 +31,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::kit::text;
 use crate::position::Batch;
 use crate::protocol::{DatagramError, DeviceMessage, Event, Fatal, Session, SessionOptions};
 use crate::registry::{Passwords, ProtocolSpec, Transports, any_identifier};
@@ -177,7 +178,7 @@ impl WialonSession {
         let Ok(line) = std::str::from_utf8(&raw) else {
             return Ok(Some(Self::refused(offset, "packet is not UTF-8 text".into(), None)));
         };
-        let Some((kind, body)) = line.strip_prefix('#').and_then(|rest| rest.split_once('#')) else {
+        let Ok((body, kind)) = text::packet_type(line) else {
             let shown: String = line.chars().take(16).collect();
             return Ok(Some(Self::refused(offset, format!("not a Wialon IPS packet: {shown:?}"), None)));
         };
@@ -208,7 +209,7 @@ impl WialonSession {
     }
 
     fn login(&mut self, body: &str, offset: u64) -> Event {
-        let fields: Vec<&str> = body.split(';').collect();
+        let fields: Vec<&str> = text::fields(body, ';');
         let (version, device, password) = match fields.as_slice() {
             ["2.0", ..] => match check_crc(body, ';') {
                 Err(error) => return Self::refused(offset, format!("login: {error}"), Some(answer("AL", "10"))),
@@ -259,7 +260,7 @@ impl WialonSession {
         let answer_kind = if kind == "SD" { "ASD" } else { "AD" };
         let (plain, crc_code) = if kind == "SD" { (SHORT_FIELDS, "13") } else { (EXTENDED_FIELDS, "16") };
         let body = &line[body_at..];
-        let mut fields: Vec<&str> = body.split(';').collect();
+        let mut fields: Vec<&str> = text::fields(body, ';');
         // A 2.0 device appends the CRC as one more field; the field count tells, whatever
         // the login said, because some devices log in as 1.1 and checksum anyway.
         if fields.len() == plain && self.version == Some(Version::V2_0) {
@@ -305,8 +306,8 @@ impl WialonSession {
         let mut batch = self.new_batch(raw);
         let mut accepted = 0u32;
         let mut errors = Vec::new();
-        for (i, record) in records_text.split('|').enumerate() {
-            let fields: Vec<&str> = record.split(';').collect();
+        for (i, record) in text::fields(records_text, '|').into_iter().enumerate() {
+            let fields: Vec<&str> = text::fields(record, ';');
             match decode_record(line, &fields, &mut batch) {
                 Ok(()) => accepted += 1,
                 Err(error) => errors.push(format!("record {}: {}", i + 1, error.message)),
@@ -348,7 +349,7 @@ impl WialonSession {
 
     /// `#I#sz;ind;count;date;time;name[;crc]`, then `sz` bytes of image.
     fn image_header(&mut self, body: &str, offset: u64) -> Result<Option<Event>, Fatal> {
-        let fields: Vec<&str> = body.split(';').collect();
+        let fields: Vec<&str> = text::fields(body, ';');
         if fields.len() < 6 {
             let error = format!("#I#: {} fields, expected sz;ind;count;date;time;name[;crc]", fields.len());
             return Ok(Some(Self::refused(offset, error, Some(answer("AI", "0")))));
@@ -375,7 +376,7 @@ impl WialonSession {
             Ok(text) => text,
             Err(error) => return Self::refused(offset, format!("#IT#: {error}"), Some(answer("AIT", "01"))),
         };
-        let fields: Vec<&str> = text.split(';').collect();
+        let fields: Vec<&str> = text::fields(text, ';');
         match fields.as_slice() {
             [_, _, _, _, count] if count.parse::<u32>().is_ok() => {
                 self.tachograph_parts = count.parse().ok();
@@ -398,7 +399,7 @@ impl WialonSession {
 
     /// `#T#code;sz;ind;crc`, then `sz` bytes of the file part.
     fn tachograph_header(&mut self, body: &str, offset: u64) -> Result<Option<Event>, Fatal> {
-        let fields: Vec<&str> = body.split(';').collect();
+        let fields: Vec<&str> = text::fields(body, ';');
         let index = fields.get(2).and_then(|f| f.parse::<u32>().ok());
         let size = fields.get(1).and_then(|f| f.parse::<usize>().ok());
         let (Some(index), Some(size), 4) = (index, size, fields.len()) else {

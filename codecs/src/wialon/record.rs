@@ -2,7 +2,14 @@
 //! black box (`#B#`), decoded into a [`Batch`] or refused with the answer code that
 //! names the failing field.
 
+use nom::Parser;
+use nom::bytes::complete::take_till;
+use nom::character::complete::char;
+use nom::combinator::rest;
+use nom::sequence::terminated;
+
 use crate::attrs::Attr;
+use crate::kit::text;
 use crate::position::{AttrValue, Batch, Fix, IoKey, IoValue, Span};
 use crate::time::UtcMillis;
 
@@ -57,24 +64,15 @@ pub(crate) fn span_of(line: &str, part: &str) -> Span {
     Span::new(start..start + part.len())
 }
 
-fn two_digits(text: &str, at: usize) -> Option<u32> {
-    text.get(at..at + 2).filter(|d| d.bytes().all(|b| b.is_ascii_digit()))?.parse().ok()
-}
-
 /// `DDMMYY` and `HHMMSS[.fraction]`, UTC; `Ok(None)` when both are `NA`.
 fn parse_time(date: &str, time: &str) -> Result<Option<UtcMillis>, RecordError> {
     if absent(date) && absent(time) {
         return Ok(None);
     }
     let bad = || refuse(code::TIME, format!("date {date:?} / time {time:?} is not DDMMYY / HHMMSS"));
-    let (whole, fraction) = time.split_once('.').unwrap_or((time, ""));
-    if date.len() != 6 || whole.len() != 6 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let (day, month, year) = (two_digits(date, 0), two_digits(date, 2), two_digits(date, 4));
-    let (hour, minute, second) = (two_digits(whole, 0), two_digits(whole, 2), two_digits(whole, 4));
-    let (Some(day), Some(month), Some(year), Some(hour), Some(minute), Some(second)) =
-        (day, month, year, hour, minute, second)
+    let two = || text::digits(2);
+    let (Ok(("", (day, month, year))), Ok(("", ((hour, minute, second), fraction)))) =
+        ((two(), two(), two()).parse(date), ((two(), two(), two()), text::fraction).parse(time))
     else {
         return Err(bad());
     };
@@ -88,8 +86,8 @@ fn parse_time(date: &str, time: &str) -> Result<Option<UtcMillis>, RecordError> 
 /// `DDMM.MMMM` (or `DDDMM.MMMM`) and a hemisphere letter, to signed degrees. The minutes
 /// are split off as text, so minutes with many digits keep their precision.
 fn parse_coordinate(value: &str, hemisphere: &str, max_degrees: f64) -> Option<f64> {
-    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
-    if whole.len() < 3 || !whole.bytes().all(|b| b.is_ascii_digit()) || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+    let (_, (whole, fraction)) = text::decimal(value).ok()?;
+    if whole.len() < 3 {
         return None;
     }
     let (degrees, minutes_whole) = whole.split_at(whole.len() - 2);
@@ -209,7 +207,7 @@ fn decode_extended(line: &str, fields: &[&str], batch: &mut Batch) -> Result<(),
         }
     }
     if !absent(fields[3]) {
-        let values: Vec<&str> = fields[3].split(',').collect();
+        let values: Vec<&str> = text::fields(fields[3], ',');
         if values.len() > ADC_NAMES.len() {
             return Err(refuse(code::ADC, format!("{} ADC values, at most {}", values.len(), ADC_NAMES.len())));
         }
@@ -229,7 +227,7 @@ fn decode_extended(line: &str, fields: &[&str], batch: &mut Batch) -> Result<(),
         batch.push_attr(Attr::DriverId, AttrValue::Text(span));
     }
     if !absent(fields[5]) {
-        for param in fields[5].split(',').filter(|p| !p.is_empty()) {
+        for param in text::fields(fields[5], ',').into_iter().filter(|p| !p.is_empty()) {
             decode_param(line, param, batch)?;
         }
     }
@@ -238,8 +236,8 @@ fn decode_extended(line: &str, fields: &[&str], batch: &mut Batch) -> Result<(),
 
 /// `NAME:TYPE:VALUE`, TYPE 1 integer, 2 double, 3 string.
 fn decode_param(line: &str, param: &str, batch: &mut Batch) -> Result<(), RecordError> {
-    let mut parts = param.splitn(3, ':');
-    let (Some(name), Some(kind), Some(value)) = (parts.next(), parts.next(), parts.next()) else {
+    let field = || terminated(take_till(|c| c == ':'), char::<&str, nom::error::Error<&str>>(':'));
+    let Ok((_, (name, kind, value))) = (field(), field(), rest).parse(param) else {
         return Err(refuse(code::PARAMS, format!("parameter {param:?} is not NAME:TYPE:VALUE")));
     };
     if name.is_empty() {
