@@ -240,9 +240,7 @@ pub mod coordinates {
 /// with nom's own error: a text field's failure is reported by the field's name and
 /// value, not an offset.
 pub mod text {
-    use nom::bytes::complete::{tag, take_while, take_while_m_n};
-    use nom::character::complete::char;
-    use nom::combinator::{all_consuming, opt, recognize};
+    use nom::bytes::complete::{tag, take_while};
     use nom::{IResult, Parser};
 
     /// What a text parser returns.
@@ -250,10 +248,13 @@ pub mod text {
 
     /// Exactly `n` ASCII digits, as their value.
     pub fn digits(n: usize) -> impl Fn(&str) -> Parsed<'_, u32> {
-        move |input: &str| {
-            take_while_m_n(n, n, |c: char| c.is_ascii_digit())
-                .map(|d: &str| d.bytes().fold(0u32, |v, b| v * 10 + u32::from(b - b'0')))
-                .parse(input)
+        // A primitive of its own rather than `take_while_m_n(..).map(..)`: Wialon IPS
+        // reads six of them per record (BENCHMARKS.md, "Codecs on nom 8").
+        move |input: &str| match input.as_bytes().get(..n) {
+            Some(run) if run.iter().all(u8::is_ascii_digit) => {
+                Ok((&input[n..], run.iter().fold(0u32, |v, b| v * 10 + u32::from(b - b'0'))))
+            }
+            _ => Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Digit))),
         }
     }
 
@@ -274,9 +275,11 @@ pub mod text {
     /// An optional `.FRACTION` of ASCII digits (it may be empty), the rest of the input:
     /// the fraction's digits.
     pub fn fraction(input: &str) -> Parsed<'_, &str> {
-        all_consuming(opt(recognize((char('.'), take_while(|c: char| c.is_ascii_digit())))))
-            .map(|fraction: Option<&str>| fraction.map_or("", |f| &f[1..]))
-            .parse(input)
+        match input.strip_prefix('.') {
+            None if input.is_empty() => Ok((input, "")),
+            Some(digits) if digits.bytes().all(|b| b.is_ascii_digit()) => Ok((&digits[digits.len()..], digits)),
+            _ => Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Digit))),
+        }
     }
 
     /// `value`'s fields between `separator`s (no field holds one; an empty value is one
