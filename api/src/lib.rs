@@ -5,10 +5,18 @@
 //! - [`live`]: live state from Redis and the Server-Sent Events stream from NATS.
 //! - [`history`]: positions (JSON and GeoJSON, streamed) and events.
 //! - [`commands`]: commands queued for the gateway and their answers.
+//! - [`reports`]: trips, stops and summaries (the rules of `fleetgate_rules`, over what
+//!   `fleetgate_store::segments` reads), and background report jobs.
+//! - [`exports`]: tracks as GPX, KML and CSV.
+//! - [`traffic`]: a device's archived frames.
+//! - [`cache`]: the one expiring cache behind tokens, device metadata and `/v1/live`.
+//! - [`error`]: the one error type, with its status code.
 //!
-//! Every query names the caller's tenant in its `WHERE` clause, so another tenant's
-//! object is simply not found (404). The OpenAPI document is generated from the
-//! handlers' annotations by the same router that serves them.
+//! It meets the other roles only through `fleetgate_contracts` (subjects, messages, Redis
+//! keys) and `fleetgate_store` (the Postgres formats): it never depends on the gateway or
+//! the processor. Every query names the caller's tenant in its `WHERE` clause, so
+//! another tenant's object is simply not found (404). The OpenAPI document is generated
+//! from the handlers' annotations by the same router that serves them.
 
 pub mod auth;
 pub mod cache;

@@ -1,5 +1,5 @@
 //! The raw frame archive's index: copies the gateway's archive records (stream
-//! `{stream}_RAW`, see `fleetgate_gateway::archive`) into `device_frames`, partitioned by
+//! `{stream}_RAW`, see `fleetgate_contracts::archive`) into `device_frames`, partitioned by
 //! day, for the traffic view and `fleetgate reprocess`; drops days past
 //! `processor.archive_retention_days`.
 //!
