@@ -83,9 +83,15 @@ vocabulary! {
     AxisY => "axis_y", "mG", "Accelerometer Y axis.";
     AxisZ => "axis_z", "mG", "Accelerometer Z axis.";
     Door => "door", "bool", "A door is open.";
+    Humidity => "humidity", "%", "Relative humidity (sensor 1).";
+    EngineHours => "engine_hours", "h", "Engine (or device) working hours as counted by the device.";
+    Armed => "armed", "bool", "The device's own alarm mode (defence) is armed.";
+    Charging => "charging", "bool", "The internal battery is charging.";
+    Blocked => "blocked", "bool", "An immobiliser output (fuel or power cut) is engaged.";
+    Iccid => "iccid", "text", "The SIM card's ICCID.";
     SleepMode => "sleep_mode", "-", "Device power-saving mode as the device numbers it (0 = awake).";
     Operator => "operator", "-", "Mobile network code of the current operator (MCC and MNC).";
-    Alarm => "alarm", "text", "An alarm the device raised: sos, power_cut, crash, tow, jamming, idle, harsh_acceleration, harsh_braking, harsh_cornering, unplug, general.";
+    Alarm => "alarm", "text", "An alarm the device raised: sos, power_cut, power_off, power_on, low_power, low_battery, crash, tow, jamming, idle, overspeed, vibration, harsh_acceleration, harsh_braking, harsh_cornering, geofence, geofence_enter, geofence_exit, tampering, removing, door, fall, temperature, unplug, general.";
     Priority => "priority", "-", "Record priority as the device set it (Teltonika: 0 low, 1 high, 2 panic).";
     EventIo => "event_io", "-", "The IO element that triggered the record (Teltonika), 0 for a periodic record.";
     Generation => "generation", "-", "Teltonika codec 16 generation type: 0 on exit, 1 on entrance, 2 on both, 3 monitoring, 4 hysteresis, 5 on change, 6 eventual, 7 periodical.";

@@ -41,11 +41,27 @@ pub enum Capture {
 impl Capture {
     /// The transcript `fleetgate decode` prints for it.
     pub fn transcript(&self, protocol: Protocol) -> Transcript {
+        self.transcript_with(protocol, decode_options())
+    }
+
+    /// The transcript with these options (a fixture's device settings).
+    pub fn transcript_with(&self, protocol: Protocol, options: SessionOptions) -> Transcript {
         match self {
-            Capture::Stream(bytes) => run_stream(protocol, bytes, decode_options()),
-            Capture::Datagrams(datagrams) => run_datagrams(protocol, datagrams, decode_options()),
+            Capture::Stream(bytes) => run_stream(protocol, bytes, options),
+            Capture::Datagrams(datagrams) => run_datagrams(protocol, datagrams, options),
         }
     }
+}
+
+/// The options a fixture decodes with: `fleetgate decode`'s, plus the device settings
+/// its facts name (`"settings": {"model": "VL103", "utc_offset": "+03:00"}`), as
+/// `--model` and `--utc-offset` would set them.
+pub fn fixture_options(facts: &Value) -> SessionOptions {
+    let mut options = decode_options();
+    let settings = &facts["settings"];
+    options.device.model = settings["model"].as_str().map(Into::into);
+    options.device.utc_offset_minutes = settings["utc_offset"].as_str().and_then(crate::protocol::parse_utc_offset);
+    options
 }
 
 /// One fixture file: its name (without extensions) and capture.
@@ -105,7 +121,19 @@ pub fn check_fixtures(protocol: Protocol, dir: &Path, update: bool) -> Vec<Strin
     };
     let mut failures = Vec::new();
     for fixture in fixtures {
-        let transcript = fixture.capture.transcript(protocol);
+        let facts_path = dir.join(format!("{}.facts.json", fixture.name));
+        let facts = match std::fs::read_to_string(&facts_path) {
+            Ok(text) => match serde_json::from_str::<Value>(&text) {
+                Ok(facts) => Some(facts),
+                Err(error) => {
+                    failures.push(format!("{}: {error}", facts_path.display()));
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        let options = fixture_options(facts.as_ref().unwrap_or(&Value::Null));
+        let transcript = fixture.capture.transcript_with(protocol, options.clone());
         let rendered = transcript.lines.join("\n") + "\n";
         let expect_path = dir.join(format!("{}.expect", fixture.name));
         if update {
@@ -125,15 +153,11 @@ pub fn check_fixtures(protocol: Protocol, dir: &Path, update: bool) -> Vec<Strin
                 }
             }
         }
-        let facts_path = dir.join(format!("{}.facts.json", fixture.name));
-        if let Ok(text) = std::fs::read_to_string(&facts_path) {
-            match serde_json::from_str::<Value>(&text) {
-                Ok(facts) => failures.extend(check_facts(protocol, &fixture.name, &transcript, &facts)),
-                Err(error) => failures.push(format!("{}: {error}", facts_path.display())),
-            }
+        if let Some(facts) = &facts {
+            failures.extend(check_facts(protocol, &fixture.name, &transcript, facts));
         }
         if let Capture::Stream(bytes) = &fixture.capture {
-            failures.extend(check_splits(protocol, &fixture.name, bytes, &transcript));
+            failures.extend(check_splits(protocol, &fixture.name, bytes, &transcript, &options));
         }
     }
     failures
@@ -198,6 +222,9 @@ fn check_facts(protocol: Protocol, name: &str, transcript: &Transcript, facts: &
             fail(format!("sound capture refused: {errors:?}"));
         }
     }
+    if facts["no_positions"] == Value::Bool(true) && !positions.is_empty() {
+        fail(format!("documented to hold no position, decoded {}", positions.len()));
+    }
     if facts["refused"] == Value::Bool(true) {
         if errors.is_empty() {
             fail("capture with a wrong checksum or length was not refused".into());
@@ -240,6 +267,15 @@ fn check_facts(protocol: Protocol, name: &str, transcript: &Transcript, facts: &
                     fail(format!("message {field} = {}, documented {}", message[field], documented[field]));
                 }
             }
+            // A value the message holds, as text or (hex digits) as bytes.
+            if let Some(value) = documented["contains"].as_str() {
+                let text = message["text"].as_str().unwrap_or_default();
+                let hex = message["hex"].as_str().unwrap_or_default();
+                let as_hex = crate::hex::HexDisplay(value.as_bytes()).to_string();
+                if !text.contains(value) && !hex.contains(&value.to_ascii_lowercase()) && !hex.contains(&as_hex) {
+                    fail(format!("message {message} does not hold the documented {value:?}"));
+                }
+            }
         }
     }
     failures
@@ -248,15 +284,21 @@ fn check_facts(protocol: Protocol, name: &str, transcript: &Transcript, facts: &
 /// Fed one byte at a time the transcript is the same; cut at any offset, the transcript
 /// is a prefix of the full one (plus a "stream ended" error): always "need more", never
 /// a wrong frame, never a panic.
-fn check_splits(protocol: Protocol, name: &str, bytes: &[u8], full: &Transcript) -> Vec<String> {
+fn check_splits(
+    protocol: Protocol,
+    name: &str,
+    bytes: &[u8],
+    full: &Transcript,
+    options: &SessionOptions,
+) -> Vec<String> {
     let mut failures = Vec::new();
-    let one_by_one = run_stream_in_chunks(protocol, bytes, 1, decode_options());
+    let one_by_one = run_stream_in_chunks(protocol, bytes, 1, options.clone());
     if &one_by_one != full {
         failures
             .push(format!("{name}: byte-at-a-time decode differs:\n{:#?}\nvs\n{:#?}", one_by_one.lines, full.lines));
     }
     for cut in 0..bytes.len() {
-        let partial = run_stream(protocol, &bytes[..cut], decode_options());
+        let partial = run_stream(protocol, &bytes[..cut], options.clone());
         let mut lines = partial.lines.as_slice();
         if lines.last().is_some_and(|last| last.contains(STREAM_ENDED)) {
             lines = &lines[..lines.len() - 1];

@@ -15,6 +15,16 @@ impl fmt::Display for HexDisplay<'_> {
     }
 }
 
+/// `{:X}`: the same in uppercase.
+impl fmt::UpperHex for HexDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02X}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Why hex text could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HexError {

@@ -12,6 +12,7 @@
 pub mod attrs;
 pub mod conformance;
 pub mod device;
+pub mod gt06;
 pub mod hex;
 pub mod kit;
 pub mod position;
@@ -25,6 +26,6 @@ pub mod wialon;
 
 pub use attrs::Attr;
 pub use position::{AttrValue, Batch, Fix, IoKey, IoValue, PositionRef};
-pub use protocol::{DatagramError, DeviceMessage, Event, Fatal, Session, SessionOptions};
+pub use protocol::{DatagramError, DeviceMessage, DeviceSettings, Event, Fatal, Session, SessionOptions};
 pub use registry::Protocol;
 pub use time::UtcMillis;

@@ -86,6 +86,14 @@ pub enum AttrValue {
     Name(&'static str),
     /// A 64-bit identifier written as 16 uppercase hex digits (iButton keys).
     Hex64(u64),
+    /// Bytes of the frame written as uppercase hex (RFID keys of other lengths, ICCIDs
+    /// sent as BCD).
+    HexBytes(Span),
+    /// An identifier written as decimal text (key numbers sent as integers).
+    Decimal(u64),
+    /// Binary-coded decimal bytes of the frame written as their digits, padding nibbles
+    /// (F) left out (ICCIDs).
+    Digits(Span),
     /// Text taken from the frame, valid UTF-8.
     Text(Span),
 }
@@ -234,6 +242,16 @@ impl Batch {
         self.attrs.push(AttrEntry { attr, value });
     }
 
+    /// Sets a well-known attribute of the current position, replacing the value an earlier
+    /// field of the same record gave it (protocols that carry one value in two places).
+    pub fn set_attr(&mut self, attr: Attr, value: AttrValue) {
+        let start = self.fixes.last().map_or(0, |fix| fix.attrs_start as usize);
+        match self.attrs[start..].iter_mut().find(|entry| entry.attr == attr) {
+            Some(entry) => entry.value = value,
+            None => self.attrs.push(AttrEntry { attr, value }),
+        }
+    }
+
     /// Remembers the current end, for [`Batch::rollback`].
     pub fn mark(&self) -> Mark {
         Mark { fixes: self.fixes.len(), io: self.io.len(), attrs: self.attrs.len() }
@@ -360,6 +378,16 @@ impl Serialize for IoMap<'_> {
     }
 }
 
+/// The digits of BCD bytes; nibbles over 9 (padding) are left out.
+fn bcd_digits(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .flat_map(|b| [b >> 4, b & 0x0F])
+        .filter(|&nibble| nibble <= 9)
+        .map(|nibble| char::from(b'0' + nibble))
+        .collect()
+}
+
 /// Decimal text of an IO id without allocating.
 fn format_u16(buf: &mut [u8; 5], mut value: u16) -> &str {
     let mut at = buf.len();
@@ -388,6 +416,11 @@ impl Serialize for AttrMap<'_> {
                 AttrValue::Float(v) => map.serialize_value(&v)?,
                 AttrValue::Name(v) => map.serialize_value(v)?,
                 AttrValue::Hex64(v) => map.serialize_value(&format_args!("{v:016X}").to_string())?,
+                AttrValue::HexBytes(span) => {
+                    map.serialize_value(&format_args!("{:X}", HexDisplay(position.bytes(span))).to_string())?
+                }
+                AttrValue::Decimal(v) => map.serialize_value(&v.to_string())?,
+                AttrValue::Digits(span) => map.serialize_value(&bcd_digits(position.bytes(span)))?,
                 AttrValue::Text(span) => map.serialize_value(position.text(span))?,
             }
         }

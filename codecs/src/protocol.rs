@@ -7,9 +7,12 @@
 //! that was skipped while the stream stays usable), and `Err(Fatal)` means the stream can
 //! no longer be framed and the connection must close.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 
 use crate::position::Batch;
+use crate::time::UtcMillis;
 
 /// Bytes the gateway may send back to the device.
 pub type Reply = Bytes;
@@ -124,6 +127,71 @@ pub trait Session: Send {
     fn recycle(&mut self, batch: Batch) {
         let _ = batch;
     }
+
+    /// Applies what the platform knows about the device that just logged in (its clock's
+    /// time zone, its model), for protocols whose frames do not say. The gateway calls it
+    /// once the login is accepted; the session starts from [`SessionOptions::device`].
+    fn configure(&mut self, settings: &DeviceSettings) {
+        let _ = settings;
+    }
+
+    /// The current time, for protocols whose answers carry it (a GT06 time request). The
+    /// gateway tells it before each decode; `fleetgate decode` never does, so a capture's
+    /// transcript does not depend on when it ran (such a request then goes unanswered).
+    fn clock(&mut self, now: UtcMillis) {
+        let _ = now;
+    }
+}
+
+/// What the platform knows about one device that changes how its frames read: set on the
+/// device's registration (API), handed to its session at login.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceSettings {
+    /// Minutes east of UTC of the device's clock, for devices set to local time; `None`:
+    /// as the protocol says (UTC, or what the device announced at login).
+    pub utc_offset_minutes: Option<i32>,
+    /// The device model as registered (`VL103`, `NT20`), for protocols whose layouts
+    /// vary by model where the frame cannot tell (GT06).
+    pub model: Option<Arc<str>>,
+}
+
+impl DeviceSettings {
+    /// True when the registered model is one of `models` (any case).
+    pub fn model_is(&self, models: &[&str]) -> bool {
+        self.model.as_deref().is_some_and(|model| models.iter().any(|m| m.eq_ignore_ascii_case(model)))
+    }
+}
+
+/// Parses a UTC offset as written in a device's registration: `+03:00`, `-05:30`,
+/// `+0300`, `+3`, `UTC`, `Z`; minutes east of UTC, or `None` when it is not one.
+pub fn parse_utc_offset(text: &str) -> Option<i32> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("utc") || text.eq_ignore_ascii_case("z") || text.eq_ignore_ascii_case("gmt") {
+        return Some(0);
+    }
+    let (sign, rest) = match text.as_bytes().first()? {
+        b'+' => (1, &text[1..]),
+        b'-' => (-1, &text[1..]),
+        _ => return None,
+    };
+    let (hours, minutes) = match rest.split_once(':') {
+        Some((h, m)) => (h, m),
+        None if rest.len() == 4 => rest.split_at(2),
+        None => (rest, "0"),
+    };
+    let all_digits = |s: &str| !s.is_empty() && s.len() <= 2 && s.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(hours) || !all_digits(minutes) {
+        return None;
+    }
+    let (hours, minutes): (i32, i32) = (hours.parse().ok()?, minutes.parse().ok()?);
+    // Real zones run from UTC-12:00 to UTC+14:00.
+    (hours <= 14 && minutes < 60 && hours * 60 + minutes <= 14 * 60).then_some(sign * (hours * 60 + minutes))
+}
+
+/// Writes minutes east of UTC as `+03:00`.
+pub fn format_utc_offset(minutes: i32) -> String {
+    let sign = if minutes < 0 { '-' } else { '+' };
+    format!("{sign}{:02}:{:02}", minutes.abs() / 60, minutes.abs() % 60)
 }
 
 /// Per-session settings; every limit here is checked before buffering.
@@ -141,13 +209,24 @@ pub struct SessionOptions {
     pub max_line_len: usize,
     /// Text protocols: largest binary part (Wialon images, tachograph files).
     pub max_binary_len: usize,
+    /// Binary protocols with one length per frame (GT06, JT/T 808): the largest frame.
+    /// A longer declared length closes the connection before anything is buffered.
+    pub max_frame_len: usize,
+    /// The device's settings until the gateway knows who logged in ([`Session::configure`]);
+    /// `fleetgate decode --model/--utc-offset` sets them.
+    pub device: DeviceSettings,
 }
 
 impl SessionOptions {
     /// The most a session may keep buffered under these limits (every limit's frame and
     /// its envelope): a bound for tests and fuzzing, not a limit of its own.
     pub fn max_buffered(&self) -> usize {
-        self.max_avl_len as usize + self.max_gprs_len as usize + self.max_line_len + self.max_binary_len + 64
+        self.max_avl_len as usize
+            + self.max_gprs_len as usize
+            + self.max_line_len
+            + self.max_binary_len
+            + self.max_frame_len
+            + 64
     }
 }
 
@@ -159,6 +238,35 @@ impl Default for SessionOptions {
             max_gprs_len: 16 * 1024,
             max_line_len: 64 * 1024,
             max_binary_len: 64 * 1024,
+            max_frame_len: 16 * 1024,
+            device: DeviceSettings::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_offsets_read_as_registrations_write_them() {
+        for (text, minutes) in [
+            ("+03:00", Some(180)),
+            ("-05:30", Some(-330)),
+            ("+0545", Some(345)),
+            ("+8", Some(480)),
+            ("UTC", Some(0)),
+            ("z", Some(0)),
+            ("+14:00", Some(840)),
+            ("+14:30", None),
+            ("03:00", None),
+            ("+3:75", None),
+            ("Europe/Vilnius", None),
+            ("", None),
+        ] {
+            assert_eq!(parse_utc_offset(text), minutes, "{text}");
+        }
+        assert_eq!(format_utc_offset(-330), "-05:30");
+        assert_eq!(format_utc_offset(180), "+03:00");
     }
 }

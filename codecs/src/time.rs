@@ -69,6 +69,15 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 impl UtcMillis {
+    /// The UTC calendar date and time of day of this instant, to the second: year,
+    /// month, day, hour, minute, second (for encoders of calendar-field protocols).
+    pub fn civil(self) -> (i64, u32, u32, u32, u32, u32) {
+        let (year, month, day) = civil_from_days(self.0.div_euclid(86_400_000));
+        let second_of_day = self.0.rem_euclid(86_400_000) / 1000;
+        let (hour, minute, second) = (second_of_day / 3600, second_of_day / 60 % 60, second_of_day % 60);
+        (year, month, day, hour as u32, minute as u32, second as u32)
+    }
+
     /// The UTC calendar year and month (1-12) of this instant.
     pub fn year_month(self) -> (i64, u32) {
         let (year, month, _) = civil_from_days(self.0.div_euclid(86_400_000));
@@ -197,5 +206,8 @@ mod tests {
             UtcMillis::from_civil(2024, 2, 29, 0, 0, 0).map(|t| t.to_string()).as_deref(),
             Some("2024-02-29T00:00:00Z")
         );
+        let time = UtcMillis(1_367_096_161_999);
+        assert_eq!(time.civil(), (2013, 4, 27, 20, 56, 1));
+        assert_eq!(UtcMillis(-1000).civil(), (1969, 12, 31, 23, 59, 59));
     }
 }

@@ -292,6 +292,8 @@ pub struct Limits {
     pub max_line_len: usize,
     /// Text protocol binary part (images, files).
     pub max_binary_len: usize,
+    /// Largest frame of binary protocols with one length per frame (GT06, JT/T 808).
+    pub max_frame_len: usize,
 }
 
 impl Default for Limits {
@@ -302,6 +304,7 @@ impl Default for Limits {
             max_gprs_len: defaults.max_gprs_len,
             max_line_len: defaults.max_line_len,
             max_binary_len: defaults.max_binary_len,
+            max_frame_len: defaults.max_frame_len,
         }
     }
 }
@@ -315,6 +318,8 @@ impl Limits {
             max_gprs_len: self.max_gprs_len,
             max_line_len: self.max_line_len,
             max_binary_len: self.max_binary_len,
+            max_frame_len: self.max_frame_len,
+            device: Default::default(),
         }
     }
 }
