@@ -1,4 +1,5 @@
-//! `fleetgate decode PROTOCOL [--hex] [--udp] [FILE]`: contract 2.
+//! `fleetgate decode PROTOCOL [--hex] [--udp] [--model M] [--utc-offset +HH:MM] [FILE]`:
+//! contract 2 (the two settings are what a device's registration would give its session).
 //!
 //! Reads the capture (a file or standard input), runs the protocol's session over it
 //! with no network, and prints one JSON object per line. A traffic export (pages of
@@ -27,8 +28,21 @@ pub struct DecodeArgs {
     /// One UDP datagram per input line (binary protocols need --hex).
     #[arg(long)]
     pub udp: bool,
+    /// The device model, as its registration would say (GT06 firmware families the
+    /// frames cannot tell apart: VL103, NT20, LW4G-4B, ...).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// The offset of the device's clock from UTC (`+03:00`), as its registration would
+    /// say, for devices set to local time.
+    #[arg(long, value_parser = parse_offset, allow_hyphen_values = true)]
+    pub utc_offset: Option<i32>,
     /// Capture file; standard input when absent.
     pub file: Option<PathBuf>,
+}
+
+fn parse_offset(text: &str) -> Result<i32, String> {
+    fleetgate_codecs::protocol::parse_utc_offset(text)
+        .ok_or_else(|| format!("{text:?} is not a UTC offset like +03:00 (UTC-12:00 to UTC+14:00)"))
 }
 
 fn read_input(args: &DecodeArgs) -> anyhow::Result<Vec<u8>> {
@@ -67,7 +81,9 @@ fn export_transcript(protocol: Protocol, input: &[u8], options: SessionOptions) 
 
 /// The transcript of `input` (a capture or a traffic export) as `args` say to read it.
 pub fn transcript(protocol: Protocol, args: &DecodeArgs, input: &[u8]) -> anyhow::Result<Transcript> {
-    let options = SessionOptions { allow_anonymous: true, ..SessionOptions::default() };
+    let mut options = SessionOptions { allow_anonymous: true, ..SessionOptions::default() };
+    options.device.model = args.model.as_deref().map(Into::into);
+    options.device.utc_offset_minutes = args.utc_offset;
     if !args.hex && traffic::is_export(input) {
         return export_transcript(protocol, input, options);
     }

@@ -4,7 +4,7 @@
 mod api_harness;
 
 use api_harness::{Api, eventually};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const IMEI: &str = "356307042441013";
 
@@ -286,6 +286,20 @@ async fn bad_input_gets_a_clear_400_or_401_and_changes_nothing() {
             Some(format!(r#"{{"identifier": "1", "protocol": "teltonika", "name": "{}"}}"#, "x".repeat(5000))),
             "larger",
         ),
+        (
+            "POST",
+            "/v1/devices",
+            Some(r#"{"identifier": "356307042441013", "protocol": "gt06", "utc_offset": "Europe/Vilnius"}"#.into()),
+            "utc_offset",
+        ),
+        (
+            "POST",
+            "/v1/devices",
+            Some(r#"{"identifier": "356307042441013", "protocol": "gt06", "utc_offset": "+15:00"}"#.into()),
+            "utc_offset",
+        ),
+        ("POST", "/v1/devices", Some(r#"{"identifier": "356307042441013", "protocol": "gt06", "model": ""}"#.into()), "model"),
+        ("POST", "/v1/devices", Some(r#"{"identifier": "35630704244101", "protocol": "gt06"}"#.into()), "15 digits"),
         ("GET", "/v1/devices/1/positions?from=yesterday&to=2026-01-01T00:00:00Z", None, "RFC 3339"),
         ("GET", "/v1/devices/1/positions?to=2026-01-01T00:00:00Z", None, "from"),
         (
@@ -317,6 +331,26 @@ async fn bad_input_gets_a_clear_400_or_401_and_changes_nothing() {
     assert_eq!(created.json()["name"], name);
     let listed = api.call("GET", "/v1/devices", Some(&key), None).await.json();
     assert_eq!(listed["devices"].as_array().map(Vec::len), Some(1), "nothing else was created");
+}
+
+#[tokio::test]
+async fn a_devices_model_and_clock_offset_are_kept_changed_and_cleared() {
+    let api = Api::start(|_| {}).await;
+    let (_, key) = api.tenant("Settings").await;
+    let body = r#"{"identifier": "356307042441013", "protocol": "gt06", "model": "VL103", "utc_offset": "+0530"}"#;
+    let created = api.call("POST", "/v1/devices", Some(&key), Some(body)).await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!((&created.json()["model"], &created.json()["utc_offset"]), (&json!("VL103"), &json!("+05:30")));
+    let id = created.json()["id"].as_i64().unwrap_or_default();
+    let path = format!("/v1/devices/{id}");
+    let changed = api.call("PATCH", &path, Some(&key), Some(r#"{"utc_offset": "-03:00"}"#)).await;
+    assert_eq!((&changed.json()["model"], &changed.json()["utc_offset"]), (&json!("VL103"), &json!("-03:00")));
+    let cleared = api.call("PATCH", &path, Some(&key), Some(r#"{"model": null, "utc_offset": null}"#)).await;
+    assert_eq!((&cleared.json()["model"], &cleared.json()["utc_offset"]), (&Value::Null, &Value::Null));
+    let refused = api.call("PATCH", &path, Some(&key), Some(r#"{"utc_offset": "+3:99"}"#)).await;
+    assert_eq!(refused.status, 400);
+    let unchanged = api.call("GET", &path, Some(&key), None).await;
+    assert_eq!(unchanged.json()["utc_offset"], Value::Null);
 }
 
 #[tokio::test]

@@ -111,3 +111,29 @@ fn input_errors_are_clear() {
     let (code, _) = decode(&["teltonika", "--udp"], b"00");
     assert_eq!(code, 2);
 }
+
+#[test]
+fn gt06_login_location_and_a_model_of_its_own() {
+    // The documented login, then a VL103's 0x16 alarm location (Traccar's capture) with
+    // the driver's key in its last eight bytes, from a device whose clock is set to
+    // UTC-03:00.
+    let login = "78780D01086471700328358100093F040D0A";
+    let alarm = "78782d16190c1d0e3b03cf026cc8d40c367d800014000801cc0025ef40e88c450604e801c3000001453f920100271e590d0a";
+    let input = format!("{login}\n{alarm}\n");
+    let (code, events) = decode(&["gt06", "--hex", "--model", "VL103", "--utc-offset", "-03:00"], input.as_bytes());
+    assert_eq!(code, 0, "{events:#?}");
+    assert_eq!(events[0], json!({"event": "login", "device": "864717003283581"}));
+    assert_eq!(events[1], json!({"event": "reply", "hex": "78780501000955940d0a"}));
+    let position = &events[2];
+    // 2025-12-29 14:59:03 on a clock at UTC-03:00.
+    assert_eq!(position["time"], "2025-12-29T17:59:03Z");
+    assert_eq!(position["attrs"]["driver_id"], "C3000001453F9201");
+    assert_eq!(position["attrs"]["alarm"], Value::Null, "0xE8 is no alarm of the VL table");
+    assert_eq!(position["io"]["event"], 232);
+    assert_eq!(events[3], json!({"event": "reply", "hex": "78780516002794780d0a"}));
+    // Without a registered offset the device's clock is read as UTC.
+    let (_, plain) = decode(&["gt06", "--hex"], input.as_bytes());
+    assert_eq!(plain[2]["time"], "2025-12-29T14:59:03Z");
+    let (code, _) = decode(&["gt06", "--hex", "--utc-offset", "Mars/Olympus"], input.as_bytes());
+    assert_ne!(code, 0);
+}

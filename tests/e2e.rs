@@ -1,9 +1,10 @@
 //! The whole system, end to end: `fleetgate serve` (gateway, processor and API) on free
 //! ports in an isolated schema, stream, subject and key prefix; a tenant from
 //! `fleetgate admin create-tenant`; `fleetgate simulate` registering its devices through
-//! the API and driving them (Teltonika 8E and Wialon IPS 2.0, a black-box burst, corrupted
-//! frames). Afterwards every acknowledged position is in history exactly once and the
-//! live position of each device is its newest acknowledged one.
+//! the API and driving them (every built-in protocol: Teltonika 8E, Wialon IPS 2.0, GT06
+//! in both frame forms, ...; black-box bursts, corrupted frames). Afterwards every
+//! acknowledged position is in history exactly once and the live position of each device
+//! is its newest acknowledged one.
 
 mod common;
 
@@ -16,14 +17,15 @@ use common::{Acked, System, binary};
 async fn simulated_devices_end_to_end_every_acknowledged_position_stored_once() {
     let system = System::start("e2e").await;
     let (client, dir, api, key) = (&system.client, &system.dir, system.api, &system.key);
-    let (teltonika, wialon) = (system.teltonika, system.wialon);
     let acked_path = dir.join("acked.jsonl");
+    let ports: Vec<String> = system.ports.iter().map(|(protocol, port)| format!("{protocol}={port}")).collect();
+    let devices = 3 * system.ports.len();
     let simulated = Command::new(binary())
         .args(["simulate", "--host", "127.0.0.1", "--json", "--seed", "3"])
-        .args(["--port", &format!("teltonika={teltonika}"), "--port", &format!("wialon={wialon}")])
+        .args(ports.iter().flat_map(|port| ["--port", port.as_str()]))
         .args([
             "--devices",
-            "6",
+            &devices.to_string(),
             "--interval-s",
             "1",
             "--records",
@@ -57,8 +59,12 @@ async fn simulated_devices_end_to_end_every_acknowledged_position_stored_once() 
     assert_eq!(stored as usize, acked.positions.len(), "nothing stored that was not acknowledged once");
 
     // Live state: each device's newest acknowledged fix.
-    let rows = client.query("SELECT id, identifier FROM devices", &[]).await.expect("devices");
-    assert_eq!(rows.len(), 6, "the simulator registered its devices through the API");
+    let rows = client.query("SELECT id, identifier, protocol FROM devices", &[]).await.expect("devices");
+    assert_eq!(rows.len(), devices, "the simulator registered its devices through the API");
+    for (protocol, _) in &system.ports {
+        let driven = rows.iter().filter(|row| row.get::<_, &str>(2) == *protocol).count();
+        assert_eq!(driven, 3, "{protocol}: three devices");
+    }
     for row in rows {
         let (id, identifier): (i64, String) = (row.get(0), row.get(1));
         let Some(expected) = acked.newest.get(&identifier) else { continue };

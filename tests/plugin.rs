@@ -170,7 +170,14 @@ fn a_registered_protocol_passes_the_conformance_kit_and_decodes() {
     let input = "L,4711\nD,1700000000000,54.700000,25.300000,50;XX\nP\n";
     let bad = checksum("D,1700000000000,54.700000,25.300000,50");
     let good = input.replace("XX", &bad);
-    let args = fleetgate::decode::DecodeArgs { protocol: NAME.into(), hex: false, udp: false, file: None };
+    let args = fleetgate::decode::DecodeArgs {
+        protocol: NAME.into(),
+        hex: false,
+        udp: false,
+        model: None,
+        utc_offset: None,
+        file: None,
+    };
     let transcript = fleetgate::decode::transcript(protocol, &args, good.as_bytes()).expect("decodes");
     assert_eq!(
         transcript.lines,

@@ -17,6 +17,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use fleetgate_codecs::Protocol;
+use fleetgate_codecs::protocol::{format_utc_offset, parse_utc_offset};
 use fleetgate_contracts::{DeviceId, TenantId, identifiers};
 use serde::{Deserialize, Deserializer, Serialize};
 use tokio_postgres::error::SqlState;
@@ -100,12 +101,18 @@ pub struct Device {
     /// Seconds a run over the speed limit lasts before it is an `overspeed` event (0: at
     /// once).
     pub overspeed_min_s: i32,
+    /// The device model (`VL103`, `NT20`): GT06 firmware families that the frames cannot
+    /// tell apart are read by it.
+    pub model: Option<String>,
+    /// The offset of the device's clock from UTC (`+03:00`) for devices set to local
+    /// time; `null`: as the protocol says.
+    pub utc_offset: Option<String>,
     /// RFC 3339.
     pub created_at: String,
 }
 
-const DEVICE_COLUMNS: &str =
-    "id, identifier, protocol, name, plate, group_id, speed_limit, rfc3339(created_at), overspeed_min_s";
+const DEVICE_COLUMNS: &str = "id, identifier, protocol, name, plate, group_id, speed_limit, rfc3339(created_at), \
+     overspeed_min_s, model, utc_offset_minutes";
 
 fn device_from(row: &tokio_postgres::Row) -> Device {
     Device {
@@ -117,6 +124,8 @@ fn device_from(row: &tokio_postgres::Row) -> Device {
         group_id: row.get(5),
         speed_limit: row.get(6),
         overspeed_min_s: row.get(8),
+        model: row.get(9),
+        utc_offset: row.get::<_, Option<i32>>(10).map(format_utc_offset),
         created_at: row.get(7),
     }
 }
@@ -147,6 +156,12 @@ pub struct NewDevice {
     /// Wialon IPS login password the device must present (never shown back).
     #[serde(default)]
     pub password: Option<String>,
+    /// The device model, 1-64 characters.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The offset of the device's clock from UTC, `+03:00` (UTC-12:00 to UTC+14:00).
+    #[serde(default)]
+    pub utc_offset: Option<String>,
 }
 
 /// Changes to a device; absent fields stay, `null` clears.
@@ -175,6 +190,12 @@ pub struct DevicePatch {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<Object>)]
     pub report_rules: Option<Option<serde_json::Value>>,
+    /// The device model.
+    #[serde(default, deserialize_with = "nullable")]
+    pub model: Option<Option<String>>,
+    /// The offset of the device's clock from UTC, `+03:00`.
+    #[serde(default, deserialize_with = "nullable")]
+    pub utc_offset: Option<Option<String>>,
 }
 
 /// Checks report rules (a JSON object of some of the rules) and gives them as text.
@@ -200,6 +221,27 @@ fn check_overspeed_min(seconds: Option<i32>) -> ApiResult<()> {
         Some(s) if !(0..=3600).contains(&s) => Err(ApiError::BadRequest("overspeed_min_s must be 0 to 3600".into())),
         _ => Ok(()),
     }
+}
+
+/// A model name: 1-64 printable characters.
+fn check_model(model: Option<&str>) -> ApiResult<()> {
+    match model {
+        Some(m) if m.is_empty() || m.chars().count() > 64 || m.chars().any(char::is_control) => {
+            Err(ApiError::BadRequest("model must be 1 to 64 printable characters".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A UTC offset as minutes east of UTC.
+fn utc_offset_minutes(offset: Option<&str>) -> ApiResult<Option<i32>> {
+    offset
+        .map(|text| {
+            parse_utc_offset(text).ok_or_else(|| {
+                ApiError::BadRequest(format!("utc_offset {text:?} must be like +03:00 (UTC-12:00 to UTC+14:00)"))
+            })
+        })
+        .transpose()
 }
 
 fn check_speed_limit(limit: Option<f32>) -> ApiResult<()> {
@@ -283,14 +325,16 @@ pub async fn create_device(
     check_text("password", new.password.as_deref().unwrap_or_default(), 64)?;
     check_speed_limit(new.speed_limit)?;
     check_overspeed_min(new.overspeed_min_s)?;
+    check_model(new.model.as_deref())?;
+    let offset = utc_offset_minutes(new.utc_offset.as_deref())?;
     let db = state.db().await?;
     check_group(&db, principal.tenant_id, new.group_id).await?;
     let row = db
         .query_one(
             &format!(
                 "INSERT INTO devices (tenant_id, identifier, protocol, name, plate, group_id, speed_limit, password,
-                                      overspeed_min_s)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {DEVICE_COLUMNS}"
+                                      overspeed_min_s, model, utc_offset_minutes)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {DEVICE_COLUMNS}"
             ),
             &[
                 &principal.tenant_id,
@@ -302,6 +346,8 @@ pub async fn create_device(
                 &new.speed_limit,
                 &new.password,
                 &new.overspeed_min_s.unwrap_or(0),
+                &new.model,
+                &offset,
             ],
         )
         .await
@@ -346,6 +392,8 @@ pub async fn update_device(
     check_text("password", patch.password.clone().flatten().as_deref().unwrap_or_default(), 64)?;
     check_speed_limit(patch.speed_limit.flatten())?;
     check_overspeed_min(patch.overspeed_min_s)?;
+    check_model(patch.model.clone().flatten().as_deref())?;
+    let offset = utc_offset_minutes(patch.utc_offset.clone().flatten().as_deref())?;
     let rules = match patch.report_rules.clone().flatten() {
         Some(rules) => Some(report_rules_text(&rules)?),
         None => None,
@@ -363,6 +411,8 @@ pub async fn update_device(
                     password = CASE WHEN $10 THEN $11 ELSE password END,
                     report_rules = CASE WHEN $12 THEN $13::text::jsonb ELSE report_rules END,
                     overspeed_min_s = coalesce($14, overspeed_min_s),
+                    model = CASE WHEN $15 THEN $16 ELSE model END,
+                    utc_offset_minutes = CASE WHEN $17 THEN $18 ELSE utc_offset_minutes END,
                     updated_at = now()
                  WHERE id = $1 AND tenant_id = $2 RETURNING {DEVICE_COLUMNS}"
             ),
@@ -381,6 +431,10 @@ pub async fn update_device(
                 &patch.report_rules.is_some(),
                 &rules,
                 &patch.overspeed_min_s,
+                &patch.model.is_some(),
+                &patch.model.flatten(),
+                &patch.utc_offset.is_some(),
+                &offset,
             ],
         )
         .await?

@@ -7,7 +7,7 @@
 use std::fmt;
 
 use bytes::BytesMut;
-use fleetgate_codecs::Protocol;
+use fleetgate_codecs::{DeviceSettings, Protocol};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
@@ -79,4 +79,6 @@ pub struct DeviceRecord {
     pub protocol: Option<Protocol>,
     /// The password it must log in with, if any.
     pub password: Option<String>,
+    /// Its model and clock offset, handed to its session at login.
+    pub settings: DeviceSettings,
 }

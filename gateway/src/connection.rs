@@ -82,6 +82,11 @@ impl SessionCodec {
     pub fn recycle(&mut self, batch: fleetgate_codecs::Batch) {
         self.session.recycle(batch);
     }
+
+    /// Applies a logged-in device's settings to its session.
+    pub fn configure(&mut self, settings: &fleetgate_codecs::DeviceSettings) {
+        self.session.configure(settings);
+    }
 }
 
 impl Decoder for SessionCodec {
@@ -90,6 +95,8 @@ impl Decoder for SessionCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Event>, StreamError> {
         self.capture.before(src);
+        // Only protocols whose answers carry the time (GT06 time requests) use it.
+        self.session.clock(now());
         let event = self.session.decode(src);
         self.capture.after(src.len());
         Ok(event?)
@@ -289,6 +296,10 @@ impl Connection {
             gateway.respond(self.protocol, Waiting::Allowed, &mut self.device, event, time, command_id).await;
         if let Some(batch) = response.spent {
             self.frames.decoder_mut().recycle(batch);
+        }
+        if login && let Some(device) = &self.device {
+            // The frames that follow read with what the registration says of the device.
+            self.frames.decoder_mut().configure(&device.record.settings);
         }
         let stored_data = matches!(response.outcome, Outcome::Positions(_));
         let delivered = match &response.reply {

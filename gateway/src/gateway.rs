@@ -102,6 +102,8 @@ pub struct Gateway {
     postgres: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
     /// Auto-registrations in the current minute: (minute start, count).
     auto_registrations: std::sync::Mutex<(Instant, u32)>,
+    /// Postgres look-ups of unknown identifiers in the current second: (start, count).
+    lookups: std::sync::Mutex<(Instant, u32)>,
     /// Archive records on their way to [`crate::archive::write_batches`].
     archive_queue: tokio::sync::mpsc::Sender<Vec<u8>>,
 }
@@ -109,6 +111,9 @@ pub struct Gateway {
 /// Unknown devices registered per minute at most, so a flood of made-up identifiers
 /// cannot fill the tenant's device list.
 const AUTO_REGISTRATIONS_PER_MINUTE: u32 = 600;
+
+/// Identifiers missing from the registry looked up in Postgres per second at most.
+const LOOKUPS_PER_SECOND: u32 = 200;
 
 impl Gateway {
     /// A gateway for `protocols` over an already connected JetStream context; archive
@@ -135,8 +140,38 @@ impl Gateway {
             connected: Arc::new(Connected::default()),
             postgres: tokio::sync::Mutex::new(None),
             auto_registrations: std::sync::Mutex::new((Instant::now(), 0)),
+            lookups: std::sync::Mutex::new((Instant::now(), 0)),
             archive_queue,
         }
+    }
+
+    /// Reads one identifier the registry does not hold from Postgres (at most
+    /// [`LOOKUPS_PER_SECOND`] a second, so a flood of unknown identifiers cannot load the
+    /// database); its record when it is registered.
+    async fn look_up_in_postgres(&self, identifier: &str) -> Option<DeviceRecord> {
+        if !identifiers::is_valid(identifier) {
+            return None;
+        }
+        {
+            let mut window = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+            if window.0.elapsed() >= Duration::from_secs(1) {
+                *window = (Instant::now(), 0);
+            }
+            if window.1 >= LOOKUPS_PER_SECOND {
+                return None;
+            }
+            window.1 += 1;
+        }
+        let mut postgres = self.postgres.lock().await;
+        if postgres.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+            *postgres = fleetgate_store::connect(&self.config.postgres.url).await.ok();
+        }
+        let client = postgres.as_ref()?;
+        if let Err(error) = self.registry.reload_one(client, identifier).await {
+            tracing::warn!(%error, identifier, "cannot look an unknown device up in Postgres");
+            return None;
+        }
+        self.registry.lookup(identifier)
     }
 
     /// Registers an unknown identifier into the auto-registration tenant; the record
@@ -195,6 +230,18 @@ impl Gateway {
         waiting: Waiting,
     ) -> Login {
         let mut found = self.registry.lookup(identifier);
+        if found.is_none() {
+            // Registered a moment ago, before the change notification arrived: the API's
+            // 201 promises the device is accepted at once (contract 3).
+            found = match waiting {
+                Waiting::Allowed => self.look_up_in_postgres(identifier).await,
+                Waiting::Never => {
+                    let (gateway, identifier) = (self.clone(), identifier.to_owned());
+                    tokio::spawn(async move { gateway.look_up_in_postgres(&identifier).await });
+                    None
+                }
+            };
+        }
         if found.is_none()
             && let Some(tenant_id) = self.registry.auto_register_tenant()
         {

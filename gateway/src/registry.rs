@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use fleetgate_codecs::Protocol;
+use fleetgate_codecs::{DeviceSettings, Protocol};
 use fleetgate_contracts::{DeviceRecord, TenantId};
 use futures_util::StreamExt;
 use tokio_postgres::Client;
@@ -21,15 +21,17 @@ pub struct Registry {
     auto_register_tenant: AtomicI64,
 }
 
-const SELECT: &str = "SELECT identifier, id, tenant_id, protocol, password FROM devices";
+const SELECT: &str = "SELECT identifier, id, tenant_id, protocol, password, model, utc_offset_minutes FROM devices";
 
 fn record(row: &tokio_postgres::Row) -> (String, DeviceRecord) {
     let protocol: &str = row.get(3);
+    let model: Option<String> = row.get(5);
     let device = DeviceRecord {
         device_id: row.get(1),
         tenant_id: row.get(2),
         protocol: Protocol::from_name(protocol),
         password: row.get(4),
+        settings: DeviceSettings { model: model.map(Into::into), utc_offset_minutes: row.get(6) },
     };
     (row.get(0), device)
 }

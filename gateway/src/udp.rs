@@ -125,6 +125,7 @@ async fn datagram_received(
     let time = now();
     let mut frame =
         Frame { time, bytes: datagram.clone(), size: datagram.len(), outcome: Outcome::KeepAlive, reply: None };
+    peer.session.clock(time);
     let events = match peer.session.decode_datagram(datagram) {
         Ok(events) => events,
         Err(error) => {
@@ -154,6 +155,11 @@ async fn datagram_received(
                         reject: Bytes::new(),
                     };
                     gateway.respond(protocol, Waiting::Never, &mut peer.device, login, time, None).await;
+                    if let Some(device) = &peer.device {
+                        // A datagram is decoded before its device is known: the settings
+                        // apply from the peer's next datagram on.
+                        peer.session.configure(&device.record.settings);
+                    }
                 }
                 // An unknown device gets no answer at all over UDP.
                 let Some(device) = peer.device.clone() else {

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::BytesMut;
 use fleetgate_codecs::time::UtcMillis;
 use fleetgate_codecs::traffic::{self, ArchivedFrame};
-use fleetgate_codecs::{Event, Protocol, SessionOptions};
+use fleetgate_codecs::{DeviceSettings, Event, Protocol, SessionOptions};
 use fleetgate_contracts::archive::format_time;
 use fleetgate_contracts::messages::encode_positions;
 use fleetgate_contracts::{DeviceId, DeviceRecord};
@@ -145,6 +145,8 @@ fn decode_connection(
         while let Ok(Some(_)) = session.decode(&mut buffer) {}
         buffer.clear();
     }
+    // As the gateway does once the login is accepted.
+    session.configure(&device.settings);
     for (index, frame) in connection.frames.iter().enumerate() {
         if frame.truncated {
             decoded.undecodable += 1;
@@ -222,7 +224,10 @@ pub async fn reprocess(
     }
     let client = history.client();
     let device_row = client
-        .query_opt("SELECT id, tenant_id, protocol FROM devices WHERE identifier = $1", &[&request.identifier])
+        .query_opt(
+            "SELECT id, tenant_id, protocol, model, utc_offset_minutes FROM devices WHERE identifier = $1",
+            &[&request.identifier],
+        )
         .await?
         .ok_or_else(|| ReprocessError::UnknownDevice(request.identifier.clone()))?;
     let registered: String = device_row.get(2);
@@ -235,6 +240,10 @@ pub async fn reprocess(
         tenant_id: device_row.get(1),
         protocol: Some(protocol),
         password: None,
+        settings: DeviceSettings {
+            model: device_row.get::<_, Option<String>>(3).map(Into::into),
+            utc_offset_minutes: device_row.get(4),
+        },
     };
     let mut report =
         Report { summary: Summary { device_id: device.device_id, ..Summary::default() }, ..Report::default() };

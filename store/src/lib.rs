@@ -49,6 +49,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 9, name: "geofences", sql: include_str!("../migrations/0009_geofences.sql") },
     Migration { version: 10, name: "segments", sql: include_str!("../migrations/0010_segments.sql") },
     Migration { version: 11, name: "overspeed_min", sql: include_str!("../migrations/0011_overspeed_min.sql") },
+    Migration { version: 12, name: "device_settings", sql: include_str!("../migrations/0012_device_settings.sql") },
 ];
 
 /// Why the schema could not be reached or brought up to date.

@@ -30,6 +30,8 @@ pub struct System {
     pub config_path: PathBuf,
     pub teltonika: u16,
     pub wialon: u16,
+    /// Every built-in protocol's TCP port, by protocol name.
+    pub ports: Vec<(&'static str, u16)>,
     pub api: u16,
     /// The first tenant's admin key.
     pub key: String,
@@ -106,7 +108,15 @@ impl System {
         fleetgate_store::migrate(&mut client).await.expect("migrate");
         let dir = std::env::temp_dir().join(format!("fleetgate-{tag}-{schema}"));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let (teltonika, wialon, api) = (free_port(), free_port(), free_port());
+        let api = free_port();
+        let ports: Vec<(&'static str, u16)> =
+            fleetgate_codecs::Protocol::built_in().map(|protocol| (protocol.name(), free_port())).collect();
+        let port_of = |name: &str| ports.iter().find(|(n, _)| *n == name).map_or(0, |(_, port)| *port);
+        let (teltonika, wialon) = (port_of("teltonika"), port_of("wialon"));
+        let listeners: String = ports
+            .iter()
+            .map(|(protocol, port)| format!("[[gateway.listeners]]\nprotocol = \"{protocol}\"\ntcp_port = {port}\n"))
+            .collect();
         let nats = std::env::var("FLEETGATE_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
         let redis = std::env::var("FLEETGATE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let name = schema.replace('_', "");
@@ -127,13 +137,7 @@ key_prefix = "{name}"
 [gateway]
 bind = "127.0.0.1"
 metrics_addr = ""
-[[gateway.listeners]]
-protocol = "teltonika"
-tcp_port = {teltonika}
-[[gateway.listeners]]
-protocol = "wialon"
-tcp_port = {wialon}
-[processor]
+{listeners}[processor]
 metrics_addr = ""
 batch_wait_ms = 20
 {processor_extra}
@@ -151,6 +155,7 @@ bind = "127.0.0.1:{api}"
             config_path,
             teltonika,
             wialon,
+            ports,
             api,
             key: String::new(),
             tenant_id: 0,
@@ -200,6 +205,11 @@ bind = "127.0.0.1:{api}"
             .output()
             .expect("fleetgate runs");
         (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The TCP port of a built-in protocol.
+    pub fn port(&self, protocol: &str) -> u16 {
+        self.ports.iter().find(|(name, _)| *name == protocol).map_or(0, |(_, port)| *port)
     }
 
     pub fn get(&self, path: &str, key: &str) -> (u16, String) {

@@ -59,6 +59,16 @@ pub fn location(report: &Report, serial: u16, extended: bool) -> Vec<u8> {
     device_frame(0x22, &content, serial, extended)
 }
 
+/// A 0x16 alarm: GPS, a sized cell, the status block with alarm `code` (0x01 SOS, 0x02
+/// power cut, 0x06 overspeed, ...).
+pub fn alarm(report: &Report, code: u8, serial: u16) -> Vec<u8> {
+    let mut content = gps_block(report, 0).to_vec();
+    content.extend_from_slice(&[0x09, 0x01, 0xCC, 0x00, 0x28, 0x7D, 0x00, 0x1F, 0x71]);
+    let info = 0x44 | if report.ignition { 0x02 } else { 0x00 };
+    content.extend_from_slice(&[info, 0x06, 0x04, code, 0x02]);
+    device_frame(0x16, &content, serial, false)
+}
+
 /// A 0x13 heartbeat: terminal info (ACC, charging), voltage level, GSM signal, no
 /// alarm, language.
 pub fn heartbeat(ignition: bool, level: u8, gsm: u8, serial: u16) -> Vec<u8> {
