@@ -15,6 +15,7 @@ pub mod device;
 pub mod gt06;
 pub mod hex;
 pub mod kit;
+pub mod out;
 pub mod position;
 pub mod protocol;
 pub mod registry;

@@ -19,7 +19,7 @@ use bytes::Bytes;
 
 use crate::attrs::Attr;
 use crate::kit::{self, Parsed, be_u8, be_u16, be_u32, coordinates, take};
-use crate::position::{AttrValue, Batch, Fix, IoKey, IoValue, Span};
+use crate::position::{AttrValue, Batch};
 use crate::time::UtcMillis;
 
 /// The six time bytes as sent.
@@ -246,47 +246,48 @@ pub fn alarm_name(code: u8, family: Family) -> Option<&'static str> {
     })
 }
 
-/// Writes one position of a frame into a batch: the fix first, then what the blocks
-/// hold, as attributes in the shared vocabulary and raw values in `io`.
+/// Writes one GT06 position: [`crate::out::Out`] plus the device's clock and alarm
+/// table, and the GT06 blocks.
 pub struct Out<'b> {
-    batch: &'b mut Batch,
-    frame: &'b Bytes,
+    out: crate::out::Out<'b>,
     /// Minutes east of UTC of the device's clock.
     pub offset_minutes: i32,
     /// The device's alarm code table.
     pub family: Family,
 }
 
-impl<'b> Out<'b> {
-    /// Starts a position without time or coordinates (the gateway's receive time stands
-    /// in for a missing time).
-    pub fn new(batch: &'b mut Batch, frame: &'b Bytes, offset_minutes: i32, family: Family) -> Self {
-        batch.push_fix(Fix::untimed(None));
-        Out { batch, frame, offset_minutes, family }
-    }
+impl<'b> std::ops::Deref for Out<'b> {
+    type Target = crate::out::Out<'b>;
 
-    fn fix(&mut self) -> &mut Fix {
-        // `new` pushed the fix this writer fills.
-        self.batch.last_fix_mut().expect("Out::new pushed a fix")
+    fn deref(&self) -> &Self::Target {
+        &self.out
+    }
+}
+
+impl std::ops::DerefMut for Out<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.out
+    }
+}
+
+impl<'b> Out<'b> {
+    /// Starts a position without time or coordinates.
+    pub fn new(batch: &'b mut Batch, frame: &'b Bytes, offset_minutes: i32, family: Family) -> Self {
+        Out { out: crate::out::Out::new(batch, frame), offset_minutes, family }
     }
 
     /// The position's time, from time bytes in the device's clock.
     pub fn time(&mut self, civil: Civil) -> Result<(), String> {
         let time = civil.instant(self.offset_minutes)?;
-        self.fix().time = time;
+        self.set_time(time);
         Ok(())
     }
 
     /// The position's time, already UTC.
     pub fn utc_time(&mut self, civil: Civil) -> Result<(), String> {
         let time = civil.instant(0)?;
-        self.fix().time = time;
+        self.set_time(time);
         Ok(())
-    }
-
-    /// The position's time as seconds since the epoch.
-    pub fn epoch_time(&mut self, seconds: u32) {
-        self.fix().time = Some(UtcMillis(i64::from(seconds) * 1000));
     }
 
     /// The GPS block: time, then what [`Out::located`] reads.
@@ -316,16 +317,6 @@ impl<'b> Out<'b> {
         if gps.flags & 0x4000 != 0 {
             self.attr(Attr::Ignition, AttrValue::Bool(gps.flags & 0x8000 != 0));
         }
-    }
-
-    /// Sets the altitude, in metres.
-    pub fn altitude(&mut self, metres: f64) {
-        self.fix().altitude = Some(metres);
-    }
-
-    /// Sets the satellites in use.
-    pub fn satellites(&mut self, satellites: u16) {
-        self.fix().satellites = Some(satellites);
     }
 
     /// The serving cell, as `mcc`, `mnc`, `lac`, `cid` and the `operator` attribute.
@@ -389,11 +380,6 @@ impl<'b> Out<'b> {
         }
     }
 
-    /// Names the alarm (replacing one the terminal info byte set).
-    pub fn set_alarm(&mut self, name: &'static str) {
-        self.attr(Attr::Alarm, AttrValue::Name(name));
-    }
-
     /// The status block.
     pub fn status(&mut self, status: Status) {
         self.info(status.info, false);
@@ -403,72 +389,4 @@ impl<'b> Out<'b> {
         self.io("language", u64::from(status.language));
     }
 
-    /// A raw unsigned value.
-    pub fn io(&mut self, name: &'static str, value: u64) {
-        self.batch.push_io(IoKey::Static(name), IoValue::Uint(value));
-    }
-
-    /// A raw byte string of the frame.
-    pub fn io_bytes(&mut self, name: &'static str, part: &[u8]) {
-        let span = self.span(part);
-        self.batch.push_io(IoKey::Static(name), IoValue::Bytes(span));
-    }
-
-    /// A raw text of the frame (kept as hex when it is not UTF-8).
-    pub fn io_text(&mut self, name: &'static str, part: &[u8]) {
-        let span = self.span(part);
-        let value = if std::str::from_utf8(part).is_ok() { IoValue::Text(span) } else { IoValue::Bytes(span) };
-        self.batch.push_io(IoKey::Static(name), value);
-    }
-
-    /// A raw value named by text of the frame (OBD parameter ids).
-    pub fn io_named_text(&mut self, name: &[u8], value: &[u8]) {
-        let (key, value) = (self.span(name), self.span(value));
-        self.batch.push_io(IoKey::Name(key), IoValue::Text(value));
-    }
-
-    /// A well-known attribute (a later block's value replaces an earlier one's: ACC is in
-    /// both the status word and the terminal info byte).
-    pub fn attr(&mut self, attr: Attr, value: AttrValue) {
-        self.batch.set_attr(attr, value);
-    }
-
-    /// A well-known attribute whose value is text of the frame.
-    pub fn attr_text(&mut self, attr: Attr, part: &[u8]) {
-        if std::str::from_utf8(part).is_ok() {
-            let span = self.span(part);
-            self.batch.set_attr(attr, AttrValue::Text(span));
-        }
-    }
-
-    /// A well-known attribute whose value is bytes of the frame, as uppercase hex.
-    pub fn attr_hex(&mut self, attr: Attr, part: &[u8]) {
-        let span = self.span(part);
-        self.batch.set_attr(attr, AttrValue::HexBytes(span));
-    }
-
-    /// A well-known attribute whose value is BCD bytes of the frame, as digits.
-    pub fn attr_digits(&mut self, attr: Attr, part: &[u8]) {
-        let span = self.span(part);
-        self.batch.set_attr(attr, AttrValue::Digits(span));
-    }
-
-    /// Volts from hundredths.
-    pub fn volts(&mut self, attr: Attr, name: &'static str, hundredths: u16) {
-        self.io(name, u64::from(hundredths));
-        self.attr(attr, AttrValue::Float(f64::from(hundredths) / 100.0));
-    }
-
-    /// Bytes left after the layout: kept whole, so nothing the device sent is lost.
-    pub fn rest(&mut self, rest: &[u8]) {
-        if !rest.is_empty() {
-            self.io_bytes("extra", rest);
-        }
-    }
-
-    /// The span of `part`, a slice of the frame.
-    fn span(&self, part: &[u8]) -> Span {
-        let start = kit::position_of(self.frame, part);
-        Span::new(start..start + part.len())
-    }
 }
