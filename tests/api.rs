@@ -298,7 +298,12 @@ async fn bad_input_gets_a_clear_400_or_401_and_changes_nothing() {
             Some(r#"{"identifier": "356307042441013", "protocol": "gt06", "utc_offset": "+15:00"}"#.into()),
             "utc_offset",
         ),
-        ("POST", "/v1/devices", Some(r#"{"identifier": "356307042441013", "protocol": "gt06", "model": ""}"#.into()), "model"),
+        (
+            "POST",
+            "/v1/devices",
+            Some(r#"{"identifier": "356307042441013", "protocol": "gt06", "model": ""}"#.into()),
+            "model",
+        ),
         ("POST", "/v1/devices", Some(r#"{"identifier": "35630704244101", "protocol": "gt06"}"#.into()), "15 digits"),
         ("GET", "/v1/devices/1/positions?from=yesterday&to=2026-01-01T00:00:00Z", None, "RFC 3339"),
         ("GET", "/v1/devices/1/positions?to=2026-01-01T00:00:00Z", None, "from"),

@@ -222,6 +222,14 @@ fn check_facts(protocol: Protocol, name: &str, transcript: &Transcript, facts: &
             fail(format!("sound capture refused: {errors:?}"));
         }
     }
+    if let Some(n) = facts["min_positions"].as_u64() {
+        if (positions.len() as u64) < n {
+            fail(format!("{} positions, documented at least {n}", positions.len()));
+        }
+        if !errors.is_empty() {
+            fail(format!("sound capture refused: {errors:?}"));
+        }
+    }
     if facts["no_positions"] == Value::Bool(true) && !positions.is_empty() {
         fail(format!("documented to hold no position, decoded {}", positions.len()));
     }
@@ -267,9 +275,12 @@ fn check_facts(protocol: Protocol, name: &str, transcript: &Transcript, facts: &
                     fail(format!("message {field} = {}, documented {}", message[field], documented[field]));
                 }
             }
-            // A value the message holds, as text or (hex digits) as bytes.
+            // A value the message holds, as text (runs of spaces compared as one: some
+            // sources normalise them) or (hex digits) as bytes.
             if let Some(value) = documented["contains"].as_str() {
-                let text = message["text"].as_str().unwrap_or_default();
+                let squeeze = |t: &str| t.split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ");
+                let text = squeeze(message["text"].as_str().unwrap_or_default());
+                let value = &squeeze(value);
                 let hex = message["hex"].as_str().unwrap_or_default();
                 let as_hex = crate::hex::HexDisplay(value.as_bytes()).to_string();
                 if !text.contains(value) && !hex.contains(&value.to_ascii_lowercase()) && !hex.contains(&as_hex) {

@@ -9,7 +9,8 @@
 //!
 //! - integers, big- and little-endian: [`be_u8`], [`be_u16`], ..., [`le_u16`], ...,
 //!   [`be_uint`] (1, 2, 4 or 8 bytes by a size known at run time);
-//! - [`take`]: a field of a length known at run time; [`length_checked`]: a declared
+//! - [`take`]: a field of a length known at run time; [`counted`]: one behind its
+//!   one-byte length; [`length_checked`]: a declared
 //!   length read and checked against a limit before anything of the body is read;
 //! - [`bcd`]: binary-coded decimal identifiers (IMEIs, terminal phone numbers);
 //! - [`checksummed`]: a body followed by its checksum field, checked;
@@ -145,6 +146,12 @@ integers! {
     le_i16: i16 = from_le_bytes;
     /// Four bytes, little-endian, signed.
     le_i32: i32 = from_le_bytes;
+}
+
+/// A field preceded by its one-byte length.
+pub fn counted(input: &[u8]) -> Parsed<'_, &[u8]> {
+    let (rest, n) = be_u8(input)?;
+    take(usize::from(n))(rest)
 }
 
 /// An unsigned big-endian integer of `size` bytes: 1, 2, 4, else 8.

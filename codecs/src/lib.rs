@@ -14,6 +14,7 @@ pub mod conformance;
 pub mod device;
 pub mod gt06;
 pub mod hex;
+pub mod jt808;
 pub mod kit;
 pub mod out;
 pub mod position;

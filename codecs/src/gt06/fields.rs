@@ -18,6 +18,7 @@
 use bytes::Bytes;
 
 use crate::attrs::Attr;
+pub use crate::kit::counted;
 use crate::kit::{self, Parsed, be_u8, be_u16, be_u32, coordinates, take};
 use crate::position::{AttrValue, Batch};
 use crate::time::UtcMillis;
@@ -189,12 +190,6 @@ pub fn status(input: &[u8]) -> Parsed<'_, Status> {
     let (rest, (info, level, gsm, alarm, language)) =
         nom::Parser::parse_complete(&mut (be_u8, be_u8, be_u8, be_u8, be_u8), input)?;
     Ok((rest, Status { info, level, gsm, alarm, language }))
-}
-
-/// A one-byte length followed by that many bytes.
-pub fn counted(input: &[u8]) -> Parsed<'_, &[u8]> {
-    let (rest, n) = be_u8(input)?;
-    take(usize::from(n))(rest)
 }
 
 /// Which alarm code table a device follows: most devices share one, some model families
@@ -388,5 +383,4 @@ impl<'b> Out<'b> {
         self.alarm(status.alarm);
         self.io("language", u64::from(status.language));
     }
-
 }
