@@ -137,3 +137,31 @@ fn gt06_login_location_and_a_model_of_its_own() {
     let (code, _) = decode(&["gt06", "--hex", "--utc-offset", "Mars/Olympus"], input.as_bytes());
     assert_ne!(code, 0);
 }
+
+#[test]
+fn jt808_register_and_a_location() {
+    // Traccar's captures: a 2019 terminal registering, then a 2013 location with the
+    // battery level in item 0x06 (its own terminal: each frame names its phone).
+    let register = "7e0100405c010000086649607758216452180000000000000000000000000000004d443330300000000000000000000000000000000000000000000000000038363634393630373735383231363400000000000000000000000000000004000000000000000000000000000000007a7e";
+    let location = "7e0200001f01207646327900400000000000006002015c7ab706d20469003b0000000025040216362606013e6b7e";
+    let (code, events) = decode(&["jt808", "--hex"], format!("{register}\n{location}\n").as_bytes());
+    assert_eq!(code, 0, "{events:#?}");
+    assert_eq!(events[0], json!({"event": "login", "device": "866496077582164"}));
+    // 0x8100: the register's serial (0x5218), result 0, the auth code.
+    let answer = events[1]["hex"].as_str().unwrap_or_default();
+    assert!(answer.starts_with("7e8100"), "{answer}");
+    assert!(answer.contains("521800"), "{answer}");
+    assert_eq!(events[2], json!({"event": "login", "device": "12076463279"}));
+    let position = &events[3];
+    // 2025-04-02 16:36:26 in the standard's UTC+8.
+    assert_eq!(position["time"], "2025-04-02T08:36:26Z");
+    assert_eq!((&position["lat"], &position["lon"]), (&json!(22.837943), &json!(114.426985)));
+    assert_eq!(position["attrs"]["battery_level"], 62);
+    assert_eq!(position["io"]["0x06"], 62);
+    // 0x8001 naming the location's serial (0x0040) and id, result 0.
+    let ack = events[4]["hex"].as_str().unwrap_or_default();
+    assert!(ack.starts_with("7e8001") && ack.contains("0040020000"), "{ack}");
+    // The same capture from a terminal whose clock is set to UTC.
+    let (_, utc) = decode(&["jt808", "--hex", "--utc-offset", "+00:00"], format!("{location}\n").as_bytes());
+    assert_eq!(utc[1]["time"], "2025-04-02T16:36:26Z");
+}

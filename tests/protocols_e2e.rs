@@ -140,3 +140,14 @@ async fn gt06() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn jt808() {
+    a_device_drives_a_trip_and_raises_an_alarm("jt808", "13912345678", |report| {
+        use fleetgate_codecs::jt808::encode::{location_body, message, phone};
+        let terminal = fleetgate_codecs::jt808::Terminal { phone: phone("13912345678", false), version: None };
+        // Alarm bit 0: SOS.
+        message(&terminal, 0x0200, 900, None, &location_body(report, 1, 8 * 60))
+    })
+    .await;
+}

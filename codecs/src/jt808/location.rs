@@ -6,7 +6,9 @@
 //! course:u16  time:BCD[6] (YYMMDDhhmmss, the device's clock: UTC+8 unless registered otherwise)
 //! ```
 //! Status: bit 0 ACC, 1 fix valid, 2 south, 3 west, 10 oil circuit cut, 11 electric
-//! circuit cut, 13 front door open (MV810G and MV710G units: bit 16 door). Alarm bits,
+//! circuit cut; the door of MV810G and MV710G units is bit 16 (the standard's door bits
+//! are read by no other terminal, as too many use them otherwise; the word is in
+//! `io.status`). Alarm bits,
 //! named by priority (the first set names `alarm`; the whole word stays in `io.alarm`):
 //! 0 SOS, 29 collision, 30 rollover, 8 main power off, 7 main power low, 1 overspeed, 2
 //! fatigue, 26 vehicle stolen, 28 illegal displacement, 31 illegal door opening, 16 and
@@ -156,8 +158,11 @@ pub fn write_basic(out: &mut Out, basic: &Basic, offset_minutes: i32, models: Mo
     out.io("status", u64::from(basic.status));
     out.attr(Attr::Ignition, AttrValue::Bool(basic.status & 0x01 != 0));
     out.attr(Attr::Blocked, AttrValue::Bool(basic.status & 0x0C00 != 0));
-    let door_bit = if models.door_bit_16 { 0x0001_0000 } else { 0x2000 };
-    out.attr(Attr::Door, AttrValue::Bool(basic.status & door_bit != 0));
+    // The standard's door bits (13-17) are used otherwise by too many terminals to read
+    // them as doors; the models that wire a door say where.
+    if models.door_bit_16 {
+        out.attr(Attr::Door, AttrValue::Bool(basic.status & 0x0001_0000 != 0));
+    }
     if let Some((_, name)) = ALARM_BITS.iter().find(|(bit, _)| basic.alarm & (1 << bit) != 0) {
         out.set_alarm(name);
     }
