@@ -111,13 +111,7 @@ pub fn decode<'c>(out: &mut Out, kind: u8, content: &'c [u8], extended: bool, mo
             out.cell(serving);
             rest
         }
-        0x19 => {
-            let (rest, serving) = cell(CellLayout::STANDARD)(c)?;
-            out.cell(serving);
-            let (rest, s) = status(rest)?;
-            out.status(s);
-            rest
-        }
+        0x19 => cell_status(out, c, CellLayout::STANDARD)?,
         0x22 | 0x25 if models.nt => nt_location(out, c)?,
         0x22 if len == 42 => seeworld_location(out, c)?,
         0x22 | 0x2D | 0x31 | 0x37 | 0xA0 => gps_lbs_acc(out, kind, c)?,
@@ -208,14 +202,8 @@ pub fn decode<'c>(out: &mut Out, kind: u8, content: &'c [u8], extended: bool, mo
             out.io("geofence", u64::from(fence));
             rest
         }
-        0xA5 => {
-            // LBS alarm: a 4G cell and the status block.
-            let (rest, serving) = cell(CellLayout::LTE)(c)?;
-            out.cell(serving);
-            let (rest, s) = status(rest)?;
-            out.status(s);
-            rest
-        }
+        // LBS alarm: a 4G cell and the status block.
+        0xA5 => cell_status(out, c, CellLayout::LTE)?,
         0xA7 => {
             // LBS address request: a 4G cell, the phone number, language.
             let (rest, serving) = cell(CellLayout::LTE)(c)?;
@@ -300,6 +288,15 @@ fn driver_hex(out: &mut Out, key: &[u8]) {
         out.io_bytes("driver", key);
         out.attr_hex(Attr::DriverId, key);
     }
+}
+
+/// A serving cell, then the status block.
+fn cell_status<'c>(out: &mut Out, c: &'c [u8], layout: CellLayout) -> Result<&'c [u8], nom::Err<kit::Error<'c>>> {
+    let (rest, serving) = cell(layout)(c)?;
+    out.cell(serving);
+    let (rest, s) = status(rest)?;
+    out.status(s);
+    Ok(rest)
 }
 
 /// GPS, then a serving cell.
