@@ -29,7 +29,6 @@ use crate::out::Out;
 use crate::position::{AttrValue, IoKey, IoValue};
 use crate::time::UtcMillis;
 
-
 /// The basic information block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Basic {
