@@ -225,7 +225,7 @@ impl Gt06Session {
                 let data = content.get(1..).unwrap_or_default();
                 self.message("gt06_serial", false, Bytes::copy_from_slice(data), None)
             }
-            kind::TIME_REQUEST => Event::KeepAlive { reply: self.now.map(|now| time_answer(now)) },
+            kind::TIME_REQUEST => Event::KeepAlive { reply: self.now.map(time_answer) },
             kind::COMMAND..=0x82 => self.message("gt06_message", false, frame.clone(), None),
             _ if records::is_position(kind, extended) => {
                 let ack = match kind {

@@ -131,9 +131,7 @@ pub fn decode<'c>(out: &mut Out, kind: u8, content: &'c [u8], extended: bool, mo
             let (rest, _) = check(rest, out.time(t))?;
             let (rest, advance) = be_u8(rest)?;
             out.io("timing_advance", u64::from(advance));
-            let (rest, serving) = cell_list(out, rest, CellLayout::STANDARD, None)?;
-            let _ = serving;
-            rest
+            cell_list(out, rest, CellLayout::STANDARD, None)?.0
         }
         0x24 => lbs_multiple(out, c, CellLayout::STANDARD, false)?,
         0x2A => {

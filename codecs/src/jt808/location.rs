@@ -326,11 +326,7 @@ fn vendor_item(out: &mut Out, id: u8, v: &[u8], models: Models) {
         (0xBC, _) => out.io_text("driver_name", trim(v)),
         (0xBD, _) => out.attr_text(Attr::DriverId, trim(v)),
         (0xCC, 20) => out.attr_text(Attr::Iccid, trim(v)),
-        (0xD0, 4) => {
-            if u32_at(v, 0).unwrap_or(0) & 0x08 != 0 {
-                out.set_alarm("vibration");
-            }
-        }
+        (0xD0, 4) if u32_at(v, 0).unwrap_or(0) & 0x08 != 0 => out.set_alarm("vibration"),
         (0xD4 | 0xE1 | 0xE9, 1) => {
             if v[0] == 0xFF {
                 out.attr(Attr::Charging, AttrValue::Bool(true));
