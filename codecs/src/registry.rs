@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::device::DeviceSide;
 use crate::protocol::{Session, SessionOptions};
-use crate::{gt06, jt808, teltonika, wialon};
+use crate::{galileo, gt06, jt808, teltonika, wialon};
 
 /// The transports a protocol's devices use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,7 @@ pub struct ProtocolSpec {
 }
 
 /// The protocols of this build, in the order of the docs' table.
-pub static BUILT_IN: &[&ProtocolSpec] = &[&teltonika::SPEC, &wialon::SPEC, &gt06::SPEC, &jt808::SPEC];
+pub static BUILT_IN: &[&ProtocolSpec] = &[&teltonika::SPEC, &wialon::SPEC, &gt06::SPEC, &jt808::SPEC, &galileo::SPEC];
 
 /// Protocols registered at run time, after the built-in ones.
 static REGISTERED: RwLock<Vec<&'static ProtocolSpec>> = RwLock::new(Vec::new());
@@ -91,6 +91,8 @@ impl Protocol {
     pub const GT06: Protocol = Protocol(&gt06::SPEC);
     /// JT/T 808.
     pub const JT808: Protocol = Protocol(&jt808::SPEC);
+    /// Galileosky.
+    pub const GALILEO: Protocol = Protocol(&galileo::SPEC);
 
     /// Every protocol: the built-in ones, then those registered.
     pub fn all() -> Vec<Protocol> {
