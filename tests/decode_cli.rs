@@ -165,3 +165,34 @@ fn jt808_register_and_a_location() {
     let (_, utc) = decode(&["jt808", "--hex", "--utc-offset", "+00:00"], format!("{location}\n").as_bytes());
     assert_eq!(utc[1]["time"], "2025-04-02T16:36:26Z");
 }
+
+#[test]
+fn galileo_head_packet_records_and_an_iridium_message() {
+    // The documented head packet, then Traccar's capture of a main packet whose record
+    // follows its own head tags.
+    let head = "011380033836383230343030313534393038370432008590";
+    let main = std::fs::read_to_string("fixtures/galileo/traccar_003.hex").unwrap_or_default();
+    let (code, events) = decode(&["galileo", "--hex"], format!("{head}\n{}", main.trim()).as_bytes());
+    assert_eq!(code, 0, "{events:#?}");
+    assert_eq!(events[0], json!({"event": "login", "device": "868204001549087"}));
+    assert_eq!(events[1], json!({"event": "reply", "hex": "028590"}));
+    // The capture's own head tags name another device: refused, unanswered.
+    assert!(events[2]["error"].as_str().is_some_and(|e| e.contains("868345032042426")), "{:?}", events[2]);
+    assert_eq!(events.len(), 3, "{events:#?}");
+    let (code, events) = decode(&["galileo", "--hex"], main.as_bytes());
+    assert_eq!(code, 0, "{events:#?}");
+    assert_eq!(events[0], json!({"event": "login", "device": "868345032042426"}));
+    let position = &events[1];
+    assert_eq!(position["time"], "2018-09-17T13:22:04Z");
+    assert_eq!((&position["lat"], &position["lon"]), (&json!(24.709763), &json!(46.665418)));
+    assert_eq!(position["attrs"]["power_voltage"], 16.24);
+    assert_eq!(position["io"]["0x01"], 130);
+    assert_eq!(events.last(), Some(&json!({"event": "reply", "hex": "028960"})));
+    // An Iridium message: the IMEI of its header, no answer to the Iridium gateway.
+    let iridium = std::fs::read_to_string("fixtures/galileo/traccar_016.hex").unwrap_or_default();
+    let (code, events) = decode(&["galileo", "--hex"], iridium.as_bytes());
+    assert_eq!(code, 0, "{events:#?}");
+    assert_eq!(events[0], json!({"event": "login", "device": "300234069604590"}));
+    assert_eq!((&events[1]["lat"], &events[1]["lon"]), (&json!(-33.733818), &json!(-70.719813)));
+    assert_eq!(events.len(), 2, "{events:#?}");
+}

@@ -3,7 +3,9 @@
 //! two stops, then raises an SOS alarm in the protocol's own alarm frame. Every report is
 //! acknowledged; history holds each once, the live position is the newest, the ignition,
 //! motion and SOS events are derived and the trips report finds the trip: the same as
-//! for Teltonika, whatever the protocol.
+//! for Teltonika, whatever the protocol. Protocols without an ignition or SOS of their own
+//! (Galileosky: both are whatever input the installer wired) check the input the device
+//! side sets and the motion events.
 
 mod common;
 
@@ -63,9 +65,23 @@ async fn read_until(
     }
 }
 
-/// Drives one device of `protocol` through a trip and an alarm (`alarm` builds the
-/// protocol's SOS frame for a report), then checks what the platform made of it.
-async fn a_device_drives_a_trip_and_raises_an_alarm(protocol: &str, identifier: &str, alarm: fn(&Report) -> Vec<u8>) {
+/// How a protocol says what the test checks beyond positions.
+struct Vocabulary {
+    /// Builds the protocol's SOS frame for a report, when it has one.
+    alarm: Option<fn(&Report) -> Vec<u8>>,
+    /// The attribute carrying the report's ignition (`ignition`, or the input it is
+    /// wired to).
+    ignition: &'static str,
+}
+
+/// A protocol with its own ignition and SOS frame.
+fn with_alarm(alarm: fn(&Report) -> Vec<u8>) -> Vocabulary {
+    Vocabulary { alarm: Some(alarm), ignition: "ignition" }
+}
+
+/// Drives one device of `protocol` through a trip and an alarm, then checks what the
+/// platform made of it.
+async fn a_device_drives_a_trip_and_raises_an_alarm(protocol: &str, identifier: &str, vocabulary: Vocabulary) {
     let system = System::start(&format!("proto_{protocol}")).await;
     let id = system.register(identifier, protocol);
     let mut stream = TcpStream::connect(("127.0.0.1", system.port(protocol))).await.expect("connect");
@@ -85,9 +101,12 @@ async fn a_device_drives_a_trip_and_raises_an_alarm(protocol: &str, identifier: 
     }
     let mut sos = report(30);
     sos.ignition = false;
-    stream.write_all(&alarm(&sos)).await.expect("alarm");
-    // Any answer: the alarm frame's own.
-    read_until(&mut stream, side.as_mut(), &mut buffer, |_| true).await;
+    if let Some(alarm) = vocabulary.alarm {
+        stream.write_all(&alarm(&sos)).await.expect("alarm");
+        // Any answer: the alarm frame's own.
+        read_until(&mut stream, side.as_mut(), &mut buffer, |_| true).await;
+    }
+    let stored = 30 + usize::from(vocabulary.alarm.is_some());
 
     let from = "2026-11-20T00:00:00Z";
     let to = "2026-11-21T00:00:00Z";
@@ -95,7 +114,7 @@ async fn a_device_drives_a_trip_and_raises_an_alarm(protocol: &str, identifier: 
         let (_, body) = system.get(&format!("/v1/devices/{id}/positions?from={from}&to={to}&limit=1000"), &system.key);
         let positions: Value = serde_json::from_str(&body).unwrap_or_default();
         let list = positions["positions"].as_array().cloned().unwrap_or_default();
-        (list.len() == 31).then_some(list)
+        (list.len() == stored).then_some(list)
     })
     .await;
     for (minute, position) in positions.iter().enumerate().take(30) {
@@ -105,25 +124,33 @@ async fn a_device_drives_a_trip_and_raises_an_alarm(protocol: &str, identifier: 
         assert_eq!(position["time"], fleetgate_codecs::UtcMillis(sent.time_ms).to_string());
         let lat = position["lat"].as_f64().unwrap_or_default();
         assert!((lat - sent.lat).abs() < 1e-5, "minute {minute}: {position}");
-        assert_eq!(position["attrs"]["ignition"], sent.ignition, "minute {minute}: {position}");
+        assert_eq!(position["attrs"][vocabulary.ignition], sent.ignition, "minute {minute}: {position}");
     }
     let (status, live) = system.get(&format!("/v1/devices/{id}/live"), &system.key);
     let live: Value = serde_json::from_str(&live).unwrap_or_default();
-    assert_eq!((status, &live["time"]), (200, &Value::from("2026-11-20T08:30:00Z")));
+    let newest = if vocabulary.alarm.is_some() { "2026-11-20T08:30:00Z" } else { "2026-11-20T08:29:00Z" };
+    assert_eq!((status, &live["time"]), (200, &Value::from(newest)));
 
     let events = wait_for(Duration::from_secs(30), "the events derived", || {
         let (_, body) = system.get(&format!("/v1/events?device={id}&from={from}&to={to}"), &system.key);
         let events: Value = serde_json::from_str(&body).unwrap_or_default();
         let list = events["events"].as_array().cloned().unwrap_or_default();
-        list.iter().any(|e| e["kind"] == "sos").then_some(list)
+        let last = if vocabulary.alarm.is_some() { "sos" } else { "moving_stop" };
+        list.iter().any(|e| e["kind"] == last).then_some(list)
     })
     .await;
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
-    for kind in ["ignition_on", "moving_start", "ignition_off", "moving_stop", "sos"] {
-        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    let expected: &[&str] = match vocabulary.alarm {
+        Some(_) => &["ignition_on", "moving_start", "ignition_off", "moving_stop", "sos"],
+        None => &["moving_start", "moving_stop"],
+    };
+    for kind in expected {
+        assert!(kinds.contains(kind), "{kind} in {kinds:?}");
     }
-    let sos = events.iter().find(|e| e["kind"] == "sos").expect("sos event");
-    assert_eq!(sos["time"], "2026-11-20T08:30:00Z");
+    if vocabulary.alarm.is_some() {
+        let sos = events.iter().find(|e| e["kind"] == "sos").expect("sos event");
+        assert_eq!(sos["time"], "2026-11-20T08:30:00Z");
+    }
 
     let (status, trips) = system.get(&format!("/v1/reports/trips?device={id}&from={from}&to={to}"), &system.key);
     let trips: Value = serde_json::from_str(&trips).unwrap_or_default();
@@ -135,19 +162,36 @@ async fn a_device_drives_a_trip_and_raises_an_alarm(protocol: &str, identifier: 
 
 #[tokio::test]
 async fn gt06() {
-    a_device_drives_a_trip_and_raises_an_alarm("gt06", "356307042441013", |report| {
-        fleetgate_codecs::gt06::encode::alarm(report, 0x01, 900)
-    })
+    a_device_drives_a_trip_and_raises_an_alarm(
+        "gt06",
+        "356307042441013",
+        with_alarm(|report| fleetgate_codecs::gt06::encode::alarm(report, 0x01, 900)),
+    )
     .await;
 }
 
 #[tokio::test]
 async fn jt808() {
-    a_device_drives_a_trip_and_raises_an_alarm("jt808", "13912345678", |report| {
-        use fleetgate_codecs::jt808::encode::{location_body, message, phone};
-        let terminal = fleetgate_codecs::jt808::Terminal { phone: phone("13912345678", false), version: None };
-        // Alarm bit 0: SOS.
-        message(&terminal, 0x0200, 900, None, &location_body(report, 1, 8 * 60))
-    })
+    a_device_drives_a_trip_and_raises_an_alarm(
+        "jt808",
+        "13912345678",
+        with_alarm(|report| {
+            use fleetgate_codecs::jt808::encode::{location_body, message, phone};
+            let terminal = fleetgate_codecs::jt808::Terminal { phone: phone("13912345678", false), version: None };
+            // Alarm bit 0: SOS.
+            message(&terminal, 0x0200, 900, None, &location_body(report, 1, 8 * 60))
+        }),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn galileo() {
+    // The device side wires ignition to input 1.
+    a_device_drives_a_trip_and_raises_an_alarm(
+        "galileo",
+        "868204001549087",
+        Vocabulary { alarm: None, ignition: "din1" },
+    )
     .await;
 }
