@@ -17,6 +17,7 @@ pub mod gt06;
 pub mod hex;
 pub mod jt808;
 pub mod kit;
+pub mod navtelecom;
 pub mod out;
 pub mod position;
 pub mod protocol;

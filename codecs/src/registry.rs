@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::device::DeviceSide;
 use crate::protocol::{Session, SessionOptions};
-use crate::{galileo, gt06, jt808, teltonika, wialon};
+use crate::{galileo, gt06, jt808, navtelecom, teltonika, wialon};
 
 /// The transports a protocol's devices use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,8 @@ pub struct ProtocolSpec {
 }
 
 /// The protocols of this build, in the order of the docs' table.
-pub static BUILT_IN: &[&ProtocolSpec] = &[&teltonika::SPEC, &wialon::SPEC, &gt06::SPEC, &jt808::SPEC, &galileo::SPEC];
+pub static BUILT_IN: &[&ProtocolSpec] =
+    &[&teltonika::SPEC, &wialon::SPEC, &gt06::SPEC, &jt808::SPEC, &galileo::SPEC, &navtelecom::SPEC];
 
 /// Protocols registered at run time, after the built-in ones.
 static REGISTERED: RwLock<Vec<&'static ProtocolSpec>> = RwLock::new(Vec::new());
@@ -93,6 +94,8 @@ impl Protocol {
     pub const JT808: Protocol = Protocol(&jt808::SPEC);
     /// Galileosky.
     pub const GALILEO: Protocol = Protocol(&galileo::SPEC);
+    /// Navtelecom.
+    pub const NAVTELECOM: Protocol = Protocol(&navtelecom::SPEC);
 
     /// Every protocol: the built-in ones, then those registered.
     pub fn all() -> Vec<Protocol> {
