@@ -15,7 +15,12 @@ fn decode(args: &[&str], stdin: &[u8]) -> (i32, Vec<Value>) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("fleetgate runs");
-    child.stdin.take().expect("stdin").write_all(stdin).expect("write stdin");
+    // A command refused for its arguments exits before reading its input: a broken
+    // pipe then is no failure of the test.
+    let written = child.stdin.take().expect("stdin").write_all(stdin);
+    if let Err(error) = written {
+        assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {error}");
+    }
     let output = child.wait_with_output().expect("fleetgate exits");
     let lines = String::from_utf8(output.stdout)
         .expect("UTF-8 output")
@@ -195,4 +200,26 @@ fn galileo_head_packet_records_and_an_iridium_message() {
     assert_eq!(events[0], json!({"event": "login", "device": "300234069604590"}));
     assert_eq!((&events[1]["lat"], &events[1]["lon"]), (&json!(-33.733818), &json!(-70.719813)));
     assert_eq!(events.len(), 2, "{events:#?}");
+}
+
+#[test]
+fn navtelecom_handshake_negotiation_and_flex_records() {
+    // Traccar's FLEX 1.0 session: the handshake, the negotiation (69 fields, 73 bytes a
+    // record), then a ~T record.
+    let session = std::fs::read_to_string("fixtures/navtelecom/traccar_017.hex").unwrap_or_default();
+    let (code, events) = decode(&["navtelecom", "--hex"], session.as_bytes());
+    assert_eq!(code, 0, "{events:#?}");
+    assert_eq!(events[0], json!({"event": "login", "device": "869696049722825"}));
+    // `*<S` and `*<FLEX B0 0A 0A`, addressed back (receiver and sender swapped).
+    assert_eq!(events[1]["hex"], "404e5443c9b5f60201000000030045d62a3c53");
+    assert_eq!(events[3]["hex"], "404e5443aaecf602010000000900b1122a3c464c4558b00a0a");
+    let position = &events[4];
+    assert_eq!(position["time"], "2019-01-17T10:23:20Z");
+    assert!((position["lat"].as_f64().unwrap_or_default() - 56.33996).abs() < 1e-5, "{position}");
+    assert_eq!(position["satellites"], 11);
+    // The field numbered 19 from 1: the battery in mV.
+    assert_eq!(position["io"]["20"], 4166);
+    assert_eq!(position["attrs"]["battery_voltage"], 4.166);
+    // `~T` and the event index, with its CRC-8.
+    assert_eq!(events[5], json!({"event": "reply", "hex": "7e540400000017"}));
 }

@@ -4,7 +4,7 @@
 //! acknowledged; history holds each once, the live position is the newest, the ignition,
 //! motion and SOS events are derived and the trips report finds the trip: the same as
 //! for Teltonika, whatever the protocol. Protocols without an ignition or SOS of their own
-//! (Galileosky: both are whatever input the installer wired) check the input the device
+//! (Galileosky, Navtelecom: whatever input the installer wired) check the input the device
 //! side sets and the motion events.
 
 mod common;
@@ -191,6 +191,17 @@ async fn galileo() {
     a_device_drives_a_trip_and_raises_an_alarm(
         "galileo",
         "868204001549087",
+        Vocabulary { alarm: None, ignition: "din1" },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn navtelecom() {
+    // FLEX records; the device side wires ignition to input 1.
+    a_device_drives_a_trip_and_raises_an_alarm(
+        "navtelecom",
+        "866795031410689",
         Vocabulary { alarm: None, ignition: "din1" },
     )
     .await;
