@@ -213,5 +213,7 @@ mod tests {
         assert!(negotiate(&[0xB1, 0x0A, 0x0A, 0x08, 0x80]).is_err());
         assert!(negotiate(&[0xB0, 0x0A, 0x0A, 0x45, 0xFF]).is_err());
         assert_eq!(crc8(b"123456789"), 0xF7);
+        // What bounds a FLEX message (the session checks no other limit for them).
+        assert_eq!(FIELD_SIZES.iter().map(|&s| usize::from(s)).sum::<usize>(), 403);
     }
 }

@@ -122,9 +122,8 @@ pub fn scan(buf: &[u8], layout: Option<&flex::Layout>, limit: usize) -> Result<S
                     return Err(format!("FLEX message ~{} is not decoded: its layout is unknown", other as char));
                 }
             };
-            if len > limit {
-                return Err(format!("FLEX message ~{} of {len} bytes exceeds the limit {limit}", kind as char));
-            }
+            // No limit to check: a layout is at most 403 bytes a record (every field of
+            // FLEX 2.0), so a message is at most 255 of them, 102,769 bytes.
             Ok(if buf.len() < len { Scan::Incomplete } else { Scan::Flex { len } })
         }
         other => Err(format!("byte 0x{other:02X} starts no NTCB (@) or FLEX (~) message")),
