@@ -208,7 +208,6 @@ fn write_records(batch: &mut Batch, frame: &Bytes, tags: &[TagAt], archive: bool
             i += 1;
         }
         if !seen.has_data() {
-            drop(out);
             batch.rollback(mark);
             continue;
         }
@@ -232,6 +231,24 @@ fn apply(out: &mut Out<'_>, fallback: Fallback) {
             // A satellite-derived estimate within `cep_km`: no GNSS fix.
             out.fix().coordinates = Some(coordinates);
             out.io("cep_radius_km", u64::from(cep_km));
+        }
+    }
+}
+
+/// Why a packet's identity is not the connection's.
+#[derive(Debug)]
+enum NotIdentified {
+    /// Another device's packet: refused, the connection goes on.
+    Refuse(String),
+    /// No identity to go on with: the connection closes.
+    Close(String),
+}
+
+impl NotIdentified {
+    fn outcome(self, offset: u64) -> Result<Event, Fatal> {
+        match self {
+            NotIdentified::Refuse(error) => Ok(Event::Refused { offset, error, reply: None }),
+            NotIdentified::Close(error) => Err(Fatal { offset, error }),
         }
     }
 }
@@ -295,21 +312,18 @@ impl GalileoSession {
         Ok(())
     }
 
-    /// Takes the identity a packet carries: `Ok(true)` when it logs the device in,
-    /// `Err` with the refusal when it names another device than the connection's.
-    fn identify(&mut self, start: u64, imei: Option<&[u8]>) -> Result<bool, Result<Event, Fatal>> {
+    /// Takes the identity a packet carries: `Ok(true)` when it logs the device in.
+    fn identify(&mut self, imei: Option<&[u8]>) -> Result<bool, NotIdentified> {
         match (imei, &self.device) {
             (Some(imei), known) => {
                 let imei = String::from_utf8_lossy(imei).into_owned();
                 match known {
                     Some(device) if **device == *imei => Ok(false),
-                    Some(device) => Err(Ok(Event::Refused {
-                        offset: start,
-                        error: format!("packet of IMEI {imei:?} on the connection of {device}"),
-                        reply: None,
-                    })),
+                    Some(device) => {
+                        Err(NotIdentified::Refuse(format!("packet of IMEI {imei:?} on the connection of {device}")))
+                    }
                     None if !is_imei(&imei) => {
-                        Err(Err(Fatal { offset: start, error: format!("IMEI tag 0x03 holds {imei:?}, not 15 digits") }))
+                        Err(NotIdentified::Close(format!("IMEI tag 0x03 holds {imei:?}, not 15 digits")))
                     }
                     None => {
                         self.device = Some(Arc::from(imei.as_str()));
@@ -318,7 +332,7 @@ impl GalileoSession {
                 }
             }
             (None, None) if !self.options.allow_anonymous => {
-                Err(Err(Fatal { offset: start, error: "data before the head packet (IMEI tag 0x03)".into() }))
+                Err(NotIdentified::Close("data before the head packet (IMEI tag 0x03)".into()))
             }
             (None, _) => Ok(false),
         }
@@ -348,9 +362,9 @@ impl GalileoSession {
         }
         let find = |tags: &[TagAt], wanted: u8| tags.iter().find(|t| t.tag == wanted).copied();
         let imei = find(&self.tags, tags::IMEI).map(|t| &frame[t.start..t.start + t.len]);
-        let logs_in = match self.identify(start, imei) {
+        let logs_in = match self.identify(imei) {
             Ok(logs_in) => logs_in,
-            Err(outcome) => return outcome,
+            Err(not) => return not.outcome(start),
         };
         if let Some(id) = find(&self.tags, tags::DEVICE_ID) {
             self.device_id = u16::from_le_bytes([frame[id.start], frame[id.start + 1]]);
@@ -465,9 +479,9 @@ impl GalileoSession {
         } else {
             self.tags.clear();
         }
-        let logs_in = match self.identify(start, Some(imei)) {
+        let logs_in = match self.identify(Some(imei)) {
             Ok(logs_in) => logs_in,
-            Err(outcome) => return outcome,
+            Err(not) => return not.outcome(start),
         };
         let mut batch = self.batch(frame.clone());
         let tags = std::mem::take(&mut self.tags);
