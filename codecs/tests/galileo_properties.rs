@@ -401,3 +401,114 @@ fn an_iridium_message_logs_in_and_is_a_position_without_an_answer() {
     assert_eq!(position.attr(Attr::PowerVoltage), Some(AttrValue::Float(10.0)));
     assert_eq!(io(&position, "cep_radius_km"), Some(IoValue::Uint(5)));
 }
+
+/// The minimal data set, bit by bit as the protocol lays it out.
+fn minimal(seconds: u32, valid: bool, lat_units: u32, lon_units: u32, alarm: bool) -> [u8; 10] {
+    let fields = [
+        (0u64, 1),
+        (u64::from(seconds), 25),
+        (u64::from(!valid), 1),
+        (u64::from(lon_units), 22),
+        (u64::from(lat_units), 21),
+        (u64::from(alarm), 1),
+        (0, 9),
+    ];
+    let mut bits = Vec::with_capacity(80);
+    for (value, len) in fields {
+        for bit in (0..len).rev() {
+            bits.push((value >> bit) & 1 == 1);
+        }
+    }
+    let mut out = [0u8; 10];
+    for (i, bit) in bits.iter().enumerate() {
+        if *bit {
+            out[i / 8] |= 0x80 >> (i % 8);
+        }
+    }
+    out
+}
+
+fn compressed_packet(body: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x08];
+    out.extend_from_slice(&(body.len() as u16).to_le_bytes());
+    out.extend_from_slice(body);
+    let crc = modbus(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn compressed_records_are_dated_by_the_gateways_clock(
+        records in proptest::collection::vec(
+            (0u32..15_638_400, any::<bool>(), 0u32..(1 << 21), 0u32..(1 << 22), any::<bool>(), proptest::collection::vec(sensor(), 0..4)),
+            1..4,
+        ),
+    ) {
+        // 2026-07-01: every record time of the first half of 2026 is this year's.
+        let now = fleetgate_codecs::UtcMillis(1_782_864_000_000);
+        let year_start = 1_767_225_600_000i64;
+        let mut body = Vec::new();
+        let mut expected = Vec::new();
+        for (seconds, valid, lat, lon, alarm, sensors) in &records {
+            let sensors: BTreeMap<u8, Vec<u8>> = sensors.iter().cloned().collect();
+            body.extend_from_slice(&minimal(*seconds, *valid, *lat, *lon, *alarm));
+            body.push(sensors.len() as u8);
+            body.extend(sensors.keys());
+            for (&tag, value) in &sensors {
+                match length(tag) {
+                    Length::Counted8 => body.push(value.len() as u8),
+                    Length::Counted16 => body.extend_from_slice(&(value.len() as u16).to_le_bytes()),
+                    _ => {}
+                }
+                body.extend_from_slice(value);
+            }
+            expected.push((*seconds, *valid, *lat, *lon, *alarm, sensors));
+        }
+        let mut stream = packet(&head(1), false);
+        let sent = compressed_packet(&body);
+        stream.extend(&sent);
+        let mut session = Protocol::GALILEO.session(SessionOptions::default());
+        session.clock(now);
+        let mut buffer = BytesMut::from(&stream[..]);
+        let mut events = Vec::new();
+        while let Ok(Some(event)) = session.decode(&mut buffer) {
+            events.push(event);
+        }
+        let Some(Event::Positions { batch, ack, .. }) = events.get(1) else {
+            return Err(TestCaseError::fail(format!("{events:?}")));
+        };
+        prop_assert_eq!(&ack[..], &answer_of(&sent)[..]);
+        prop_assert_eq!(batch.len(), expected.len());
+        for (position, (seconds, valid, lat, lon, alarm, sensors)) in batch.iter().zip(&expected) {
+            prop_assert_eq!(position.fix.time.map(|t| t.0), Some(year_start + i64::from(*seconds) * 1000));
+            prop_assert_eq!(position.fix.valid, *valid);
+            let (read_lat, read_lon) = position.fix.coordinates.unwrap_or_default();
+            prop_assert_eq!(read_lat, 180.0 * f64::from(*lat) / 2_097_152.0 - 90.0);
+            prop_assert_eq!(read_lon, 360.0 * f64::from(*lon) / 4_194_304.0 - 180.0);
+            prop_assert_eq!(position.attr(Attr::Alarm).is_some(), *alarm);
+            for (&tag, value) in sensors {
+                let raw = io(&position, HEX_IDS[usize::from(tag)]);
+                match raw {
+                    Some(IoValue::Bytes(span)) => prop_assert_eq!(position.bytes(span), &value[..]),
+                    Some(IoValue::Int(v)) => prop_assert_eq!(v, i64::from(value[0] as i8)),
+                    Some(IoValue::Uint(v)) => prop_assert_eq!(v, le(value), "tag 0x{:02X}", tag),
+                    other => prop_assert!(false, "tag 0x{:02X} kept as {:?}", tag, other),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_compressed_packet_without_a_clock_is_refused_unanswered() {
+    let mut body = minimal(100, true, 1 << 20, 1 << 21, false).to_vec();
+    body.push(0);
+    let mut stream = packet(&head(1), false);
+    stream.extend(compressed_packet(&body));
+    let events = decode(&stream, SessionOptions::default());
+    let Some(Event::Refused { error, reply: None, .. }) = events.get(1) else { panic!("{events:?}") };
+    assert!(error.contains("no clock"), "{error}");
+}

@@ -4,7 +4,7 @@
 //! packet:  header:u8  length:u16 LE  body  crc:u16 LE        (CRC-16/MODBUS of header, length, body)
 //! 0x01     main packet: length bits 0-14, bit 15 = archived (black-box) data; body = tags
 //! 0x07     photo/file part: part number u8, data; answered 07 + crc
-//! 0x08     compressed records: refused (see below)
+//! 0x08     compressed records: a minimal data set and chosen tags each ([`compressed`])
 //! ```
 //! The tags, their lengths and meanings, and how records divide are in [`tags`].
 //!
@@ -14,20 +14,20 @@
 //! | main packet of records (each cut at its record number 0x10, or where a tag repeats) | positions (`io.archive` 1 for archived data) | `02` + crc, once stored |
 //! | a packet of only IMEI, device id, command number (0xE0) and text (0xE1) | message answering the command | `02` + crc |
 //! | photo part | message `galileo_photo` (part number and data) | `07` + crc |
+//! | compressed records | positions (dated by the gateway's clock) | `02` + crc, once stored |
 //! | an Iridium SBD message (`01 len:u16 BE`, elements `01 00 1C` header, `03` location, `02` tags) | login by the header's IMEI, a position | none |
 //!
 //! A packet whose checksum does not match, whose tags run past its end, or that holds a
 //! tag missing from the table is refused without an answer, so the device sends it
 //! again; the stream goes on at the next packet. A header byte that starts no packet,
 //! or a declared length over the limit, closes the connection (the protocol has no
-//! marker to find the next packet by). Compressed packets (0x08) are refused with a
-//! clear error: their 25-bit times count from the start of a year the packet does not
-//! name, and no capture shows one; set the device to full packets.
+//! marker to find the next packet by).
 //!
 //! Commands go to the device as a 0x01 packet with its IMEI, device id, a command
 //! number (0xE0) and the text (0xE1); the device answers with the number and its
 //! answer text.
 
+pub mod compressed;
 pub mod encode;
 pub mod tags;
 
@@ -269,6 +269,8 @@ pub struct GalileoSession {
     commands: RefCell<VecDeque<u32>>,
     /// The tags of the packet being decoded (kept for its allocation).
     tags: Vec<TagAt>,
+    /// The time the gateway gave, which dates compressed records.
+    now: Option<UtcMillis>,
     spare: Option<Batch>,
 }
 
@@ -284,6 +286,7 @@ impl GalileoSession {
             command_number: Cell::new(0),
             commands: RefCell::new(VecDeque::new()),
             tags: Vec::new(),
+            now: None,
             spare: None,
         }
     }
@@ -426,6 +429,44 @@ impl GalileoSession {
         Ok(Event::Message { message, reply: Some(reply) })
     }
 
+    /// Compressed records ([`compressed`]), their year from the gateway's clock.
+    fn compressed_packet(&mut self, start: u64, frame: Bytes) -> Result<Event, Fatal> {
+        if self.device.is_none() && !self.options.allow_anonymous {
+            return Err(Fatal { offset: start, error: "compressed packet before the head packet".into() });
+        }
+        let Some(now) = self.now else {
+            let error = "compressed packet (0x08): its times count from the start of a year it does not name, and \
+                         there is no clock to tell the year (fleetgate decode has none)";
+            return Ok(Event::Refused { offset: start, error: error.into(), reply: None });
+        };
+        let end = frame.len() - 2;
+        let archive = frame[2] & 0x80 != 0;
+        let answer = Bytes::from(vec![header::ANSWER, frame[end], frame[end + 1]]);
+        let mut batch = self.batch(frame.clone());
+        let mut rest = &frame[3..end];
+        while !rest.is_empty() {
+            let mut out = Out::new(&mut batch, &frame);
+            match compressed::record(&mut out, rest, now) {
+                Ok((after, ())) => {
+                    if archive {
+                        out.io("archive", 1);
+                    }
+                    rest = after;
+                }
+                Err(error) => {
+                    let error = failure_words(&frame[..end], error);
+                    self.recycle(batch);
+                    return Ok(Event::Refused { offset: start, error, reply: None });
+                }
+            }
+        }
+        if batch.is_empty() {
+            self.recycle(batch);
+            return Ok(Event::KeepAlive { reply: Some(answer) });
+        }
+        Ok(Event::Positions { batch, ack: answer, nack: None })
+    }
+
     /// An Iridium SBD message: elements `id:u8 len:u16 BE value`.
     fn iridium(&mut self, start: u64, frame: Bytes) -> Result<Event, Fatal> {
         let refuse = |error: String| Ok(Event::Refused { offset: start, error, reply: None });
@@ -519,13 +560,7 @@ impl GalileoSession {
             Kind::Main => self.main_packet(start, frame),
             Kind::Photo => self.photo(start, frame),
             Kind::Iridium => self.iridium(start, frame),
-            Kind::Compressed => Ok(Event::Refused {
-                offset: start,
-                error: "compressed packet (0x08): not decoded (its times count from the start of a year it does \
-                        not name); set the device to send full packets"
-                    .into(),
-                reply: None,
-            }),
+            Kind::Compressed => self.compressed_packet(start, frame),
         }
     }
 }
@@ -573,6 +608,10 @@ impl Session for GalileoSession {
 
     fn recycle(&mut self, batch: Batch) {
         self.spare = Some(batch.reuse(None, Bytes::new()));
+    }
+
+    fn clock(&mut self, now: UtcMillis) {
+        self.now = Some(now);
     }
 }
 
