@@ -15,6 +15,11 @@ pub fn fuzz_session(protocol: Protocol, input: &[u8]) {
         let options = SessionOptions { allow_anonymous, max_line_len: 512, max_binary_len: 512, ..SessionOptions::default() };
         let bound = options.max_buffered();
         let mut session = protocol.session(options);
+        // As the gateway runs a session: with a clock (time requests, Galileosky's
+        // compressed records); as `fleetgate decode` runs one: without.
+        if !allow_anonymous {
+            session.clock(fleetgate_codecs::UtcMillis(1_782_864_000_000));
+        }
         let mut buffer = BytesMut::new();
         let chunk = usize::from(split_seed % 32) + 1;
         'stream: for piece in data.chunks(chunk) {
