@@ -119,7 +119,33 @@ fn temperature(out: &mut Out<'_>, attr: Attr, key: &'static str, value: i8) {
 /// or an infinity, which no measurement is.
 pub fn float(bytes: &[u8]) -> Option<f64> {
     let value = f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-    value.is_finite().then(|| value.to_string().parse().unwrap_or(f64::from(value)))
+    value.is_finite().then(|| shortest(value))
+}
+
+/// The shortest decimal that reads back as `value`, as an f64: the closest decimal of
+/// 1, 2, ... significant digits that rounds to the same f32 (nine always do). No
+/// allocation for the magnitudes devices send: formatting and parsing text cost more
+/// than the rest of a record (BENCHMARKS.md).
+fn shortest(value: f32) -> f64 {
+    let wide = f64::from(value);
+    if wide == 0.0 {
+        return wide;
+    }
+    let magnitude = wide.abs().log10().floor() as i32;
+    for digits in 1..=9 {
+        let scale = digits - 1 - magnitude;
+        // Powers of ten up to 10^22 are exact in f64, so the division rounds once.
+        let rounded = match scale {
+            0..=22 => (wide * 10f64.powi(scale)).round() / 10f64.powi(scale),
+            -22..0 => (wide / 10f64.powi(-scale)).round() * 10f64.powi(-scale),
+            // Beyond the exact powers (no speed or distance is): through text.
+            _ => return value.to_string().parse().unwrap_or(wide),
+        };
+        if rounded as f32 == value {
+            return rounded;
+        }
+    }
+    wide
 }
 
 /// One record of a binary format, written into `out`; the record's index (for the
@@ -279,6 +305,20 @@ pub fn record<'a>(out: &mut Out<'_>, input: &'a [u8]) -> Parsed<'a, u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floats_read_as_the_decimals_devices_meant() {
+        for value in [47.5964f32, 0.1, 1e-7, 286.79910, 3.4e38, -12.5, 1.0, 100.0, 16_777_216.0, 2.5e-3] {
+            let expected: f64 = value.to_string().parse().unwrap_or_default();
+            assert_eq!(shortest(value), expected, "{value}");
+        }
+        // Every float whose bits step through the range reads as its shortest decimal.
+        for bits in (0u32..0x7F80_0000).step_by(7_919) {
+            let value = f32::from_bits(bits);
+            let expected: f64 = value.to_string().parse().unwrap_or_default();
+            assert_eq!(shortest(value), expected, "{value:e} ({bits:#x})");
+        }
+    }
 
     #[test]
     fn envelopes_carry_both_checksums() {
