@@ -308,7 +308,7 @@ mod tests {
 
     #[test]
     fn floats_read_as_the_decimals_devices_meant() {
-        for value in [47.5964f32, 0.1, 1e-7, 286.79910, 3.4e38, -12.5, 1.0, 100.0, 16_777_216.0, 2.5e-3] {
+        for value in [47.5964f32, 0.1, 1e-7, 286.7991, 3.4e38, -12.5, 1.0, 100.0, 16_777_216.0, 2.5e-3] {
             let expected: f64 = value.to_string().parse().unwrap_or_default();
             assert_eq!(shortest(value), expected, "{value}");
         }
