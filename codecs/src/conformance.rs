@@ -347,6 +347,46 @@ pub fn report_of(seed: u64) -> Report {
     }
 }
 
+/// The events a fresh session with `options` decodes from `bytes` given whole, up to the
+/// first fatal error or the bytes it waits to complete: what a property test inspects.
+pub fn events_of(protocol: Protocol, bytes: &[u8], options: SessionOptions) -> Vec<Event> {
+    let mut session = protocol.session(options);
+    let mut buffer = bytes::BytesMut::from(bytes);
+    let mut events = Vec::new();
+    while let Ok(Some(event)) = session.decode(&mut buffer) {
+        events.push(event);
+    }
+    events
+}
+
+/// Any bytes, as a stream (with and without the decode command's anonymous mode) and as
+/// a datagram: no panic, no loop (every event consumes bytes, so `bytes.len()` events
+/// and a few queued ones are the most there can be), nothing consumed beyond the input.
+pub fn check_any_bytes(protocol: Protocol, bytes: &[u8]) -> Result<(), String> {
+    for allow_anonymous in [false, true] {
+        let mut session = protocol.session(SessionOptions { allow_anonymous, ..SessionOptions::default() });
+        let mut buffer = bytes::BytesMut::from(bytes);
+        let mut ended = false;
+        for _ in 0..=bytes.len() + 8 {
+            match session.decode(&mut buffer) {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if !ended {
+            return Err(format!("{} bytes gave more than {} events", bytes.len(), bytes.len() + 8));
+        }
+        if session.offset() > bytes.len() as u64 {
+            return Err(format!("offset {} past the input's {} bytes", session.offset(), bytes.len()));
+        }
+        let _ = session.decode_datagram(bytes::Bytes::copy_from_slice(bytes));
+    }
+    Ok(())
+}
+
 /// What a device side's session sees: the events of `bytes` fed in `chunk`-byte pieces.
 fn decode_all(protocol: Protocol, bytes: &[u8], chunk: usize) -> Result<Vec<Event>, String> {
     let mut session = protocol.session(SessionOptions::default());

@@ -61,8 +61,13 @@ pub trait DeviceSide: Send {
     fn data(&mut self, reports: &[Report]) -> Vec<u8>;
 
     /// Damages `frames` (what [`DeviceSide::data`] just returned) so that a strict server
-    /// must refuse them: a checksum that no longer matches.
-    fn corrupt(&self, frames: &mut Vec<u8>);
+    /// must refuse them: a checksum that no longer matches. By default the last byte is
+    /// changed, where the binary protocols without delimiters keep their checksum.
+    fn corrupt(&self, frames: &mut Vec<u8>) {
+        if let Some(last) = frames.last_mut() {
+            *last ^= 0x01;
+        }
+    }
 
     /// True when the protocol answers a refused frame (so a device waits for that
     /// answer); false when a refused frame just goes unanswered.

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use bytes::BytesMut;
 use fleetgate_codecs::attrs::Attr;
+use fleetgate_codecs::conformance::{check_any_bytes, events_of};
 use fleetgate_codecs::galileo::encode::command;
 use fleetgate_codecs::galileo::tags::{Length, length};
 use fleetgate_codecs::out::HEX_IDS;
@@ -135,13 +136,7 @@ fn encode_record(record: &Record) -> Vec<u8> {
 }
 
 fn decode(bytes: &[u8], options: SessionOptions) -> Vec<Event> {
-    let mut session = Protocol::GALILEO.session(options);
-    let mut buffer = BytesMut::from(bytes);
-    let mut events = Vec::new();
-    while let Ok(Some(event)) = session.decode(&mut buffer) {
-        events.push(event);
-    }
-    events
+    events_of(Protocol::GALILEO, bytes, options)
 }
 
 fn io(position: &PositionRef<'_>, name: &'static str) -> Option<IoValue> {
@@ -293,17 +288,7 @@ proptest! {
             input.extend_from_slice(&len.to_le_bytes());
         }
         input.extend(&bytes);
-        for anonymous in [false, true] {
-            let mut session = Protocol::GALILEO.session(SessionOptions { allow_anonymous: anonymous, ..SessionOptions::default() });
-            let mut buffer = BytesMut::from(&input[..]);
-            for _ in 0..=input.len() + 8 {
-                match session.decode(&mut buffer) {
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            prop_assert!(session.offset() <= input.len() as u64);
-        }
+        check_any_bytes(Protocol::GALILEO, &input).map_err(TestCaseError::fail)?;
     }
 }
 

@@ -7,6 +7,7 @@
 
 use bytes::BytesMut;
 use fleetgate_codecs::attrs::Attr;
+use fleetgate_codecs::conformance::{check_any_bytes, events_of};
 use fleetgate_codecs::device::Report;
 use fleetgate_codecs::jt808::encode::{batch_body, location_body, message, phone};
 use fleetgate_codecs::jt808::{Terminal, general_response_body, id, unescape};
@@ -113,13 +114,7 @@ fn encode(terminal: &Terminal, register: bool, frames: &[Frame]) -> (Vec<u8>, Ve
 }
 
 fn decode(bytes: &[u8], options: SessionOptions) -> Vec<Event> {
-    let mut session = Protocol::JT808.session(options);
-    let mut buffer = BytesMut::from(bytes);
-    let mut events = Vec::new();
-    while let Ok(Some(event)) = session.decode(&mut buffer) {
-        events.push(event);
-    }
-    events
+    events_of(Protocol::JT808, bytes, options)
 }
 
 /// The (serial, id, result) of a platform general response.
@@ -256,17 +251,7 @@ proptest! {
     fn random_bytes_never_panic_or_loop(bytes in proptest::collection::vec(any::<u8>(), 0..600), framed in any::<bool>()) {
         let mut input = if framed { vec![0x7E, 0x02, 0x00] } else { Vec::new() };
         input.extend(&bytes);
-        for anonymous in [false, true] {
-            let mut session = Protocol::JT808.session(SessionOptions { allow_anonymous: anonymous, ..SessionOptions::default() });
-            let mut buffer = BytesMut::from(&input[..]);
-            for _ in 0..=input.len() + 8 {
-                match session.decode(&mut buffer) {
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            prop_assert!(session.offset() <= input.len() as u64);
-        }
+        check_any_bytes(Protocol::JT808, &input).map_err(TestCaseError::fail)?;
     }
 }
 

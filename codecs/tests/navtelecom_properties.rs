@@ -7,6 +7,7 @@
 
 use bytes::BytesMut;
 use fleetgate_codecs::attrs::Attr;
+use fleetgate_codecs::conformance::{check_any_bytes, events_of};
 use fleetgate_codecs::navtelecom::flex::FIELD_SIZES;
 use fleetgate_codecs::transcript::{run_stream, run_stream_in_chunks};
 use fleetgate_codecs::{AttrValue, Event, IoKey, IoValue, PositionRef, Protocol, SessionOptions};
@@ -144,13 +145,7 @@ fn stream(layout: &Layout, messages: &[Message]) -> Vec<u8> {
 }
 
 fn decode(bytes: &[u8]) -> Vec<Event> {
-    let mut session = Protocol::NAVTELECOM.session(SessionOptions::default());
-    let mut buffer = BytesMut::from(bytes);
-    let mut events = Vec::new();
-    while let Ok(Some(event)) = session.decode(&mut buffer) {
-        events.push(event);
-    }
-    events
+    events_of(Protocol::NAVTELECOM, bytes, SessionOptions::default())
 }
 
 fn le(bytes: &[u8]) -> u64 {
@@ -279,17 +274,7 @@ proptest! {
             input.push(b'~');
         }
         input.extend(&bytes);
-        for anonymous in [false, true] {
-            let mut session = Protocol::NAVTELECOM.session(SessionOptions { allow_anonymous: anonymous, ..SessionOptions::default() });
-            let mut buffer = BytesMut::from(&input[..]);
-            for _ in 0..=input.len() + 8 {
-                match session.decode(&mut buffer) {
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            prop_assert!(session.offset() <= input.len() as u64);
-        }
+        check_any_bytes(Protocol::NAVTELECOM, &input).map_err(TestCaseError::fail)?;
     }
 }
 

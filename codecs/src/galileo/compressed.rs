@@ -16,7 +16,7 @@ use crate::kit::{self, Parsed};
 use crate::out::Out;
 use crate::time::UtcMillis;
 
-use super::tags::{self, Length};
+use super::tags;
 
 /// The minimal data set of one record.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -87,17 +87,7 @@ pub fn record<'a>(out: &mut Out<'_>, input: &'a [u8], now: UtcMillis) -> Parsed<
     let (rest, ids) = kit::counted(rest)?;
     let mut rest = rest;
     for &tag in ids {
-        let (after, value) = match tags::length(tag) {
-            Length::Fixed(n) => kit::take(usize::from(n))(rest)?,
-            Length::Counted8 => kit::counted(rest)?,
-            Length::Counted16 => {
-                let (after, n) = kit::le_u16(rest)?;
-                kit::take(usize::from(n))(after)?
-            }
-            Length::Unknown => {
-                return kit::invalid(rest, format!("unknown tag 0x{tag:02X} in a compressed record"));
-            }
-        };
+        let (after, value) = tags::value(tag)(rest)?;
         tags::write(out, tag, value);
         rest = after;
     }

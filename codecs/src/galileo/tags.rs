@@ -97,18 +97,28 @@ pub fn is_head(tag: u8) -> bool {
 /// One tag and its value (without its length field, for the counted ones).
 pub fn tag(input: &[u8]) -> Parsed<'_, (u8, &[u8])> {
     let (rest, tag) = kit::be_u8(input)?;
-    let (rest, value) = match length(tag) {
-        Length::Fixed(n) => kit::take(usize::from(n))(rest)?,
-        Length::Counted8 => kit::counted(rest)?,
+    match value(tag)(rest) {
+        Ok((rest, value)) => Ok((rest, (tag, value))),
+        // Name the tag's own offset: its value's length is what is unknown.
+        Err(nom::Err::Error(kit::Error { reason: kit::Reason::Invalid(why), .. })) => kit::invalid(input, why),
+        Err(error) => Err(error),
+    }
+}
+
+/// The value of `tag` at the front of the input (compressed records list their tags
+/// apart from the values).
+pub fn value(tag: u8) -> impl Fn(&[u8]) -> Parsed<'_, &[u8]> {
+    move |input: &[u8]| match length(tag) {
+        Length::Fixed(n) => kit::take(usize::from(n))(input),
+        Length::Counted8 => kit::counted(input),
         Length::Counted16 => {
-            let (rest, n) = kit::le_u16(rest)?;
-            kit::take(usize::from(n))(rest)?
+            let (rest, n) = kit::le_u16(input)?;
+            kit::take(usize::from(n))(rest)
         }
         Length::Unknown => {
-            return kit::invalid(input, format!("unknown tag 0x{tag:02X}: its length is not in the protocol's table"));
+            kit::invalid(input, format!("unknown tag 0x{tag:02X}: its length is not in the protocol's table"))
         }
-    };
-    Ok((rest, (tag, value)))
+    }
 }
 
 /// Which tags a record has seen, to find where the next one starts.

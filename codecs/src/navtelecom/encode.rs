@@ -123,12 +123,6 @@ impl DeviceSide for Device {
         }
     }
 
-    fn corrupt(&self, frames: &mut Vec<u8>) {
-        if let Some(last) = frames.last_mut() {
-            *last ^= 0x01;
-        }
-    }
-
     fn answers_refusals(&self) -> bool {
         false
     }
