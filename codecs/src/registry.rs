@@ -72,6 +72,14 @@ pub struct ProtocolSpec {
     pub device: fn() -> Box<dyn DeviceSide>,
 }
 
+/// The identifier rule of protocols whose devices identify by their IMEI alone.
+pub fn is_imei(identifier: &str) -> bool {
+    identifier.len() == 15 && identifier.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// [`is_imei`] in words.
+pub const IMEI_RULE: &str = "the IMEI: 15 digits";
+
 /// The protocols of this build, in the order of the docs' table.
 pub static BUILT_IN: &[&ProtocolSpec] =
     &[&teltonika::SPEC, &wialon::SPEC, &gt06::SPEC, &jt808::SPEC, &galileo::SPEC, &navtelecom::SPEC];

@@ -41,7 +41,7 @@ use crate::kit::{self, Reason};
 use crate::out::Out;
 use crate::position::Batch;
 use crate::protocol::{DatagramError, DeviceMessage, Event, Fatal, Session, SessionOptions};
-use crate::registry::{Passwords, ProtocolSpec, Transports};
+use crate::registry::{self, Passwords, ProtocolSpec, Transports, is_imei};
 use crate::time::UtcMillis;
 
 /// The codec name in contract 1.
@@ -57,7 +57,7 @@ pub static SPEC: ProtocolSpec = ProtocolSpec {
     limits: &["max_frame_len"],
     session: |options| Box::new(GalileoSession::new(options)),
     identifier: is_imei,
-    identifier_rule: "the IMEI: 15 digits",
+    identifier_rule: registry::IMEI_RULE,
     passwords: Passwords::None,
     device: || Box::new(encode::Device::default()),
 };
@@ -72,10 +72,6 @@ pub mod header {
     pub const PHOTO: u8 = 0x07;
     /// Compressed records.
     pub const COMPRESSED: u8 = 0x08;
-}
-
-fn is_imei(text: &str) -> bool {
-    text.len() == 15 && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// CRC-16/MODBUS, the checksum of every packet.

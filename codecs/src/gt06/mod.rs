@@ -43,7 +43,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::kit::{self, Reason};
 use crate::position::Batch;
 use crate::protocol::{DatagramError, DeviceMessage, DeviceSettings, Event, Fatal, Session, SessionOptions};
-use crate::registry::{Passwords, ProtocolSpec, Transports};
+use crate::registry::{self, Passwords, ProtocolSpec, Transports};
 use crate::time::UtcMillis;
 
 use fields::Out;
@@ -62,8 +62,8 @@ pub static SPEC: ProtocolSpec = ProtocolSpec {
     text: false,
     limits: &["max_frame_len"],
     session: |options| Box::new(Gt06Session::new(options)),
-    identifier: |identifier| identifier.len() == 15 && identifier.bytes().all(|b| b.is_ascii_digit()),
-    identifier_rule: "the IMEI: 15 digits",
+    identifier: registry::is_imei,
+    identifier_rule: registry::IMEI_RULE,
     passwords: Passwords::None,
     device: || Box::new(encode::Device::default()),
 };

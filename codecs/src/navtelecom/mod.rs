@@ -36,7 +36,7 @@ use crate::kit::{self, Reason};
 use crate::out::Out;
 use crate::position::Batch;
 use crate::protocol::{DatagramError, DeviceMessage, Event, Fatal, Session, SessionOptions};
-use crate::registry::{Passwords, ProtocolSpec, Transports};
+use crate::registry::{self, Passwords, ProtocolSpec, Transports};
 
 /// The codec name in contract 1.
 pub const NAME: &str = "navtelecom";
@@ -50,8 +50,8 @@ pub static SPEC: ProtocolSpec = ProtocolSpec {
     text: false,
     limits: &["max_frame_len"],
     session: |options| Box::new(NavtelecomSession::new(options)),
-    identifier: |identifier| identifier.len() == 15 && identifier.bytes().all(|b| b.is_ascii_digit()),
-    identifier_rule: "the IMEI: 15 digits",
+    identifier: registry::is_imei,
+    identifier_rule: registry::IMEI_RULE,
     passwords: Passwords::None,
     device: || Box::new(encode::Device::default()),
 };
