@@ -307,3 +307,31 @@ fn a_subpackage_beyond_the_limits_is_refused() {
         assert!(matches!(answer, Some((_, id::BATCH, 2))), "{answer:?}");
     }
 }
+
+#[test]
+fn a_corrupted_message_whose_check_code_is_escaped_is_still_answered() {
+    use fleetgate_codecs::device::DeviceSide;
+    let mut device = fleetgate_codecs::jt808::encode::Device::default();
+    let login = device.login(PHONE);
+    // Reports until one's message has a check code that goes escaped (7D or 7E).
+    for seed in 0..10_000u64 {
+        let report = fleetgate_codecs::conformance::report_of(seed);
+        let mut frames = device.data(&[report]);
+        let escaped = frames.len() >= 3 && frames[frames.len() - 3] == 0x7D;
+        if !escaped {
+            continue;
+        }
+        device.corrupt(&mut frames);
+        let mut stream = login.clone();
+        stream.extend(&frames);
+        let events = decode(&stream, SessionOptions::default());
+        let refused = events.iter().find_map(|e| match e {
+            Event::Refused { reply, .. } => Some(reply.clone()),
+            _ => None,
+        });
+        let answer = refused.flatten().and_then(|r| general(&r));
+        assert!(matches!(answer, Some((_, id::LOCATION, 2))), "{events:?}");
+        return;
+    }
+    panic!("no report gave an escaped check code");
+}

@@ -161,12 +161,19 @@ impl DeviceSide for Device {
     }
 
     fn corrupt(&self, frames: &mut Vec<u8>) {
-        // The check code precedes the closing 7E; flip its low bit, keeping clear of the
-        // escape bytes.
-        if frames.len() >= 2 {
-            let at = frames.len() - 2;
-            frames[at] ^= if matches!(frames[at] ^ 0x01, 0x7D | 0x7E) { 0x10 } else { 0x01 };
+        // The last message's check code changed. It may be escaped itself (a check code
+        // of 7D or 7E goes as two bytes), so the message is unescaped, changed and
+        // escaped again: flipping a raw byte could make an escape no terminal sends,
+        // which a server refuses without the answer the device waits for.
+        let Some(start) = frames[..frames.len().saturating_sub(1)].iter().rposition(|&b| b == frame::FLAG) else {
+            return;
+        };
+        let Ok(mut message) = frame::unescape(&frames[start..]) else { return };
+        if let Some(check) = message.last_mut() {
+            *check ^= 0x01;
         }
+        frames.truncate(start);
+        frames.extend(escape(&message));
     }
 
     fn time_resolution_ms(&self) -> i64 {
