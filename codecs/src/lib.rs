@@ -12,6 +12,7 @@
 pub mod attrs;
 pub mod conformance;
 pub mod device;
+pub mod egts;
 pub mod galileo;
 pub mod gt06;
 pub mod hex;
