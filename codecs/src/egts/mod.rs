@@ -1,9 +1,11 @@
 //! EGTS (GOST R 54619 / 56360), the Russian state telematics protocol: its transport
-//! layer ([`transport`]) and its service records ([`records`]).
+//! layer ([`transport`]), its service records ([`records`]) and the subrecords of the
+//! AUTH and TELEDATA services ([`subrecords`]).
 //!
-//! Not yet a protocol of the registry: the sessions, the TELEDATA subrecords, the
-//! answers and the dispatcher's encoder come next (issue 19). What is here reads and
+//! Not yet a protocol of the registry: the session, its answers and the dispatcher's
+//! encoder come next (issue 19). What is here reads and
 //! builds packets and records exactly, checked against every captured packet.
 
 pub mod records;
+pub mod subrecords;
 pub mod transport;
