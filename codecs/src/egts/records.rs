@@ -104,23 +104,15 @@ mod tests {
 
     #[test]
     fn every_captured_record_and_subrecord_reads_to_its_end() {
-        let captures = include_str!("../../../fixtures/egts_captures.txt");
         let mut records = 0;
-        for line in captures.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            let bytes = crate::hex::decode(line.as_bytes()).unwrap_or_default();
-            let mut rest = &bytes[..];
-            while !rest.is_empty() {
-                let header = transport::header(rest).unwrap_or_else(|e| panic!("{line}: {e:?}"));
-                let (_, data) = transport::data(rest, &header).unwrap_or_else(|e| panic!("{line}: {e:?}"));
-                // A response starts with the packet id it answers and the result.
-                let data = if header.kind == packet_type::RESPONSE { &data[3..] } else { data };
-                let (_, found) = all(data).unwrap_or_else(|e| panic!("{line}: {e:?}"));
-                for record in &found {
-                    subrecords(record.data).unwrap_or_else(|e| panic!("{line}: {e:?}"));
-                }
-                records += found.len();
-                rest = &rest[header.packet_len()..];
+        for (line, header, data) in transport::captured_packets() {
+            // A response starts with the packet id it answers and the result.
+            let data = if header.kind == packet_type::RESPONSE { &data[3..] } else { &data[..] };
+            let (_, found) = all(data).unwrap_or_else(|e| panic!("{line}: {e:?}"));
+            for record in &found {
+                subrecords(record.data).unwrap_or_else(|e| panic!("{line}: {e:?}"));
             }
+            records += found.len();
         }
         assert!(records >= 19, "{records}");
     }

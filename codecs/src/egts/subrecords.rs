@@ -282,39 +282,26 @@ mod tests {
 
     #[test]
     fn every_captured_subrecord_reads_to_its_end() {
-        let captures = include_str!("../../../fixtures/egts_captures.txt");
         let mut positions = 0;
-        for line in captures.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            let bytes = Bytes::from(crate::hex::decode(line.as_bytes()).unwrap_or_default());
-            let mut at = 0;
-            while at < bytes.len() {
-                let header = transport::header(&bytes[at..]).unwrap_or_else(|e| panic!("{line}: {e:?}"));
-                let (_, data) = transport::data(&bytes[at..], &header).unwrap_or_else(|e| panic!("{line}: {e:?}"));
-                if header.kind == transport::packet_type::APPDATA {
-                    let (_, found) = records::all(data).unwrap_or_else(|e| panic!("{line}: {e:?}"));
-                    for record in found {
-                        let (_, subs) = records::subrecords(record.data).unwrap_or_else(|e| panic!("{line}: {e:?}"));
-                        let mut batch = Batch::new("egts", None, bytes.clone());
-                        let mut out = Out::new(&mut batch, &bytes);
-                        for (kind, sub) in subs {
-                            match kind {
-                                srt::TERM_IDENTITY => {
-                                    term_identity(sub).unwrap_or_else(|e| panic!("{line}: {e:?}"));
-                                }
-                                kind => {
-                                    if teledata(&mut out, kind, sub).unwrap_or_else(|e| panic!("{line} {kind}: {e:?}"))
-                                        && kind == srt::POS_DATA
-                                    {
-                                        positions += 1;
-                                    }
-                                }
-                            }
-                        }
-                        let extra = batch.iter().flat_map(|p| p.io().iter()).any(|e| e.key == IoKey::Static("extra"));
-                        assert!(!extra, "{line}: bytes past a subrecord's layout");
+        for (line, header, data) in transport::captured_packets() {
+            if header.kind != transport::packet_type::APPDATA {
+                continue;
+            }
+            let frame = Bytes::from(data);
+            let (_, found) = records::all(&frame).unwrap_or_else(|e| panic!("{line}: {e:?}"));
+            for record in found {
+                let (_, subs) = records::subrecords(record.data).unwrap_or_else(|e| panic!("{line}: {e:?}"));
+                let mut batch = Batch::new("egts", None, frame.clone());
+                let mut out = Out::new(&mut batch, &frame);
+                for (kind, sub) in subs {
+                    if kind == srt::TERM_IDENTITY {
+                        term_identity(sub).unwrap_or_else(|e| panic!("{line}: {e:?}"));
+                    } else if teledata(&mut out, kind, sub).unwrap_or_else(|e| panic!("{line} {kind}: {e:?}")) {
+                        positions += usize::from(kind == srt::POS_DATA);
                     }
                 }
-                at += header.packet_len();
+                let extra = batch.iter().flat_map(|p| p.io().iter()).any(|e| e.key == IoKey::Static("extra"));
+                assert!(!extra, "{line}: bytes past a subrecord's layout");
             }
         }
         assert!(positions >= 12, "{positions}");

@@ -154,6 +154,26 @@ pub fn packet(id: u16, kind: u8, data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Every packet of the captured payloads in `fixtures/egts_captures.txt`: its header and
+/// its service frame data (checksums checked), for the layers' tests.
+#[cfg(test)]
+pub(crate) fn captured_packets() -> Vec<(String, Header, Vec<u8>)> {
+    let captures = include_str!("../../../fixtures/egts_captures.txt");
+    let mut packets = Vec::new();
+    for line in captures.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let bytes = crate::hex::decode(line.as_bytes()).unwrap_or_default();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let read = header(rest).unwrap_or_else(|e| panic!("{line}: {e:?}"));
+            let (_, data) = data(rest, &read).unwrap_or_else(|e| panic!("{line}: {e:?}"));
+            assert_eq!(data.len(), usize::from(read.data_len));
+            packets.push((line.to_owned(), read, data.to_vec()));
+            rest = &rest[read.packet_len()..];
+        }
+    }
+    packets
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,20 +202,7 @@ mod tests {
 
     #[test]
     fn every_captured_packet_has_sound_checksums() {
-        // Traccar's EGTS captures (shared vectors), one packet or more each.
-        let captures = include_str!("../../../fixtures/egts_captures.txt");
-        let mut packets = 0;
-        for line in captures.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            let bytes = crate::hex::decode(line.as_bytes()).unwrap_or_default();
-            let mut rest = &bytes[..];
-            while !rest.is_empty() {
-                let read = header(rest).unwrap_or_else(|e| panic!("{line}: {e:?}"));
-                let (_, data) = data(rest, &read).unwrap_or_else(|e| panic!("{line}: {e:?}"));
-                assert_eq!(data.len(), usize::from(read.data_len));
-                rest = &rest[read.packet_len()..];
-                packets += 1;
-            }
-        }
-        assert!(packets >= 19, "{packets}");
+        // Traccar's EGTS captures, one payload of one packet or more each.
+        assert!(captured_packets().len() >= 19);
     }
 }
