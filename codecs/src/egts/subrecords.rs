@@ -4,7 +4,7 @@
 //! | subrecord | SRT | layout | becomes |
 //! |---|---|---|---|
 //! | `EGTS_SR_TERM_IDENTITY` | 1 | TID:u32 flags:u8 [HDID:u16] [IMEI:15] [IMSI:16] [LNGC:3] [NID:3] [BS:u16] [MSISDN:15] | the login |
-//! | `EGTS_SR_POS_DATA` | 16 | NTM:u32 LAT:u32 LONG:u32 FLG:u8 SPD:u16 DIR:u8 ODM:u24 DIN:u8 SRC:u8 [ALT:u24] [SRCD:i16] | fix, `odometer`, `din1`..`din8`, `io.source` |
+//! | `EGTS_SR_POS_DATA` | 16 | NTM:u32 LAT:u32 LONG:u32 FLG:u8 SPD:u16 DIR:u8 ODM:u24 DIN:u8 SRC:u8 [ALT:u24] [SRCD:i16] | fix, `odometer`, `din1`..`din8`, `io.source`, `io.archive` (FLG bit 3, black box) |
 //! | `EGTS_SR_EXT_POS_DATA` | 17 | flags:u8 [VDOP:u16] [HDOP:u16] [PDOP:u16] [SAT:u8 NS:u16] | `hdop`, `pdop`, satellites |
 //! | `EGTS_SR_AD_SENSORS_DATA` | 18 | DIOE:u8 DOUT:u8 ASFE:u8 ADIO:u8 per DIOE bit, ANS:u24 per ASFE bit | `dout1`..`dout4`, `ain1`..`ain8` (mV) |
 //! | `EGTS_SR_COUNTERS_DATA` | 19 | CFE:u8 CN:u24 per CFE bit | `io.counter1`.. |
