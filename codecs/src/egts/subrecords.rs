@@ -119,7 +119,8 @@ pub fn pos_data<'a>(out: &mut Out<'_>, input: &'a [u8]) -> Parsed<'a, ()> {
     }
     out.io("source", u64::from(source));
     if flags & 0x08 != 0 {
-        out.io("black_box", 1);
+        // Sent late from the black box, as the other protocols mark it.
+        out.io("archive", 1);
     }
     let mut rest = rest;
     if flags & 0x80 != 0 {
