@@ -14,6 +14,7 @@
 //!   length read and checked against a limit before anything of the body is read;
 //! - [`bcd`]: binary-coded decimal identifiers (IMEIs, terminal phone numbers);
 //! - [`checksummed`]: a body followed by its checksum field, checked;
+//! - [`crc8`]: the CRC-8 two protocols share;
 //! - [`coordinates`]: coordinates in the encodings trackers use.
 
 use nom::error::{ErrorKind, ParseError};
@@ -48,6 +49,18 @@ pub enum Reason {
     },
     /// A nom combinator failed (a tag that did not match, a count out of range).
     Nom(ErrorKind),
+}
+
+impl Reason {
+    /// The reason in words, for a refusal: `whole` names what a short field ran past
+    /// (`"packet"`, `"body"`).
+    pub fn words(self, whole: &str) -> String {
+        match self {
+            Reason::Short { wanted } => format!("a {wanted}-byte field runs past the end of the {whole}"),
+            Reason::Invalid(why) => why,
+            reason => format!("{reason:?}"),
+        }
+    }
 }
 
 impl<'a> ParseError<&'a [u8]> for Error<'a> {
@@ -221,6 +234,13 @@ where
         }
         Ok((rest, body))
     }
+}
+
+/// CRC-8 with polynomial 0x31 and initial value 0xFF, not reflected (Navtelecom FLEX
+/// messages, EGTS headers).
+pub fn crc8(data: &[u8]) -> u8 {
+    const CRC: crc::Crc<u8> = crc::Crc::<u8>::new(&crc::CRC_8_NRSC_5);
+    CRC.checksum(data)
 }
 
 /// Coordinates in the encodings trackers use.

@@ -149,7 +149,7 @@ impl EgtsSession {
                     kit::Reason::Checksum { sent, computed } => {
                         format!("data checksum: packet says 0x{sent:04X}, data gives 0x{computed:04X}")
                     }
-                    reason => format!("{reason:?}"),
+                    reason => reason.words("packet"),
                 };
                 return Ok(refuse(self, words, result::DATACRC_ERROR));
             }
@@ -172,7 +172,11 @@ impl EgtsSession {
                 let error = kit::failure(error);
                 return Ok(Event::Refused {
                     offset: start,
-                    error: format!("records: {:?} (at data offset {})", error.reason, kit::offset(data, error.rest)),
+                    error: format!(
+                        "records: {} (at data offset {})",
+                        error.reason.words("data"),
+                        kit::offset(data, error.rest)
+                    ),
                     reply: Some(Bytes::from(self.response(header.id, result::INC_DATAFORM, &[]))),
                 });
             }
@@ -220,7 +224,11 @@ impl EgtsSession {
                         self.recycle(batch);
                         return Ok(Event::Refused {
                             offset: start,
-                            error: format!("record {} subrecord {kind}: {:?}", record.number, error.reason),
+                            error: format!(
+                                "record {} subrecord {kind}: {}",
+                                record.number,
+                                error.reason.words("subrecord")
+                            ),
                             reply: Some(Bytes::from(self.response(header.id, result::INC_DATAFORM, &[]))),
                         });
                     }
@@ -302,11 +310,7 @@ mod tests {
     fn decode(bytes: &[u8]) -> Vec<Event> {
         let mut session = EgtsSession::new(SessionOptions::default());
         let mut buffer = BytesMut::from(bytes);
-        let mut events = Vec::new();
-        while let Ok(Some(event)) = session.decode(&mut buffer) {
-            events.push(event);
-        }
-        events
+        std::iter::from_fn(|| session.decode(&mut buffer).ok().flatten()).collect()
     }
 
     /// The (answered packet id, result) of a response, and its record responses.

@@ -28,11 +28,8 @@ pub mod packet_type {
     pub const SIGNED_APPDATA: u8 = 2;
 }
 
-/// CRC-8 of a header: polynomial 0x31, initial 0xFF.
-pub fn crc8(data: &[u8]) -> u8 {
-    const CRC: crc::Crc<u8> = crc::Crc::<u8>::new(&crc::CRC_8_NRSC_5);
-    CRC.checksum(data)
-}
+/// The CRC-8 of a header (polynomial 0x31, initial 0xFF).
+pub use crate::kit::crc8;
 
 /// CRC-16/CCITT of the service frame data: polynomial 0x1021, initial 0xFFFF.
 pub fn crc16(data: &[u8]) -> u16 {

@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::kit::{self, Reason};
+use crate::kit;
 use crate::out::Out;
 use crate::position::Batch;
 use crate::protocol::{DatagramError, DeviceMessage, Event, Fatal, Session, SessionOptions};
@@ -162,12 +162,7 @@ pub fn scan(buf: &[u8], limit: usize) -> Result<Scan, String> {
 fn failure_words(frame: &[u8], error: nom::Err<kit::Error<'_>>) -> String {
     let error = kit::failure(error);
     let at = kit::offset(frame, error.rest);
-    let why = match error.reason {
-        Reason::Short { wanted } => format!("a {wanted}-byte value runs past the end of the packet"),
-        Reason::Invalid(why) => why,
-        reason => format!("{reason:?}"),
-    };
-    format!("{why} (at packet offset {at})")
+    format!("{} (at packet offset {at})", error.reason.words("packet"))
 }
 
 /// One tag of a packet: the tag and where its value is in the packet.

@@ -308,11 +308,7 @@ impl Gt06Session {
             Err(error) => {
                 let error = kit::failure(error);
                 let at = kit::offset(frame, error.rest);
-                let why = match error.reason {
-                    Reason::Short { wanted } => format!("a {wanted}-byte field runs past the end of the content"),
-                    Reason::Invalid(why) => why,
-                    reason => format!("{reason:?}"),
-                };
+                let why = error.reason.words("content");
                 self.recycle(batch);
                 Event::Refused {
                     offset: start + at as u64,

@@ -45,7 +45,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::kit::{self, Reason};
+use crate::kit;
 use crate::position::Batch;
 use crate::protocol::{DatagramError, DeviceMessage, DeviceSettings, Event, Fatal, Session, SessionOptions};
 use crate::registry::{Passwords, ProtocolSpec, Transports};
@@ -426,11 +426,7 @@ impl Jt808Session {
                     Err(error) => {
                         let error = kit::failure(error);
                         let at = kit::offset(&raw, error.rest);
-                        let why = match error.reason {
-                            Reason::Short { wanted } => format!("a {wanted}-byte field runs past the end of the body"),
-                            Reason::Invalid(why) => why,
-                            reason => format!("{reason:?}"),
-                        };
+                        let why = error.reason.words("body");
                         self.recycle(batch);
                         Event::Refused {
                             offset: start,

@@ -96,11 +96,8 @@ pub fn bitfield(fields: &[u8], count: usize) -> Vec<u8> {
     bytes
 }
 
-/// CRC-8 (polynomial 0x31, initial 0xFF) of a FLEX message.
-pub fn crc8(data: &[u8]) -> u8 {
-    const CRC: crc::Crc<u8> = crc::Crc::<u8>::new(&crc::CRC_8_NRSC_5);
-    CRC.checksum(data)
-}
+/// The CRC-8 of a FLEX message and of an EGTS header (polynomial 0x31, initial 0xFF).
+pub use crate::kit::crc8;
 
 /// Field names: their numbers from 1, as Navtelecom's documents count them.
 fn key(field: usize) -> IoKey {

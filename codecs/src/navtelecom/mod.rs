@@ -26,13 +26,12 @@ pub mod encode;
 pub mod flex;
 pub mod ntcb;
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::cell::Cell;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::kit::{self, Reason};
+use crate::kit;
 use crate::out::Out;
 use crate::position::Batch;
 use crate::protocol::{DatagramError, DeviceMessage, Event, Fatal, Session, SessionOptions};
@@ -141,12 +140,7 @@ pub fn flex_answer(data: &[u8]) -> Bytes {
 fn failure_words(frame: &[u8], error: nom::Err<kit::Error<'_>>) -> String {
     let error = kit::failure(error);
     let at = kit::offset(frame, error.rest);
-    let why = match error.reason {
-        Reason::Short { wanted } => format!("a {wanted}-byte field runs past the end of the message"),
-        Reason::Invalid(why) => why,
-        reason => format!("{reason:?}"),
-    };
-    format!("{why} (at message offset {at})")
+    format!("{} (at message offset {at})", error.reason.words("message"))
 }
 
 /// The decoding state of one Navtelecom connection.
@@ -158,11 +152,11 @@ pub struct NavtelecomSession {
     prefix: [u8; 4],
     server_id: u32,
     device_id: u32,
-    /// The FLEX layout, once negotiated.
-    layout: Option<flex::Layout>,
+    /// The FLEX layout, once negotiated (shared, so a message borrows none of the session).
+    layout: Option<Arc<flex::Layout>>,
     offset: u64,
-    /// Commands sent and not answered.
-    commands: RefCell<VecDeque<()>>,
+    /// Commands sent and not answered (an answer names none, so they are only counted).
+    commands: Cell<usize>,
     spare: Option<Batch>,
 }
 
@@ -177,7 +171,7 @@ impl NavtelecomSession {
             device_id: 0,
             layout: None,
             offset: 0,
-            commands: RefCell::new(VecDeque::new()),
+            commands: Cell::new(0),
             spare: None,
         }
     }
@@ -230,7 +224,7 @@ impl NavtelecomSession {
                 match negotiated {
                     Ok(layout) => {
                         let answer = [b'*', b'<', b'F', b'L', b'E', b'X', 0xB0, layout.version, layout.structure];
-                        self.layout = Some(layout);
+                        self.layout = Some(Arc::new(layout));
                         Ok(Event::KeepAlive { reply: Some(self.envelope(&answer)) })
                     }
                     Err(error) => Ok(Event::Refused { offset: start, error, reply: None }),
@@ -242,7 +236,9 @@ impl NavtelecomSession {
             }
             [b'*', b'@', ..] => {
                 self.require_login(start, "an answer")?;
-                let answered = self.commands.borrow_mut().pop_front().is_some();
+                let waiting = self.commands.get();
+                self.commands.set(waiting.saturating_sub(1));
+                let answered = waiting > 0;
                 Ok(self.message("navtelecom_answer", answered, data))
             }
             _ => {
@@ -379,7 +375,7 @@ impl NavtelecomSession {
 impl Session for NavtelecomSession {
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Event>, Fatal> {
         let start = self.offset;
-        let scanned = scan(src, self.layout.as_ref(), self.options.max_frame_len);
+        let scanned = scan(src, self.layout.as_deref(), self.options.max_frame_len);
         match scanned.map_err(|error| Fatal { offset: start, error })? {
             Scan::Incomplete => Ok(None),
             Scan::KeepAlive => {
@@ -419,11 +415,7 @@ impl Session for NavtelecomSession {
             text.extend_from_slice(b"*!");
         }
         text.extend_from_slice(payload);
-        let mut commands = self.commands.borrow_mut();
-        if commands.len() >= 16 {
-            commands.pop_front();
-        }
-        commands.push_back(());
+        self.commands.set((self.commands.get() + 1).min(16));
         Some((self.envelope(&text), true))
     }
 
